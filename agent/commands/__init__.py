@@ -1,0 +1,1 @@
+"""Command groups of `python -m agent`; each module has ``register(subparsers)``."""

