@@ -1,0 +1,190 @@
+"""Deterministic step checks: phrase patterns from the rubric, the patient's name, questions, shouting.
+
+Why checks and not the model: measured here, the embedded 1.5B model agrees with hand labels no
+better than always answering the majority label (design.md), and takes seconds. These checks run
+in milliseconds, give the same verdict every time, quote the span that decided it, and cannot be
+talked out of a verdict by the trainee's text (the text is only ever matched, never obeyed).
+
+All patterns live in the rubric YAML. Text is matched with apostrophes removed ("don't" ->
+"dont") so that curly and straight quotes and missing apostrophes behave the same; evidence is
+quoted from the original text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from agent.rubrics import Rubric, Step, Verdict
+from agent.transcript import Message
+
+Source = Literal["check", "model", "learned"]
+
+APOSTROPHES = "'\u2019\u2018`\u00b4"
+TITLES = {"mr", "mrs", "ms", "miss", "mx", "dr", "sir", "madam", "mister", "doctor", "prof", "professor"}
+QUESTION = re.compile(r"[^.?!\n]*\?")
+WORD = re.compile(r"\b[A-Za-z]+\b")
+
+# Confidence of a check verdict: a quoted match is strong evidence; absence of a phrase is weaker
+# (the trainee may have said it in words the patterns do not know).
+CONFIDENCE_MATCH = 0.9
+CONFIDENCE_ABSENT = 0.7
+CONFIDENCE_NOT_APPLICABLE = 0.9
+
+
+class StepVerdict(BaseModel):
+    step_id: str
+    verdict: Verdict
+    evidence: str | None = None
+    confidence: float = Field(default=CONFIDENCE_MATCH, ge=0.0, le=1.0)
+    source: Source = "check"
+
+
+class TurnContext(BaseModel):
+    """What the checks need besides the reply: who, where, and what the patient just said."""
+
+    persona_name: str | None = None
+    channel: str = "front_desk"
+    patient_abusive: bool = False
+    transferring: bool = False
+    history: list[Message] = Field(default_factory=list)
+
+    def last_patient(self) -> str:
+        return next((m.content for m in reversed(self.history) if m.role == "patient"), "")
+
+
+class Normalized:
+    """Text with apostrophes removed, keeping a map back to the original for quoting evidence."""
+
+    def __init__(self, text: str) -> None:
+        self.original = text
+        keep = [i for i, c in enumerate(text) if c not in APOSTROPHES]
+        self.index = keep
+        self.text = "".join(text[i] for i in keep)
+
+    def quote(self, start: int, end: int) -> str:
+        if end <= start or not self.index:
+            return ""
+        return self.original[self.index[start] : self.index[end - 1] + 1].strip()
+
+
+Span = tuple[int, int]
+
+
+def _spans(patterns: Iterable[re.Pattern[str]], text: str) -> list[Span]:
+    return [m.span() for p in patterns for m in p.finditer(text) if m.end() > m.start()]
+
+
+def _overlaps(span: Span, others: list[Span]) -> bool:
+    return any(span[0] < o[1] and o[0] < span[1] for o in others)
+
+
+def find_evidence(match: list[re.Pattern[str]], unless: list[re.Pattern[str]], text: Normalized) -> str | None:
+    """The first span a ``match`` pattern finds that no ``unless`` span overlaps, quoted."""
+    blocked = _spans(unless, text.text)
+    hits = sorted(s for s in _spans(match, text.text) if not _overlaps(s, blocked))
+    return text.quote(*hits[0]) if hits else None
+
+
+def any_match(patterns: list[re.Pattern[str]], text: str) -> bool:
+    normalized = Normalized(text).text
+    return any(p.search(normalized) for p in patterns)
+
+
+def name_tokens(persona_name: str | None) -> list[str]:
+    """``"Mr. Carter"`` -> ``["Carter"]``; ``"Dana Whitfield"`` -> ``["Dana", "Whitfield"]``."""
+    if not persona_name:
+        return []
+    words = re.findall(r"[A-Za-z][A-Za-z\-]+", persona_name)
+    return [w for w in words if w.lower() not in TITLES]
+
+
+def _name_evidence(text: Normalized, context: TurnContext) -> str | None:
+    tokens = name_tokens(context.persona_name)
+    if not tokens:
+        return None
+    pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in tokens) + r")\b", re.IGNORECASE)
+    hit = pattern.search(text.text)
+    return text.quote(*hit.span()) if hit else None
+
+
+def _question_evidence(step: Step, text: Normalized) -> str | None:
+    assert step.check is not None
+    blocked = _spans(step.check.compiled_unless, text.text)
+    for found in QUESTION.finditer(text.text):
+        span = found.span()
+        if not _overlaps(span, blocked) and len(WORD.findall(found.group())) >= 2:
+            return text.quote(*span)
+    return find_evidence(step.check.compiled_match, step.check.compiled_unless, text)
+
+
+def _shouting_evidence(step: Step, text: Normalized) -> str | None:
+    assert step.check is not None
+    allowed = {w.upper() for w in step.check.allowed_caps}
+    caps = [
+        m
+        for m in WORD.finditer(text.original)
+        if m.group().isupper() and len(m.group()) >= step.check.caps_min_letters and m.group() not in allowed
+    ]
+    if len(caps) >= step.check.caps_min_words:
+        return " ".join(m.group() for m in caps)
+    return find_evidence(step.check.compiled_match, step.check.compiled_unless, text)
+
+
+def evidence_for(step: Step, text: Normalized, context: TurnContext) -> str | None:
+    """The quoted span showing the step's behaviour in ``text``, or None."""
+    check = step.check
+    if check is None:
+        return None
+    if check.type == "name":
+        return _name_evidence(text, context)
+    if check.type == "question":
+        return _question_evidence(step, text)
+    if check.type == "shouting":
+        return _shouting_evidence(step, text)
+    return find_evidence(check.compiled_match, check.compiled_unless, text)
+
+
+def conditions_met(rubric: Rubric, reply: str, context: TurnContext) -> set[str]:
+    """Which ``applies_when`` conditions hold for this turn."""
+    patterns = rubric.conditions.compiled
+    patient = context.last_patient()
+    met = {"always"}
+    if name_tokens(context.persona_name):
+        met.add("has_name")
+    if context.channel.lower() in {c.lower() for c in rubric.conditions.public_channels}:
+        met.add("public_channel")
+    abusive = context.patient_abusive or any_match(patterns["patient_abusive"], patient)
+    if abusive:
+        met.add("patient_abusive")
+    if abusive or any_match(patterns["patient_demands_manager_or_rude"], patient):
+        met.add("patient_demands_manager_or_rude")
+    if context.transferring or any_match(patterns["transferring"], reply):
+        met.add("transferring")
+    if any_match(patterns["trainee_uncertain"], reply):
+        met.add("trainee_uncertain")
+    return met
+
+
+def judge_step(step: Step, text: Normalized, context: TurnContext, met: set[str]) -> StepVerdict:
+    evidence = evidence_for(step, text, context)
+    if step.kind == "dont":
+        if evidence is not None:
+            return StepVerdict(step_id=step.id, verdict="violated", evidence=evidence, confidence=CONFIDENCE_MATCH)
+        return StepVerdict(step_id=step.id, verdict="ok", confidence=CONFIDENCE_ABSENT)
+    if evidence is not None:
+        return StepVerdict(step_id=step.id, verdict="demonstrated", evidence=evidence, confidence=CONFIDENCE_MATCH)
+    if met.intersection(step.applies_when):
+        return StepVerdict(step_id=step.id, verdict="missed", confidence=CONFIDENCE_ABSENT)
+    return StepVerdict(step_id=step.id, verdict="not_applicable", confidence=CONFIDENCE_NOT_APPLICABLE)
+
+
+def run(rubric: Rubric, reply: str, context: TurnContext | None = None) -> dict[str, StepVerdict]:
+    """Verdicts for every graded per-turn step of ``rubric`` on one trainee ``reply``."""
+    context = context or TurnContext()
+    text = Normalized(reply)
+    met = conditions_met(rubric, reply, context)
+    return {step.id: judge_step(step, text, context, met) for step in rubric.turn_steps()}
