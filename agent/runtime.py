@@ -273,8 +273,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def serve_foreground(path: Path, alias: str, port: int, options: ServerOptions | None = None) -> None:
-    """Run llama.cpp's server in this process until SIGINT/SIGTERM (the child side of the app)."""
+def serve_foreground(
+    path: Path, alias: str, port: int, options: ServerOptions | None = None, parent_pid: int | None = None
+) -> None:
+    """Run llama.cpp's server in this process until SIGINT/SIGTERM (the child side of the app).
+
+    With ``parent_pid``, the server also stops when that process is gone, so a killed app never
+    leaves an orphaned server holding a gigabyte of memory.
+    """
     import xllamacpp
 
     options = options or ServerOptions()
@@ -293,7 +299,10 @@ def serve_foreground(path: Path, alias: str, port: int, options: ServerOptions |
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(1.0):
+        if parent_pid is not None and os.getppid() != parent_pid:
+            print("parent process is gone; stopping", flush=True)
+            break
     del server
 
 
@@ -347,7 +356,7 @@ class EmbeddedServer:
             sys.executable, "-m", "agent", "model", "serve",
             "--model", str(path), "--alias", self.alias, "--port", str(self.port),
             "--parallel", str(self.options.n_parallel), "--ctx", str(self.options.n_ctx),
-            "--threads", str(self.options.threads),
+            "--threads", str(self.options.threads), "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

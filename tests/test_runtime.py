@@ -113,3 +113,40 @@ def test_server_that_cannot_load_reports_the_log(tmp_path):
     server = EmbeddedServer(model=str(fake), log_path=tmp_path / "server.log")
     with pytest.raises(runtime.ServerError, match="server.log"):
         server.start(timeout=60)
+
+
+@pytest.mark.live
+def test_server_does_not_outlive_a_killed_app(tmp_path):
+    """An app killed with SIGKILL runs no cleanup; the server must notice and stop by itself."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "from agent.runtime import EmbeddedServer\n"
+        f"s = EmbeddedServer(model='small', log_path=__import__('pathlib').Path({str(tmp_path)!r}) / 'log')\n"
+        "s.ensure(); print(s.process.pid, flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    app = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server_pid = int(app.stdout.readline())
+    os.kill(app.pid, signal.SIGKILL)
+    app.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            return
+        # a zombie child of init counts as gone once reaped; check its state
+        try:
+            with open(f"/proc/{server_pid}/stat") as stat:
+                if stat.read().split()[2] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.3)
+    os.kill(server_pid, signal.SIGKILL)
+    pytest.fail("the model server outlived its app by more than 15 s")

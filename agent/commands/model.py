@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--parallel", type=int, default=2, help="slots (patient + grader keep warm caches)")
     serve.add_argument("--ctx", type=int, default=8192, help="context tokens per slot")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    serve.add_argument("--parent-pid", type=int, default=None, help="stop when this process exits")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -61,5 +62,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = runtime.ServerOptions(n_parallel=args.parallel, n_ctx=args.ctx, host=args.host)
     if args.threads:
         options.threads = args.threads
-    runtime.serve_foreground(path, alias, args.port, options)
+    runtime.serve_foreground(path, alias, args.port, options, parent_pid=args.parent_pid)
     return 0
