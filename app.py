@@ -1,33 +1,184 @@
-"""deescalate web app (placeholder until the practice UI lands): a streaming chat on the configured model.
+"""deescalate web app: layout and event wiring only.
 
-Run with `make run` (or `python app.py`); serves on http://127.0.0.1:7860, or $GRADIO_SERVER_PORT.
+Practice (chat with an upset patient, live mood, per-turn feedback, retry from a turn, scorecard),
+Trainer (edit and test personas, view the rubric, calibration agreement) and History (past
+sessions, progress per step). Handlers live in ``agent/web.py``, rendering in ``agent/ui.py``,
+the session controller in ``agent/practice.py``.
+
+Run with ``make run`` (or ``python app.py``): http://127.0.0.1:7860, or ``$GRADIO_SERVER_PORT``.
+The model comes from the environment (``DEESCALATE_BACKEND`` / ``DEESCALATE_BASE_URL`` / ...,
+see ``agent/llm.py``), the database from ``DATABASE_URL`` (default: SQLite in the data dir).
+The API (``gradio_client``) is described in docs/api.md.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from pathlib import Path
+from typing import Any
+
 import gradio as gr
 
-from agent.llm import LLMSettings, chat_model
+from agent import web
+from agent.llm import LLMSettings
+from agent.practice import Practice
+from agent.store import Store
+
+# One queue for everything that calls the model: a laptop runs one model server.
+MODEL_QUEUE = {"concurrency_id": "model", "concurrency_limit": 1}
+THEME = gr.themes.Soft()
+CSS = "#feedback {min-height: 200px} .mood-meter {font-size: 0.9em}"
 
 
-def respond(message: str, history: list[dict]):
-    model = chat_model(LLMSettings.from_env(), max_tokens=200)
-    messages = [(turn["role"], turn["content"]) for turn in history] + [("user", message)]
-    text = ""
-    try:
-        for chunk in model.stream(messages):
-            text += chunk.content
-            yield text
-    except Exception as exc:  # the page must say what happened, not crash
-        yield f"{text}\n\n[model error: {exc}]"
+def build_app(
+    settings: LLMSettings | None = None,
+    *,
+    store: Store | None = None,
+    server: Any | None = None,
+    personas_dir: Path | None = None,
+) -> gr.Blocks:
+    """The whole app; tests pass replay settings, a temporary store or a server they can kill."""
+    practice = Practice(store or Store.from_env(), settings or LLMSettings.from_env(), server=server,
+                        personas_dir=personas_dir)  # fmt: skip
+    bind = partial  # handlers take the controller first
 
-
-def build() -> gr.Blocks:
     with gr.Blocks(title="deescalate") as demo:
-        gr.Markdown("# deescalate\nPractice de-escalation with a local model.")
-        gr.ChatInterface(respond, api_name="chat")
+        demo.practice = practice  # for tests and the API docs
+        gr.Markdown("# deescalate\nPractise calming an upset patient. Feedback follows every reply.")
+        model_line = gr.Markdown(elem_id="model-status")
+        poll = gr.Timer(1.0)
+
+        with gr.Tabs() as tabs:
+            # ---------------------------------------------------------------- Practice
+            with gr.Tab("Practice", id="practice"):
+                session_id = gr.Textbox(visible=False, elem_id="session-id")
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=260):
+                        persona = gr.Dropdown(label="Patient", choices=web.persona_choices(practice),
+                                              elem_id="persona")  # fmt: skip
+                        persona_card = gr.Markdown(elem_id="persona-card")
+                        trainee = gr.Textbox(label="Your name (optional)", elem_id="trainee-name")
+                        start = gr.Button("Start session", variant="primary", elem_id="start")
+                        gr.Markdown("**Patient's mood**")
+                        mood = gr.HTML(web.ui.mood_meter_html(None), elem_id="mood")
+                        branch_choice = gr.Dropdown(label="Answer an earlier turn differently", choices=[],
+                                                    elem_id="branch-choice")  # fmt: skip
+                        branch = gr.Button("Retry from this turn", size="sm", elem_id="branch")
+                        end = gr.Button("End session", variant="stop", elem_id="end")
+                    with gr.Column(scale=2):
+                        chat = gr.Chatbot(label="Conversation", height=420, elem_id="chat")
+                        status = gr.Markdown(elem_id="status")
+                        retry = gr.Button("Retry", visible=False, variant="primary", elem_id="retry")
+                        with gr.Row():
+                            message = gr.Textbox(placeholder="Your reply to the patient…", show_label=False,
+                                                 scale=5, elem_id="message")  # fmt: skip
+                            send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                    with gr.Column(scale=1, min_width=280):
+                        feedback = gr.Markdown(web.ui.feedback_markdown(None), elem_id="feedback")
+                with gr.Column(visible=False, elem_id="scorecard-box") as scorecard_box:
+                    scorecard = gr.Markdown(elem_id="scorecard")
+                    with gr.Row():
+                        mood_plot = gr.Plot(label="Mood over the session", elem_id="mood-plot")
+                        steps_plot = gr.Plot(label="Steps", elem_id="steps-plot")
+                    downloads = gr.File(label="Transcript and report", file_count="multiple", elem_id="downloads")
+
+            # ---------------------------------------------------------------- Trainer
+            with gr.Tab("Trainer", id="trainer"):
+                unlocked = gr.State(web.trainer_password() is None)
+                with gr.Row(visible=web.trainer_password() is not None) as lock_row:
+                    password = gr.Textbox(label="Trainer password", type="password", elem_id="trainer-password")
+                    unlock = gr.Button("Unlock", elem_id="unlock")
+                    lock_note = gr.Markdown()
+                with gr.Column(visible=web.trainer_password() is None) as trainer_box:
+                    with gr.Tab("Personas"):
+                        edit_pick = gr.Dropdown(label="Persona", elem_id="trainer-persona")
+                        editor = gr.Code(language="yaml", lines=24, label="Persona YAML", elem_id="editor")
+                        validation = gr.Markdown(elem_id="validation")
+                        with gr.Row():
+                            test_run = gr.Button("Test run (scripted good and bad trainee)", elem_id="test-run")
+                            new_name = gr.Textbox(label="Save as new persona named", elem_id="new-name")
+                            save = gr.Button("Save as new", variant="primary", elem_id="save-persona")
+                        save_note = gr.Markdown(elem_id="save-note")
+                        test_plot = gr.Plot(label="Mood: scripted good vs bad trainee", elem_id="test-plot")
+                        test_note = gr.Markdown(elem_id="test-note")
+                    with gr.Tab("Rubric"):
+                        rubric_steps = gr.Dataframe(headers=["id", "kind", "scope", "title", "sources"],
+                                                    interactive=False, elem_id="rubric-steps")  # fmt: skip
+                        rubric_yaml = gr.Code(language="yaml", interactive=False, label="rubrics/deescalation.yaml")
+                    with gr.Tab("Calibration"):
+                        calibration_file = gr.File(label="Calibration JSONL", file_types=[".jsonl"],
+                                                   elem_id="calibration-file")  # fmt: skip
+                        calibration_table = gr.Dataframe(label="Per-step agreement", interactive=False,
+                                                         elem_id="calibration-table")  # fmt: skip
+                        calibration_note = gr.Markdown()
+
+            # ---------------------------------------------------------------- History
+            with gr.Tab("History", id="history"):
+                with gr.Row():
+                    who = gr.Textbox(label="Trainee (empty: everybody)", elem_id="history-trainee")
+                    refresh = gr.Button("Refresh", elem_id="history-refresh")
+                sessions = gr.Dataframe(headers=web.ui.HISTORY_HEADERS, interactive=False, elem_id="history-table")
+                progress = gr.Plot(label="Progress per step", elem_id="progress-plot")
+                picked = gr.Textbox(label="Selected session", interactive=False, elem_id="history-picked")
+                resume = gr.Button("Resume in Practice", elem_id="resume")
+                detail = gr.Markdown(elem_id="history-detail")
+
+        # ------------------------------------------------------------------------ wiring
+        names = {
+            "session_id": session_id, "chat": chat, "mood": mood, "feedback": feedback, "status": status,
+            "retry": retry, "branch_choice": branch_choice, "message": message, "send": send,
+            "scorecard_box": scorecard_box, "scorecard": scorecard, "mood_plot": mood_plot,
+            "steps_plot": steps_plot, "downloads": downloads,
+        }  # fmt: skip
+        practice_out = [names[name] for name in web.PRACTICE_OUTPUTS]
+
+        demo.load(lambda: practice.model.start_background(), api_visibility="private")
+        poll.tick(bind(web.model_status, practice), outputs=[model_line, poll], api_visibility="private")
+        persona.change(bind(web.persona_card, practice), persona, persona_card, api_visibility="private")
+        start.click(bind(web.start, practice), [persona, trainee], practice_out, api_name="ui_start",
+                    api_visibility="undocumented")  # fmt: skip
+        gr.on([send.click, message.submit], bind(web.send, practice), [session_id, message], practice_out,
+              api_name="ui_send", api_visibility="undocumented", **MODEL_QUEUE)  # fmt: skip
+        retry.click(bind(web.retry, practice), session_id, practice_out, api_name="ui_retry",
+                    api_visibility="undocumented", **MODEL_QUEUE)  # fmt: skip
+        branch.click(bind(web.branch, practice), [session_id, branch_choice], practice_out,
+                     api_visibility="private")  # fmt: skip
+        end.click(bind(web.end, practice), session_id, practice_out, api_visibility="private")
+
+        unlock.click(web.unlock, password, [unlocked, trainer_box, lock_note], api_visibility="private")
+        unlock.click(lambda ok: gr.update(visible=not ok), unlocked, lock_row, api_visibility="private")
+        demo.load(bind(web.trainer_personas, practice), outputs=edit_pick, api_visibility="private")
+        edit_pick.change(bind(web.trainer_load, practice), [unlocked, edit_pick], [editor, validation],
+                         api_visibility="private")  # fmt: skip
+        editor.change(web.trainer_validate, editor, validation, api_visibility="private")
+        save.click(bind(web.trainer_save, practice), [unlocked, editor, new_name], [save_note, edit_pick],
+                   api_visibility="private")  # fmt: skip
+        test_run.click(bind(web.trainer_test_run, practice), [unlocked, editor], [test_plot, test_note],
+                       api_visibility="private", **MODEL_QUEUE)  # fmt: skip
+        demo.load(web.rubric_view, outputs=[rubric_yaml, rubric_steps], api_visibility="private")
+        calibration_file.upload(web.calibration, [unlocked, calibration_file], [calibration_table, calibration_note],
+                                api_visibility="private")  # fmt: skip
+
+        gr.on([refresh.click, demo.load], bind(web.history, practice), who, [sessions, progress],
+              api_visibility="private")  # fmt: skip
+        sessions.select(web.history_detail_handler(practice), sessions, [picked, detail], api_visibility="private")
+        resume.click(bind(web.resume, practice), picked, practice_out, api_visibility="private").then(
+            lambda: gr.Tabs(selected="practice"), outputs=tabs, api_visibility="private"
+        )
+
+        # ------------------------------------------------------------------------ API
+        api = web.api_endpoints(practice)
+        gr.api(api["personas"], api_name="personas")
+        gr.api(api["start_session"], api_name="start_session")
+        gr.api(api["practice_turn"], api_name="practice_turn", **MODEL_QUEUE)
+        gr.api(api["retry_turn"], api_name="retry_turn", **MODEL_QUEUE)
+        gr.api(api["end_session"], api_name="end_session")
     return demo
 
 
+def main() -> None:
+    build_app().queue().launch(theme=THEME, css=CSS)
+
+
 if __name__ == "__main__":
-    build().queue().launch()
+    main()

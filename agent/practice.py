@@ -1,0 +1,320 @@
+"""The app's controller: practice sessions on top of the turn loop, the store and the model server.
+
+Why this layer exists between ``app.py`` and ``agent.session``: the web page needs more than the
+turn loop. Every turn must be saved *before* the model is called (so a dead model server loses
+nothing), a failed turn must be retryable after the server restarts, a session must be resumable
+from the database after an app restart, and a trainee may branch from an earlier turn. None of
+that involves Gradio, so it lives here and is tested without a browser.
+
+A turn yields :class:`TurnUpdate` snapshots as it goes (saved -> patient typing -> answered ->
+graded -> maybe ended) so the page can stream the patient's reply and fill the feedback panel in
+when the grade arrives.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from agent.llm import Backend, LLMSettings
+from agent.store import NewSession, SessionRecord, Store, StoreError, TurnRecord
+
+Stage = Literal["saved", "typing", "answered", "graded", "ended", "failed"]
+
+
+class TurnUpdate(BaseModel):
+    """A snapshot of the session for the page after each stage of a turn."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    stage: Stage
+    session: SessionRecord
+    turns: list[TurnRecord]
+    streaming: str | None = None
+    error: str | None = None
+
+    @property
+    def last(self) -> TurnRecord | None:
+        return self.turns[-1] if self.turns else None
+
+    @property
+    def mood(self) -> dict[str, Any] | None:
+        for turn in reversed(self.turns):
+            if turn.mood_after:
+                return turn.mood_after
+        return self.session.initial_mood
+
+    @property
+    def mood_before(self) -> dict[str, Any] | None:
+        answered = [t for t in self.turns if t.mood_after]
+        if len(answered) >= 2:
+            return answered[-2].mood_after
+        return self.session.initial_mood if answered else None
+
+
+class ModelState(BaseModel):
+    """What the page says about the model: preparing (with a fraction), ready, down, or failed."""
+
+    state: Literal["idle", "preparing", "starting", "ready", "down", "error", "remote"]
+    message: str
+    progress: float | None = None
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line a trainee can act on, for a model failure mid-turn."""
+    text = f"{type(exc).__name__}: {exc}"
+    lowered = text.lower()
+    if any(word in lowered for word in ("connect", "refused", "reset", "closed", "incomplete", "remote")):
+        return "The model server stopped answering. Your words are saved; press Retry to restart it and try again."
+    if "timeout" in lowered or "timed out" in lowered:
+        return "The model took too long to answer. Your words are saved; press Retry."
+    return f"The model failed ({text[:200]}). Your words are saved; press Retry."
+
+
+class ModelSupervisor:
+    """Prepares and supervises the embedded model server for the app, and reports progress.
+
+    With a remote backend (OpenAI, Ollama, ...) or an explicit base URL there is nothing to
+    supervise: :meth:`settings` returns them unchanged. With the embedded backend the server is
+    started in the background at app start (assembling the 1 GB model the first time takes a
+    while; the page shows how far it is) and :meth:`settings` calls ``ensure()`` before each turn,
+    so a server that died is restarted by the next turn or retry.
+    """
+
+    def __init__(self, settings: LLMSettings, server: Any | None = None) -> None:
+        self.base = settings
+        self.server = server
+        self._state = ModelState(state="idle", message="Model not started yet.")
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def supervised(self) -> bool:
+        return self.server is not None or (self.base.backend is Backend.EMBEDDED and not self.base.base_url)
+
+    def state(self) -> ModelState:
+        if not self.supervised:
+            where = self.base.base_url or self.base.backend.value
+            return ModelState(state="remote", message=f"Model: {self.base.model or 'default'} at {where}.")
+        if self._state.state == "preparing":
+            fraction = self._assembly_fraction()
+            if fraction is not None:
+                return ModelState(
+                    state="preparing", message=f"Preparing the model: {fraction:.0%}", progress=fraction
+                )
+        process = self.server.process if self.server is not None else None
+        if self._state.state == "ready" and process is not None and process.poll() is not None:
+            return ModelState(state="down", message="The model server stopped; the next turn restarts it.")
+        return self._state
+
+    def _assembly_fraction(self) -> float | None:
+        from agent import runtime
+
+        spec = runtime.MODELS.get(self.base.model or "default")
+        if spec is None or not spec.is_split:
+            return None
+        partial = runtime.cache_dir() / "models" / f"{spec.alias}.gguf.partial"
+        try:
+            return min(partial.stat().st_size / spec.size, 1.0)
+        except OSError:
+            return None
+
+    def start_background(self) -> None:
+        """Prepare and start the embedded server off the request path (idempotent)."""
+        if not self.supervised:
+            return
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._prepare, name="model-prepare", daemon=True)
+            self._thread.start()
+
+    def _prepare(self) -> None:
+        from agent import runtime
+
+        try:
+            if self.server is None:
+                spec = runtime.MODELS.get(self.base.model or "default")
+                if spec is not None:
+                    self._state = ModelState(state="preparing", message="Preparing the model…", progress=0.0)
+                    runtime.prepare(spec, progress=False)
+                self._state = ModelState(state="starting", message="Starting the model server…")
+                self.server = runtime.EmbeddedServer(model=self.base.model)
+            else:
+                self._state = ModelState(state="starting", message="Starting the model server…")
+            started = time.monotonic()
+            self.server.ensure()
+            self._state = ModelState(
+                state="ready", message=f"Model ready ({self.server.alias}, {time.monotonic() - started:.1f} s)."
+            )
+        except Exception as exc:  # the page must say why, not hang on "preparing"
+            self._state = ModelState(state="error", message=f"The model could not start: {exc}")
+
+    def settings(self) -> LLMSettings:
+        """Settings for the next model call; restarts a dead embedded server first."""
+        if not self.supervised:
+            return self.base
+        if self.server is None:
+            if self._thread is not None:
+                self._thread.join()
+            if self.server is None:
+                self._prepare()
+        if self.server is None:
+            raise RuntimeError(self._state.message)
+        self.server.ensure()
+        self._state = ModelState(state="ready", message=f"Model ready ({self.server.alias}).")
+        return self.base.model_copy(update={"base_url": self.server.openai_base_url})
+
+
+class Practice:
+    """Start, play, retry, branch, resume and end practice sessions; everything goes to the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: LLMSettings | None = None,
+        *,
+        server: Any | None = None,
+        personas_dir: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.model = ModelSupervisor(settings or LLMSettings.from_env(), server=server)
+        self.personas_dir = personas_dir
+        self._live: dict[str, Any] = {}
+        self._locks: dict[str, threading.Lock] = {}
+
+    # -- personas and rubric ------------------------------------------------------------------
+
+    def personas(self) -> list[Any]:
+        from agent.personas import load_personas
+
+        return load_personas(self.personas_dir)
+
+    def persona(self, persona_id: str) -> Any:
+        from agent.personas import load_persona
+
+        return load_persona(persona_id, self.personas_dir)
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def _lock(self, session_id: str) -> threading.Lock:
+        return self._locks.setdefault(session_id, threading.Lock())
+
+    def snapshot(self, session_id: str, stage: Stage = "saved", **extra: Any) -> TurnUpdate:
+        return TurnUpdate(
+            stage=stage, session=self.store.get_session(session_id), turns=self.store.turns(session_id), **extra
+        )
+
+    def start(self, persona_id: str, trainee_name: str | None = None) -> TurnUpdate:
+        from agent import session as session_module
+
+        persona = self.persona(persona_id)
+        live = session_module.Session(persona=persona)
+        record = self.store.create_session(
+            NewSession(
+                persona_id=persona.id,
+                rubric_id=persona.rubric,
+                trainee_name=trainee_name,
+                backend=self.model.base.backend.value,
+                model=self.model.base.model,
+                opening=persona.opening_line,
+                initial_mood=live.mood,
+            )
+        )
+        self._live[record.id] = live
+        return self.snapshot(record.id)
+
+    def _session_for(self, session_id: str) -> Any:
+        """The live turn-loop object, rebuilt from the store after an app restart."""
+        live = self._live.get(session_id)
+        if live is None:
+            from agent import session as session_module
+
+            record = self.store.get_session(session_id)
+            live = session_module.Session.restore(
+                persona=self.persona(record.persona_id), turns=self.store.turns(session_id)
+            )
+            self._live[session_id] = live
+        return live
+
+    def turn(self, session_id: str, text: str) -> Iterator[TurnUpdate]:
+        text = (text or "").strip()
+        if not text:
+            raise StoreError("say something to the patient first")
+        with self._lock(session_id):
+            live = self._session_for(session_id)
+            turn = self.store.begin_turn(session_id, text, mood_before=live.mood)
+            yield self.snapshot(session_id, "saved")
+            yield from self._play(session_id, turn)
+
+    def retry(self, session_id: str) -> Iterator[TurnUpdate]:
+        """Replay the last turn that failed (or was cut off by a restart) with the same words."""
+        with self._lock(session_id):
+            pending = self.store.open_turn(session_id)
+            if pending is None:
+                raise StoreError("there is no failed turn to retry")
+            turn = self.store.retry_turn(pending.id)
+            self._live.pop(session_id, None)  # rebuild from the stored, completed turns
+            yield self.snapshot(session_id, "saved")
+            yield from self._play(session_id, turn)
+
+    def branch(self, session_id: str, index: int) -> TurnUpdate:
+        """Retry from trainee turn ``index``: the conversation continues from just before it."""
+        with self._lock(session_id):
+            self.store.branch_from(session_id, index)
+            self._live.pop(session_id, None)
+            return self.snapshot(session_id)
+
+    def _play(self, session_id: str, turn: TurnRecord) -> Iterator[TurnUpdate]:
+        live = self._session_for(session_id)
+        reply = ""
+        try:
+            settings = self.model.settings()
+            for event in live.stream_turn(turn.trainee_text, settings=settings):
+                kind = event.kind
+                if kind == "delta":
+                    reply += event.text
+                    yield self.snapshot(session_id, "typing", streaming=reply)
+                elif kind == "answered":
+                    self.store.complete_turn(turn.id, patient_reply=event.text, mood_after=event.mood,
+                                             grade=event.grade)  # fmt: skip
+                    yield self.snapshot(session_id, "answered")
+                elif kind == "graded":
+                    self.store.set_grade(turn.id, event.grade)
+                    if getattr(event, "mood", None) is not None:
+                        self.store.set_mood_after(turn.id, event.mood)
+                    yield self.snapshot(session_id, "graded")
+        except Exception as exc:  # any model failure: keep the words, offer a retry
+            if self.store.get_turn(turn.id).status != "complete":
+                self.store.fail_turn(turn.id, describe_error(exc))
+                self._live.pop(session_id, None)
+                yield self.snapshot(session_id, "failed", error=describe_error(exc))
+                return
+            yield self.snapshot(session_id, "graded", error=describe_error(exc))
+        ending = live.outcome()
+        if ending is not None:
+            yield self.end(session_id, outcome=str(ending.kind), reason=ending.reason)
+
+    def end(
+        self, session_id: str, *, outcome: str | None = "ended_by_trainee", reason: str | None = None
+    ) -> TurnUpdate:
+        record = self.store.get_session(session_id)
+        if record.ended:
+            return self.snapshot(session_id, "ended")
+        scorecard = self.scorecard(session_id, outcome=outcome, reason=reason)
+        self.store.end_session(session_id, outcome=outcome, reason=reason, scorecard=scorecard)
+        self._live.pop(session_id, None)
+        return self.snapshot(session_id, "ended")
+
+    def scorecard(self, session_id: str, *, outcome: str | None, reason: str | None) -> dict[str, Any]:
+        from agent import ui
+
+        turns = [t for t in self.store.turns(session_id) if t.status == "complete"]
+        rates = ui.step_rates(turns)
+        score = sum(rates.values()) / len(rates) if rates else None
+        return {"score": score, "steps": rates, "turns": len(turns), "outcome": outcome, "reason": reason}

@@ -1,0 +1,377 @@
+"""View helpers for the web app: turn stored records into what the page shows.
+
+Why a separate module: ``app.py`` is wiring only (layout and events). Everything here is plain
+Python over pydantic records and JSON dicts (no Gradio import), so it is testable on its own and
+the same rendering serves the live turn, a resumed session and the History tab.
+
+Moods and grades arrive as the JSON the store keeps (``Mood.model_dump()``,
+``TurnGrade.model_dump()``); reading them as dicts keeps old sessions viewable when those models
+gain fields.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # the app renders figures on worker threads, never on a display
+
+from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from agent.store import SessionRecord, TurnRecord  # noqa: E402
+
+VERDICT_ICON = {
+    "demonstrated": "✅",
+    "missed": "⬜",
+    "violated": "❌",
+    "ok": "✔️",
+    "not_applicable": "·",
+}
+POSITIVE = {"demonstrated", "ok"}
+
+# ------------------------------------------------------------------------------------------
+# Mood
+
+
+MOOD_SCALE = 10.0  # agent.mood keeps anger and trust on 0-10
+
+
+def mood_value(mood: Mapping[str, Any] | None, key: str) -> float | None:
+    """A mood dimension (0-10 in ``agent.mood``) as a 0..1 fraction for bars and plots."""
+    if not mood or mood.get(key) is None:
+        return None
+    return min(max(float(mood[key]) / MOOD_SCALE, 0.0), 1.0)
+
+
+def _bar(label: str, value: float | None, before: float | None, colour: str, elem_class: str) -> str:
+    if value is None:
+        return ""
+    percent = round(value * 100)
+    delta = ""
+    if before is not None and abs(value - before) >= 0.005:
+        change = round((value - before) * 100)
+        arrow = "▲" if change > 0 else "▼"
+        delta = f' <span class="mood-delta">{arrow} {abs(change)}</span>'
+    return (
+        f'<div class="mood-row {elem_class}" data-value="{percent}">'
+        f'<span class="mood-label">{label}</span>'
+        f'<div style="background:#e5e7eb;border-radius:6px;height:14px;flex:1;margin:0 8px;">'
+        f'<div style="width:{percent}%;background:{colour};height:14px;border-radius:6px;'
+        f'transition:width .6s"></div></div>'
+        f'<span class="mood-value">{percent}%</span>{delta}</div>'
+    )
+
+
+def mood_meter_html(mood: Mapping[str, Any] | None, before: Mapping[str, Any] | None = None) -> str:
+    """Two bars (anger, trust) with the change since the previous turn; data-value for tests."""
+    if not mood:
+        return '<div class="mood-meter"><em>Pick a patient and start a session.</em></div>'
+    rows = [
+        _bar("Anger", mood_value(mood, "anger"), mood_value(before, "anger"), "#dc2626", "mood-anger"),
+        _bar("Trust", mood_value(mood, "trust"), mood_value(before, "trust"), "#16a34a", "mood-trust"),
+    ]
+    style = "<style>.mood-row{display:flex;align-items:center;margin:4px 0}.mood-label{width:48px}</style>"
+    return f'<div class="mood-meter">{style}{"".join(rows)}</div>'
+
+
+# ------------------------------------------------------------------------------------------
+# Chat
+
+
+def chat_messages(
+    opening: str | None, turns: Sequence[TurnRecord], *, streaming: str | None = None
+) -> list[dict[str, str]]:
+    """Gradio 6 chat messages: the patient is the ``assistant``, the trainee the ``user``.
+
+    A failed or pending turn shows the trainee's words (they are saved) and no patient reply;
+    ``streaming`` is the patient reply being typed for the last turn.
+    """
+    messages: list[dict[str, str]] = []
+    if opening:
+        messages.append({"role": "assistant", "content": opening})
+    for position, turn in enumerate(turns):
+        messages.append({"role": "user", "content": turn.trainee_text})
+        last = position == len(turns) - 1
+        if turn.status == "complete" and turn.patient_reply is not None:
+            messages.append({"role": "assistant", "content": turn.patient_reply})
+        elif last and streaming:
+            messages.append({"role": "assistant", "content": streaming})
+    return messages
+
+
+# ------------------------------------------------------------------------------------------
+# Feedback
+
+
+def verdicts_of(grade: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``{step_id: {"verdict": ..., "evidence": ...}}`` from a stored grade (verdict strings accepted too)."""
+    if not grade:
+        return {}
+    raw = grade.get("verdicts") or {}
+    result: dict[str, dict[str, Any]] = {}
+    for step_id, value in raw.items():
+        result[step_id] = dict(value) if isinstance(value, Mapping) else {"verdict": str(value)}
+    return result
+
+
+def feedback_markdown(
+    turn: TurnRecord | None, *, step_titles: Mapping[str, str] | None = None, grading: bool = False
+) -> str:
+    """The feedback panel for one trainee turn: verdicts with quoted evidence, tip, better phrasing."""
+    if turn is None:
+        return "_Feedback on each of your replies appears here._"
+    titles = step_titles or {}
+    lines = [f"### Turn {turn.index + 1}", f"> {turn.trainee_text}", ""]
+    verdicts = verdicts_of(turn.grade)
+    shown = {k: v for k, v in verdicts.items() if v.get("verdict") != "not_applicable"}
+    if not shown and (grading or turn.grade is None):
+        lines.append("_Grading…_")
+    order = {"violated": 0, "demonstrated": 1, "missed": 2, "ok": 3}
+    for step_id, item in sorted(shown.items(), key=lambda kv: (order.get(kv[1].get("verdict"), 9), kv[0])):
+        verdict = item.get("verdict", "?")
+        title = titles.get(step_id, step_id.replace("_", " "))
+        line = f"- {VERDICT_ICON.get(verdict, '?')} **{title}**: {verdict.replace('_', ' ')}"
+        if item.get("evidence"):
+            line += f' — "{item["evidence"]}"'
+        lines.append(line)
+    grade = turn.grade or {}
+    if grade.get("tip"):
+        lines += ["", f"**Tip:** {grade['tip']}"]
+    if grade.get("better_phrasing"):
+        lines += ["", f"**Try saying:** _{grade['better_phrasing']}_"]
+    elif grading and shown:
+        lines += ["", "_Tip and better phrasing on the way…_"]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------
+# Statistics and plots
+
+
+def step_counts(turns: Iterable[TurnRecord]) -> dict[str, Counter[str]]:
+    """Per step, how often each verdict was given over ``turns``."""
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for turn in turns:
+        for step_id, item in verdicts_of(turn.grade).items():
+            counts[step_id][item.get("verdict", "?")] += 1
+    return dict(counts)
+
+
+def step_rates(turns: Iterable[TurnRecord]) -> dict[str, float]:
+    """Per step, the share of applicable turns where the trainee did the right thing.
+
+    do-steps: demonstrated / (demonstrated + missed); don't-steps: ok / (ok + violated). Steps that
+    never applied are left out rather than shown as 0 or 100 %.
+    """
+    rates: dict[str, float] = {}
+    for step_id, counter in step_counts(turns).items():
+        good = counter["demonstrated"] + counter["ok"]
+        total = good + counter["missed"] + counter["violated"]
+        if total:
+            rates[step_id] = good / total
+    return rates
+
+
+def mood_trajectory(session: SessionRecord, turns: Sequence[TurnRecord]) -> list[tuple[int, float, float]]:
+    """(turn number, anger, trust) from the starting mood through each answered turn."""
+    points: list[tuple[int, float, float]] = []
+    start = session.initial_mood or (turns[0].mood_before if turns else None)
+    if start and mood_value(start, "anger") is not None:
+        points.append((0, mood_value(start, "anger") or 0.0, mood_value(start, "trust") or 0.0))
+    for turn in turns:
+        if turn.mood_after:
+            points.append((turn.index + 1, mood_value(turn.mood_after, "anger") or 0.0,
+                           mood_value(turn.mood_after, "trust") or 0.0))  # fmt: skip
+    return points
+
+
+def mood_figure(trajectories: Mapping[str, Sequence[tuple[int, float, float]]], title: str = "Mood") -> Figure:
+    """Anger (solid) and trust (dashed) per turn, one colour per trajectory."""
+    figure, axes = plt.subplots(figsize=(6, 3.2), dpi=100)
+    colours = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"]
+    for number, (name, points) in enumerate(trajectories.items()):
+        if not points:
+            continue
+        colour = colours[number % len(colours)]
+        xs = [p[0] for p in points]
+        prefix = f"{name}: " if len(trajectories) > 1 else ""
+        axes.plot(xs, [p[1] for p in points], "-o", color=colour, label=f"{prefix}anger")
+        axes.plot(xs, [p[2] for p in points], "--s", color=colour, alpha=0.7, label=f"{prefix}trust")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("turn")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def steps_figure(rates: Mapping[str, float], step_titles: Mapping[str, str] | None = None) -> Figure:
+    """Horizontal bars: per step, the share of turns where the trainee did it right."""
+    titles = step_titles or {}
+    items = sorted(rates.items(), key=lambda kv: kv[1])
+    figure, axes = plt.subplots(figsize=(6, max(2.0, 0.35 * len(items) + 0.8)), dpi=100)
+    if items:
+        labels = [titles.get(k, k.replace("_", " ")) for k, _ in items]
+        values = [v for _, v in items]
+        colours = ["#16a34a" if v >= 0.7 else "#f59e0b" if v >= 0.4 else "#dc2626" for v in values]
+        axes.barh(labels, values, color=colours)
+        axes.set_xlim(0, 1)
+    else:
+        axes.text(0.5, 0.5, "no graded turns yet", ha="center", va="center")
+        axes.set_axis_off()
+    axes.set_title("Steps done right (share of turns where they applied)")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def progress_figure(points: Mapping[str, Sequence[tuple[datetime, float]]]) -> Figure:
+    """Per step, the per-session rate over time (History tab)."""
+    figure, axes = plt.subplots(figsize=(7, 3.5), dpi=100)
+    for step_id, series in sorted(points.items()):
+        if series:
+            axes.plot([p[0] for p in series], [p[1] for p in series], "-o", label=step_id.replace("_", " "))
+    if not points:
+        axes.text(0.5, 0.5, "no finished sessions yet", ha="center", va="center")
+        axes.set_axis_off()
+    else:
+        axes.set_ylim(-0.02, 1.02)
+        axes.set_ylabel("share done right")
+        axes.legend(fontsize=7, ncol=2, loc="best")
+        figure.autofmt_xdate()
+    axes.set_title("Progress per step")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+# ------------------------------------------------------------------------------------------
+# History
+
+
+def history_rows(sessions: Sequence[SessionRecord], turn_counts: Mapping[str, int]) -> list[list[Any]]:
+    rows = []
+    for session in sessions:
+        score = (session.scorecard or {}).get("score")
+        rows.append([
+            session.started_at.strftime("%Y-%m-%d %H:%M"),
+            session.trainee_name or "",
+            session.persona_id,
+            turn_counts.get(session.id, 0),
+            session.outcome or ("in progress" if not session.ended else ""),
+            f"{score:.0%}" if isinstance(score, int | float) else "",
+            session.id,
+        ])  # fmt: skip
+    return rows
+
+
+HISTORY_HEADERS = ["started", "trainee", "patient", "turns", "outcome", "score", "session id"]
+
+
+# ------------------------------------------------------------------------------------------
+# Exports
+
+
+def transcript_markdown(session: SessionRecord, turns: Sequence[TurnRecord], patient_name: str = "Patient") -> str:
+    lines = [
+        f"# Practice session {session.id}",
+        "",
+        f"- patient: {session.persona_id}",
+        f"- trainee: {session.trainee_name or '-'}",
+        f"- started: {session.started_at.isoformat(timespec='seconds')}",
+    ]
+    if session.ended_at:
+        lines.append(f"- ended: {session.ended_at.isoformat(timespec='seconds')} ({session.outcome or 'ended'})")
+    if session.end_reason:
+        lines.append(f"- why: {session.end_reason}")
+    lines += ["", "## Transcript", ""]
+    if session.opening:
+        lines.append(f"**{patient_name}:** {session.opening}\n")
+    for turn in turns:
+        lines.append(f"**You:** {turn.trainee_text}\n")
+        if turn.patient_reply is not None:
+            lines.append(f"**{patient_name}:** {turn.patient_reply}\n")
+        elif turn.status == "failed":
+            lines.append(f"_(no reply: {turn.error})_\n")
+    return "\n".join(lines)
+
+
+def transcript_json(session: SessionRecord, turns: Sequence[TurnRecord]) -> str:
+    data = {"session": session.model_dump(mode="json"), "turns": [t.model_dump(mode="json") for t in turns]}
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+# ------------------------------------------------------------------------------------------
+# Trainer: file names
+
+SAFE_NAME = re.compile(r"[^a-z0-9_-]+")
+
+
+def safe_persona_id(name: str) -> str:
+    """A file-system-safe persona id from whatever the trainer typed ("../../etc/x" -> "etc-x").
+
+    Only ``[a-z0-9_-]`` survive, so the result can never name a path outside the personas folder.
+    """
+    slug = SAFE_NAME.sub("-", name.strip().lower()).strip("-_")
+    slug = re.sub(r"-{2,}", "-", slug)[:60]
+    if not slug:
+        raise ValueError("the new persona needs a name made of letters or digits")
+    return slug
+
+
+def escape(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+# ------------------------------------------------------------------------------------------
+# Scorecard and report
+
+
+def scorecard_markdown(
+    session: SessionRecord, turns: Sequence[TurnRecord], step_titles: Mapping[str, str] | None = None
+) -> str:
+    """End-of-session summary: outcome and why, overall score, and per step how often it was done right."""
+    titles = step_titles or {}
+    card = session.scorecard or {}
+    graded = [t for t in turns if t.status == "complete"]
+    outcome = (session.outcome or card.get("outcome") or "in progress").replace("_", " ")
+    lines = [f"## Scorecard — {outcome}"]
+    if session.end_reason:
+        lines.append(f"_{session.end_reason}_")
+    score = card.get("score")
+    lines.append("")
+    lines.append(f"- replies: **{len(graded)}**")
+    if isinstance(score, int | float):
+        lines.append(f"- steps done right: **{score:.0%}** (average over the steps that applied)")
+    counts = step_counts(graded)
+    if counts:
+        lines += ["", "| step | done right | missed / violated |", "|---|---|---|"]
+        for step_id, counter in sorted(counts.items()):
+            good = counter["demonstrated"] + counter["ok"]
+            bad = counter["missed"] + counter["violated"]
+            if good + bad == 0:
+                continue
+            lines.append(f"| {titles.get(step_id, step_id)} | {good} | {bad} |")
+    return "\n".join(lines)
+
+
+def report_markdown(
+    session: SessionRecord, turns: Sequence[TurnRecord], step_titles: Mapping[str, str] | None = None
+) -> str:
+    """Scorecard followed by each turn with its feedback: the file a trainee takes to a debrief."""
+    parts = [scorecard_markdown(session, turns, step_titles), "", "## Turn by turn", ""]
+    for turn in turns:
+        parts.append(feedback_markdown(turn, step_titles=step_titles))
+        if turn.patient_reply:
+            parts.append(f"\n**Patient:** {turn.patient_reply}\n")
+    return "\n".join(parts)

@@ -1,0 +1,444 @@
+"""Gradio event handlers: turn controller results (:mod:`agent.practice`) into component values.
+
+``app.py`` lays the page out and wires events to these functions; the functions return values in
+the order of the ``*_OUTPUTS`` names below, which ``app.py`` maps to its components. Rendering of
+the pieces (mood bars, feedback, plots, exports) lives in :mod:`agent.ui`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from agent import ui
+from agent.practice import Practice, TurnUpdate
+from agent.store import StoreError
+
+# The order of values every practice handler returns (app.py builds its output list from this).
+PRACTICE_OUTPUTS = (
+    "session_id", "chat", "mood", "feedback", "status", "retry", "branch_choice", "message", "send",
+    "scorecard_box", "scorecard", "mood_plot", "steps_plot", "downloads",
+)  # fmt: skip
+
+
+def _step_titles() -> dict[str, str]:
+    try:
+        from agent.rubrics import load_rubric
+
+        return {step.id: step.title for step in load_rubric().steps}
+    except Exception:  # titles are cosmetic; ids still read fine
+        return {}
+
+
+def persona_choices(practice: Practice) -> list[tuple[str, str]]:
+    return [(f"{p.name} — {p.difficulty} ({p.channel.replace('_', ' ')})", p.id) for p in practice.personas()]
+
+
+def persona_card(practice: Practice, persona_id: str | None) -> str:
+    if not persona_id:
+        return ""
+    try:
+        persona = practice.persona(persona_id)
+    except Exception as exc:
+        return f"**Cannot load this patient:** {exc}"
+    return (
+        f"**{persona.name}**, {persona.age} · difficulty **{persona.difficulty}** · "
+        f"{persona.channel.replace('_', ' ')}\n\n"
+        f"{persona.situation}"
+    )
+
+
+def _export_files(practice: Practice, update: TurnUpdate) -> list[str]:
+    """Transcript and report as Markdown and JSON files the page offers for download."""
+    session = update.session
+    folder = Path(tempfile.gettempdir()) / "deescalate-exports" / session.id
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        patient_name = practice.persona(session.persona_id).address_as
+    except Exception:
+        patient_name = "Patient"
+    files = {
+        "transcript.md": ui.transcript_markdown(session, update.turns, patient_name),
+        "transcript.json": ui.transcript_json(session, update.turns),
+        "report.md": ui.report_markdown(session, update.turns, _step_titles()),
+        "report.json": json.dumps(session.scorecard or {}, indent=2, ensure_ascii=False),
+    }
+    paths = []
+    for name, text in files.items():
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def _branch_choices(update: TurnUpdate) -> list[tuple[str, int]]:
+    return [
+        (f"Turn {t.index + 1}: {t.trainee_text[:50]}{'…' if len(t.trainee_text) > 50 else ''}", t.index)
+        for t in update.turns
+    ]
+
+
+def practice_view(practice: Practice, update: TurnUpdate, *, status: str | None = None) -> tuple[Any, ...]:
+    """All practice-tab values for one snapshot, in ``PRACTICE_OUTPUTS`` order."""
+    titles = _step_titles()
+    ended = update.session.ended
+    failed = update.stage == "failed" or (update.last is not None and update.last.status == "failed")
+    grading = update.stage in ("answered", "typing", "saved")
+    feedback = "\n\n---\n\n".join(
+        ui.feedback_markdown(turn, step_titles=titles, grading=grading and turn is update.last)
+        for turn in reversed(update.turns)
+        if turn.status == "complete"
+    ) or ui.feedback_markdown(None)
+    if status is None:
+        if ended:
+            why = update.session.end_reason or ""
+            status = f"**Session ended — {(update.session.outcome or 'ended').replace('_', ' ')}.** {why}"
+        elif failed:
+            status = f"⚠️ {update.error or (update.last.error if update.last else '') or 'The model failed.'}"
+        elif update.stage == "typing":
+            status = "The patient is answering…"
+        elif update.stage == "answered":
+            status = "Grading your reply…"
+        else:
+            status = ""
+    chat = ui.chat_messages(update.session.opening, update.turns, streaming=update.streaming)
+    if ended:
+        trajectory = ui.mood_trajectory(update.session, update.turns)
+        rates = ui.step_rates([t for t in update.turns if t.status == "complete"])
+        scorecard = ui.scorecard_markdown(update.session, update.turns, titles)
+        mood_plot = ui.mood_figure({"mood": trajectory}, title="Mood over the session")
+        steps_plot = ui.steps_figure(rates, titles)
+        downloads = _export_files(practice, update)
+    else:
+        scorecard, mood_plot, steps_plot, downloads = "", None, None, None
+    busy = update.stage in ("saved", "typing")
+    return (
+        update.session.id,
+        chat,
+        ui.mood_meter_html(update.mood, update.mood_before),
+        feedback,
+        status,
+        gr.update(visible=failed and not ended),
+        gr.update(choices=_branch_choices(update), value=None, interactive=not ended and not busy),
+        gr.update(value="", interactive=not ended),
+        gr.update(interactive=not ended and not busy and not failed),
+        gr.update(visible=ended),
+        scorecard,
+        mood_plot,
+        steps_plot,
+        downloads,
+    )
+
+
+def _message_only(practice: Practice, session_id: str | None, message: str) -> tuple[Any, ...]:
+    """Leave everything as it is and show ``message`` in the status line."""
+    values = [gr.update()] * len(PRACTICE_OUTPUTS)
+    values[PRACTICE_OUTPUTS.index("status")] = message
+    return tuple(values)
+
+
+def start(practice: Practice, persona_id: str | None, trainee_name: str | None) -> tuple[Any, ...]:
+    if not persona_id:
+        return _message_only(practice, None, "Pick a patient first.")
+    update = practice.start(persona_id, trainee_name)
+    return practice_view(practice, update, status="Session started. Read the patient's message and reply.")
+
+
+def send(practice: Practice, session_id: str | None, message: str) -> Iterator[tuple[Any, ...]]:
+    if not session_id:
+        yield _message_only(practice, None, "Start a session first.")
+        return
+    if not (message or "").strip():
+        yield _message_only(practice, session_id, "Type a reply to the patient first.")
+        return
+    try:
+        for update in practice.turn(session_id, message):
+            yield practice_view(practice, update)
+    except StoreError as exc:
+        yield _message_only(practice, session_id, f"⚠️ {exc}")
+
+
+def retry(practice: Practice, session_id: str | None) -> Iterator[tuple[Any, ...]]:
+    if not session_id:
+        yield _message_only(practice, None, "Start a session first.")
+        return
+    try:
+        for update in practice.retry(session_id):
+            yield practice_view(practice, update, status="Retrying…" if update.stage == "saved" else None)
+    except StoreError as exc:
+        yield _message_only(practice, session_id, f"⚠️ {exc}")
+
+
+def branch(practice: Practice, session_id: str | None, index: int | None) -> tuple[Any, ...]:
+    if not session_id or index is None:
+        return _message_only(practice, session_id, "Pick the turn to answer differently.")
+    try:
+        update = practice.branch(session_id, int(index))
+    except StoreError as exc:
+        return _message_only(practice, session_id, f"⚠️ {exc}")
+    return practice_view(practice, update, status=f"Answer turn {int(index) + 1} again: type a different reply.")
+
+
+def end(practice: Practice, session_id: str | None) -> tuple[Any, ...]:
+    if not session_id:
+        return _message_only(practice, None, "No session to end.")
+    update = practice.end(session_id, outcome="ended_by_trainee", reason="You ended the session.")
+    return practice_view(practice, update)
+
+
+def resume(practice: Practice, session_id: str | None) -> tuple[Any, ...]:
+    if not session_id:
+        return _message_only(practice, None, "Pick a session in the table first.")
+    try:
+        update = practice.snapshot(session_id)
+    except StoreError as exc:
+        return _message_only(practice, None, f"⚠️ {exc}")
+    note = "Session resumed."
+    if update.last is not None and update.last.status != "complete":
+        note = "Session resumed. The last reply never got an answer: press Retry."
+        update = update.model_copy(update={"stage": "failed"})
+    return practice_view(practice, update, status=note)
+
+
+# -- model status ------------------------------------------------------------------------------
+
+
+def model_status(practice: Practice) -> tuple[str, Any]:
+    """Status line and whether the page should keep polling."""
+    state = practice.model.state()
+    icon = {"ready": "🟢", "remote": "🟢", "preparing": "⏳", "starting": "⏳", "idle": "⏳", "down": "🔴",
+            "error": "🔴"}[state.state]  # fmt: skip
+    keep_polling = state.state in ("idle", "preparing", "starting", "down")
+    return f"{icon} {state.message}", gr.Timer(active=keep_polling)
+
+
+# -- history -------------------------------------------------------------------------------------
+
+
+def history(practice: Practice, trainee: str | None) -> tuple[list[list[Any]], Any]:
+    name = (trainee or "").strip() or None
+    sessions = practice.store.list_sessions(trainee_name=name)
+    counts = {s.id: len(practice.store.turns(s.id)) for s in sessions}
+    series: dict[str, list[tuple[Any, float]]] = {}
+    for session in sorted(sessions, key=lambda s: s.started_at):
+        if not session.ended:
+            continue
+        for step_id, rate in ui.step_rates(practice.store.turns(session.id)).items():
+            series.setdefault(step_id, []).append((session.started_at, rate))
+    return ui.history_rows(sessions, counts), ui.progress_figure(series)
+
+
+def history_detail_handler(practice: Practice) -> Callable[..., tuple[str, str]]:
+    """Selecting a row shows that session's scorecard and transcript.
+
+    A closure, not a ``partial``: Gradio finds the ``gr.SelectData`` parameter by type hints.
+    """
+
+    def history_detail(rows: Any, event: gr.SelectData) -> tuple[str, str]:
+        try:
+            row = event.row_value if event.row_value is not None else rows.iloc[event.index[0]].tolist()
+            session_id = str(row[-1])
+            session = practice.store.get_session(session_id)
+        except Exception:
+            return "", ""
+        turns = practice.store.turns(session_id)
+        text = ui.scorecard_markdown(session, turns, _step_titles()) if session.ended else "_Session not finished._"
+        return session_id, text + "\n\n" + ui.transcript_markdown(session, turns)
+
+    return history_detail
+
+
+# -- trainer -------------------------------------------------------------------------------------
+
+
+def trainer_password() -> str | None:
+    return os.environ.get("TRAINER_PASSWORD") or None
+
+
+def unlock(password: str | None) -> tuple[bool, Any, str]:
+    expected = trainer_password()
+    if expected is None or hmac.compare_digest((password or "").encode(), expected.encode()):
+        return True, gr.update(visible=True), ""
+    return False, gr.update(visible=False), "Wrong password."
+
+
+def _require(unlocked: bool) -> None:
+    if trainer_password() is not None and not unlocked:
+        raise gr.Error("The trainer tools need the trainer password.")
+
+
+def trainer_personas(practice: Practice) -> Any:
+    from agent.personas import persona_files
+
+    ids = [path.stem for path in persona_files(practice.personas_dir)]
+    return gr.update(choices=ids, value=ids[0] if ids else None)
+
+
+def trainer_load(practice: Practice, unlocked: bool, persona_id: str | None) -> tuple[str, str]:
+    _require(unlocked)
+    from agent.personas import persona_path
+
+    if not persona_id:
+        return "", ""
+    path = persona_path(persona_id, practice.personas_dir)
+    text = path.read_text(encoding="utf-8")
+    return text, trainer_validate(text, path.name)
+
+
+def _problems(text: str, file_name: str) -> list[str]:
+    from agent.personas import PersonaError, parse_persona
+
+    try:
+        parse_persona(text, file_name)
+    except PersonaError as exc:
+        return exc.problems
+    return []
+
+
+def trainer_validate(text: str, file_name: str | None = None) -> str:
+    """Inline validation: every problem with its file, line and field, or a green tick."""
+    problems = _problems(text or "", file_name or "persona.yaml")
+    if not problems:
+        return "✅ Valid persona."
+    return "❌ **Fix these before saving:**\n\n" + "\n".join(f"- `{problem}`" for problem in problems)
+
+
+ID_LINE = re.compile(r"^id:.*$", re.MULTILINE)
+
+
+def trainer_save(practice: Practice, unlocked: bool, text: str, new_name: str) -> tuple[str, Any]:
+    """Save the edited YAML as a *new* persona file; never overwrite, never leave the folder."""
+    _require(unlocked)
+    from agent.personas import personas_dir
+
+    try:
+        persona_id = ui.safe_persona_id(new_name or "")
+    except ValueError as exc:
+        return f"❌ {exc}", gr.update()
+    if not persona_id[0].isalpha():
+        persona_id = f"p-{persona_id}"
+    text = ID_LINE.sub(f"id: {persona_id}", text, count=1) if ID_LINE.search(text) else f"id: {persona_id}\n{text}"
+    folder = Path(practice.personas_dir or personas_dir()).resolve()
+    path = (folder / f"{persona_id}.yaml").resolve()
+    if path.parent != folder:  # belt and braces: safe_persona_id already allows no separators
+        return "❌ That name would leave the personas folder.", gr.update()
+    problems = _problems(text, path.name)
+    if problems:
+        return trainer_validate(text, path.name), gr.update()
+    try:
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        return f"❌ A persona called `{persona_id}` already exists; pick another name.", gr.update()
+    return f"✅ Saved as `{path.name}`.", trainer_personas(practice)
+
+
+def rubric_view() -> tuple[str, list[list[str]]]:
+    from agent.rubrics import load_rubric, rubric_path
+
+    rubric = load_rubric()
+    rows = [[s.id, s.kind, s.scope, s.title, ", ".join(s.sources)] for s in rubric.steps]
+    return rubric_path("deescalation").read_text(encoding="utf-8"), rows
+
+
+def trainer_test_run(practice: Practice, unlocked: bool, text: str) -> tuple[Any, str]:
+    """Play the persona's scripted good and bad trainee and plot both mood trajectories."""
+    _require(unlocked)
+    from agent.personas import PersonaError, parse_persona
+
+    try:
+        persona = parse_persona(text or "", "persona.yaml")
+    except PersonaError as exc:
+        return None, trainer_validate(text, "persona.yaml") if exc.problems else str(exc)
+    runs = practice.test_run(persona)
+    figure = ui.mood_figure({name: run["trajectory"] for name, run in runs.items()}, title=persona.name)
+    lines = []
+    for name, run in runs.items():
+        lines.append(f"- **{name} trainee**: {run['outcome'] or 'no ending'} after {run['turns']} turns")
+    return figure, "\n".join(lines)
+
+
+def calibration(unlocked: bool, file: Any) -> tuple[Any, str]:
+    """Per-step agreement of the grader with the labels in an uploaded calibration JSONL."""
+    _require(unlocked)
+    if file is None:
+        return None, ""
+    from agent import calibrate
+
+    path = Path(file if isinstance(file, str) else file.name)
+    try:
+        rows, note = calibrate.agreement_table(path)
+    except Exception as exc:
+        return None, f"❌ {exc}"
+    return rows, note
+
+
+# -- API (gradio_client) ---------------------------------------------------------------------------
+
+
+def _api_state(update: TurnUpdate) -> dict[str, Any]:
+    last = update.last
+    return {
+        "session_id": update.session.id,
+        "stage": update.stage,
+        "patient_reply": last.patient_reply if last else update.session.opening,
+        "mood": update.mood,
+        "grade": last.grade if last else None,
+        "turn_status": last.status if last else None,
+        "error": update.error or (last.error if last else None),
+        "ended": update.session.ended,
+        "outcome": update.session.outcome,
+        "end_reason": update.session.end_reason,
+        "scorecard": update.session.scorecard,
+    }
+
+
+def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
+    """Typed functions for ``gr.api`` (Gradio reads their signatures); documented in docs/api.md."""
+
+    def personas() -> list[dict[str, Any]]:
+        """The patients to practise with: id, name, difficulty, channel, situation."""
+        return [
+            {"id": p.id, "name": p.name, "difficulty": p.difficulty, "channel": p.channel, "situation": p.situation}
+            for p in practice.personas()
+        ]
+
+    def start_session(persona_id: str, trainee_name: str = "") -> dict[str, Any]:
+        """Start a session; returns its id and the patient's opening line (as patient_reply)."""
+        return _api_state(practice.start(persona_id, trainee_name or None))
+
+    def practice_turn(session_id: str, message: str) -> dict[str, Any]:
+        """One trainee reply: the patient's answer, the new mood, the grade, and whether the session ended."""
+        try:
+            *_, final = practice.turn(session_id, message)
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from exc
+        return _api_state(final)
+
+    def retry_turn(session_id: str) -> dict[str, Any]:
+        """Retry the last turn after a model failure (same words)."""
+        try:
+            *_, final = practice.retry(session_id)
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from exc
+        return _api_state(final)
+
+    def end_session(session_id: str) -> dict[str, Any]:
+        """End the session now; returns the scorecard."""
+        return _api_state(practice.end(session_id, outcome="ended_by_trainee", reason="Ended through the API."))
+
+    return {
+        "personas": personas,
+        "start_session": start_session,
+        "practice_turn": practice_turn,
+        "retry_turn": retry_turn,
+        "end_session": end_session,
+    }
