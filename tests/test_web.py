@@ -1,0 +1,84 @@
+"""Trainer tab handlers: validation messages, saving a new persona safely, the password gate."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from agent import web
+from agent.llm import LLMSettings
+from agent.practice import Practice
+from agent.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def practice(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRAINER_PASSWORD", raising=False)
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    shutil.copy(REPO / "personas" / "carter-wrong-day.yaml", folder)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    yield Practice(store, LLMSettings(backend="embedded", base_url="http://127.0.0.1:9/v1"), personas_dir=folder)
+    store.close()
+
+
+def carter_yaml() -> str:
+    return (REPO / "personas" / "carter-wrong-day.yaml").read_text(encoding="utf-8")
+
+
+def test_valid_yaml_gets_a_tick():
+    assert web.trainer_validate(carter_yaml(), "carter-wrong-day.yaml") == "✅ Valid persona."
+
+
+def test_problems_name_file_line_and_field():
+    broken = carter_yaml().replace("anger: 8\n", "anger: 12\n").replace("{step: empathize,", "{step: juggle,")
+    text = web.trainer_validate(broken, "carter-wrong-day.yaml")
+    assert text.startswith("❌")
+    assert "carter-wrong-day.yaml:" in text
+    assert "anger" in text and "less than or equal to 10" in text
+    assert "triggers.calm[0].step" in text and "juggle" in text
+
+
+def test_bad_yaml_syntax_is_reported_not_raised():
+    assert "not valid YAML" in web.trainer_validate("id: [unclosed\n", "x.yaml")
+
+
+def test_save_as_new_persona_sanitises_the_name_and_rewrites_the_id(practice):
+    note, choices = web.trainer_save(practice, True, carter_yaml(), "../../Carter Copy")
+    assert note == "✅ Saved as `carter-copy.yaml`."
+    saved = practice.personas_dir / "carter-copy.yaml"
+    assert saved.is_file()
+    assert "id: carter-copy\n" in saved.read_text()
+    assert practice.persona("carter-copy").name == "John Carter"
+    assert "carter-copy" in choices["choices"]
+    assert not (practice.personas_dir.parent.parent / "Carter Copy.yaml").exists()
+
+
+def test_save_refuses_to_overwrite_and_to_save_invalid_yaml(practice):
+    note, _ = web.trainer_save(practice, True, carter_yaml(), "carter-wrong-day")
+    assert "already exists" in note
+    note, _ = web.trainer_save(practice, True, carter_yaml().replace("anger: 8\n", "anger: 99\n"), "new-one")
+    assert note.startswith("❌") and "anger" in note
+    assert not (practice.personas_dir / "new-one.yaml").exists()
+
+
+def test_trainer_password_gate(monkeypatch, practice):
+    monkeypatch.setenv("TRAINER_PASSWORD", "s3cret")
+    assert web.unlock("wrong")[0] is False
+    assert web.unlock("s3cret")[0] is True
+    with pytest.raises(gr.Error, match="trainer password"):
+        web.trainer_save(practice, False, carter_yaml(), "sneaky")
+    assert not (practice.personas_dir / "sneaky.yaml").exists()
+
+
+def test_rubric_view_lists_steps_with_sources():
+    text, rows = web.rubric_view()
+    assert "steps:" in text
+    ids = [row[0] for row in rows]
+    assert "empathize" in ids and "argue_back" in ids
+    assert all(row[4] for row in rows)
