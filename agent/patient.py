@@ -1,0 +1,238 @@
+"""The patient chain: the model plays the persona, one to three sentences a turn, streamed.
+
+Prompting follows the backend (``settings.capabilities.prompt_style``):
+
+* ``transcript`` (embedded 1.5B model): measured here, under a chat system prompt it slips into
+  the clinic assistant's role ("I'm here to help, but ..."), while it stays in role when asked to
+  continue a transcript. The transcript goes in as an *assistant prefill* (the last message is an
+  assistant message ending in ``"Mr. Carter:"``), which llama.cpp continues; a stop at the newline
+  ends the line. The mood appears as a stage direction just before that line, where a small model
+  cannot miss it.
+* ``chat`` (large hosted models): a system prompt describing the character and the mood, with
+  the trainee as the user and the patient as the assistant.
+
+All prompt text lives in ``agent/prompts/patient_*.txt`` and the persona YAML.
+
+Every reply passes a post-filter (:func:`out_of_role`) that catches the model speaking as staff,
+coaching, or mentioning being an AI. Text is released sentence by sentence, each checked before
+it is shown; an out-of-role first sentence triggers one regeneration (another seed), then a
+persona fallback line; an out-of-role later sentence ends the reply there (trim).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import openai
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from agent.llm import LLMSettings, PromptStyle, chat_model
+from agent.mood import Mood, Outcome, describe
+from agent.personas import Persona
+from agent.transcript import Transcript
+
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+MAX_SENTENCES = 3
+MAX_TOKENS = 90
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+
+_SCENES = {
+    "front_desk": "a conversation at {setting}",
+    "phone": "a phone call: {setting}",
+    "chat": "a text chat: {setting}",
+    "public_post": "a public comment thread: {setting}",
+}
+
+
+class PatientUnavailable(RuntimeError):
+    """The model server could not produce the patient's reply (down, timed out, refused)."""
+
+
+@cache
+def prompt(name: str) -> str:
+    return (PROMPTS / f"patient_{name}.txt").read_text(encoding="utf-8")
+
+
+@cache
+def _out_of_role_patterns() -> tuple[re.Pattern[str], ...]:
+    lines = [line.strip() for line in prompt("out_of_role").splitlines()]
+    return tuple(re.compile(line, re.IGNORECASE) for line in lines if line and not line.startswith("#"))
+
+
+@cache
+def _endings() -> dict[str, str]:
+    pairs = (line.split(":", 1) for line in prompt("endings").splitlines() if line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def out_of_role(text: str) -> str | None:
+    """The pattern that shows ``text`` is not the patient speaking (staff, coach, AI), or None."""
+    normalised = text.replace("\u2019", "'")
+    for pattern in _out_of_role_patterns():
+        if pattern.search(normalised):
+            return pattern.pattern
+    return None
+
+
+def _fields(persona: Persona, mood: Mood) -> dict[str, str]:
+    facts = "".join(f"{fact} " for fact in persona.facts) or "only what is described above. "
+    return {
+        "label": persona.address_as,
+        "name": persona.name,
+        "age": str(persona.age),
+        "who": "patient" if persona.channel != "public_post" else "patient posting online",
+        "pronoun_self": "themself",
+        "staff": _staff_phrase(persona),
+        "scene": _SCENES[persona.channel].format(setting=persona.setting),
+        "situation": persona.situation,
+        "backstory": persona.backstory,
+        "needs": persona.needs,
+        "facts": facts,
+        "style": persona.style.rstrip("."),
+        "mood": describe(mood, persona),
+    }
+
+
+def _staff_phrase(persona: Persona) -> str:
+    return {
+        "front_desk": "the Receptionist",
+        "phone": "the Staff member on the line",
+        "chat": "the Clinic's chat representative",
+        "public_post": "the Clinic's social media team",
+    }[persona.channel]
+
+
+def build_messages(
+    persona: Persona,
+    transcript: Transcript,
+    mood: Mood,
+    style: PromptStyle = "transcript",
+    ending: Outcome | None = None,
+) -> list[BaseMessage]:
+    """The messages for the patient's next line (pure: no model call)."""
+    fields = _fields(persona, mood)
+    direction = fields["mood"] if ending is None else _endings()[ending].format(**fields)
+    if style == "chat":
+        system = prompt("chat").format(**fields)
+        if ending is not None:
+            system += f"\n\nThis is your last line: {direction}."
+        messages: list[BaseMessage] = [SystemMessage(system)]
+        for message in transcript.messages:
+            messages.append(AIMessage(message.content) if message.role == "patient" else HumanMessage(message.content))
+        return messages
+    lines = [prompt("transcript").format(**fields)]
+    for message in transcript.messages:
+        speaker = persona.address_as if message.role == "patient" else persona.staff_label
+        lines.append(f"{speaker}: {' '.join(message.content.split())}\n")
+    lines.append(prompt("mood_direction").format(label=persona.address_as, mood=direction))
+    lines.append(f"{persona.address_as}:")
+    instruction = prompt("transcript_instruction").format(**fields).strip()
+    return [HumanMessage(instruction), AIMessage("".join(lines))]
+
+
+def _clean_start(text: str, persona: Persona) -> str:
+    """Drop a leading speaker label or stage direction the model sometimes repeats."""
+    text = text.lstrip()
+    for label in (persona.address_as, persona.name, persona.first_name):
+        if text.lower().startswith(label.lower() + ":"):
+            text = text[len(label) + 1 :].lstrip()
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)
+    return text.strip().strip('"').strip()
+
+
+def _sentences(stream: Iterator[str]) -> Iterator[str]:
+    """Complete sentences from a stream of chunks (the tail when the stream ends)."""
+    buffer = ""
+    for chunk in stream:
+        buffer += chunk
+        while True:
+            match = SENTENCE_END.search(buffer)
+            if match is None:
+                break
+            sentence, buffer = buffer[: match.end()].strip(), buffer[match.end() :]
+            if sentence.strip():
+                yield sentence.strip()
+    if buffer.strip():
+        yield buffer.strip()
+
+
+def _model_chunks(persona: Persona, messages: list[BaseMessage], settings: LLMSettings, *, style: PromptStyle,
+                  temperature: float, seed: int | None) -> Iterator[str]:  # fmt: skip
+    stop = ["\n"] if style == "transcript" else None
+    model = chat_model(settings, temperature=temperature, max_tokens=MAX_TOKENS, stop=stop, seed=seed)
+    try:
+        for chunk in model.stream(messages):
+            text = chunk.content if isinstance(chunk.content, str) else ""
+            if "\n" in text:  # a chat-style reply may run into a second speaker's line
+                yield text.split("\n", 1)[0]
+                return
+            yield text
+    except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as exc:
+        raise PatientUnavailable(
+            f"the patient model is not answering ({type(exc).__name__}: {exc}); your message is kept, try again"
+        ) from exc
+    except openai.APIStatusError as exc:
+        raise PatientUnavailable(f"the patient model refused the request (HTTP {exc.status_code}): {exc}") from exc
+
+
+def _fallback(persona: Persona, mood: Mood) -> str:
+    if not persona.fallback_lines:
+        return "..."
+    return persona.fallback_lines[mood.turn % len(persona.fallback_lines)]
+
+
+def stream_reply(
+    persona: Persona,
+    transcript: Transcript,
+    mood: Mood,
+    settings: LLMSettings | None = None,
+    *,
+    ending: Outcome | None = None,
+    temperature: float = 0.7,
+    seed: int | None = None,
+    style: PromptStyle | None = None,
+) -> Iterator[str]:
+    """The patient's next line as it arrives, sentence by sentence, already filtered for role.
+
+    ``seed`` makes a request reproducible (cassettes, the simulator); ``None`` lets the server pick.
+    Raises :class:`PatientUnavailable` when the server fails; nothing partial is kept by callers.
+    """
+    settings = settings or LLMSettings.from_env()
+    style = style or settings.capabilities.prompt_style
+    messages = build_messages(persona, transcript, mood, style, ending)
+    seeds = [seed, None if seed is None else seed + 1]
+    for attempt, attempt_seed in enumerate(seeds):
+        released = 0
+        chunks = _model_chunks(persona, messages, settings, style=style, temperature=temperature if attempt == 0
+                               else max(temperature, 0.8), seed=attempt_seed)  # fmt: skip
+        try:
+            for sentence in _sentences(chunks):
+                if released == 0:
+                    sentence = _clean_start(sentence, persona)
+                    if not sentence:
+                        continue
+                if out_of_role(sentence):
+                    break  # first sentence: regenerate; later: trim here
+                yield sentence if released == 0 else " " + sentence
+                released += 1
+                if released >= MAX_SENTENCES:
+                    break
+        finally:
+            chunks.close()
+        if released:
+            return
+    yield _fallback(persona, mood)
+
+
+def reply(
+    persona: Persona,
+    transcript: Transcript,
+    mood: Mood,
+    settings: LLMSettings | None = None,
+    **options: object,
+) -> str:
+    """The whole line at once (see :func:`stream_reply`)."""
+    return "".join(stream_reply(persona, transcript, mood, settings, **options))  # type: ignore[arg-type]

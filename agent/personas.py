@@ -1,0 +1,336 @@
+"""Personas: the upset patients a trainee practises with, one YAML file each under ``personas/``.
+
+A persona is data a trainer edits, so loading is strict and all-or-nothing: a bad file raises
+:class:`PersonaError` with one line per problem naming the file, the field and the YAML line
+(``personas/x.yaml:12: triggers.calm[0].step: unknown step 'juggle' ...``), and nothing from a
+bad file (or a directory holding one) half-loads into the app.
+
+Trigger step ids are checked against the persona's rubric (``agent.rubrics``) at load time, so a
+typo fails when the trainer saves the file instead of silently never firing during a session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+Channel = Literal["front_desk", "phone", "chat", "public_post"]
+Difficulty = Literal["easy", "medium", "hard"]
+VerdictName = Literal["demonstrated", "missed", "not_applicable", "violated", "ok"]
+
+SEED_FILE = re.compile(r"^\d{3}_[0-9a-f]{16}\.txt$")
+ID_PATTERN = r"^[a-z][a-z0-9_-]*$"
+
+# Personas ship next to the package in a source checkout; DEESCALATE_PERSONAS_DIR points elsewhere.
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "personas"
+SCHEMA_FILE = "persona.schema.json"
+# The seed documents every persona cites live beside the repository (../shared/seeds/).
+SEEDS_DIR = Path(os.environ.get("DEESCALATE_SEEDS_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"))
+
+
+class PersonaError(ValueError):
+    """A persona file is missing or invalid. ``problems`` holds one line per error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Trigger(_Strict):
+    """Something the trainee does that moves the patient's mood.
+
+    Exactly one of ``step`` (a rubric step id; fires when the step gets one of the ``when``
+    verdicts from the grader) or ``phrase`` (fires when the trainee's reply contains it,
+    case-insensitively). ``anger`` and ``trust`` are magnitudes: in ``calm`` they lower anger
+    and raise trust, in ``escalate`` the reverse.
+    """
+
+    step: str | None = Field(default=None, description="rubric step id, e.g. empathize or argue_back")
+    phrase: str | None = Field(default=None, min_length=2, description="text in the trainee reply, any case")
+    when: list[VerdictName] | None = Field(
+        default=None,
+        description="verdicts that fire a step trigger; default: demonstrated (calm) / violated (escalate)",
+    )
+    anger: float = Field(default=1.0, ge=0, le=5, description="how much anger moves (0-5)")
+    trust: float = Field(default=0.5, ge=0, le=5, description="how much trust moves (0-5)")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Trigger:
+        if (self.step is None) == (self.phrase is None):
+            raise ValueError("a trigger needs exactly one of 'step' or 'phrase'")
+        if self.phrase is not None and self.when is not None:
+            raise ValueError("'when' only applies to step triggers")
+        return self
+
+    @field_validator("step")
+    @classmethod
+    def _known_step(cls, step: str | None, info: ValidationInfo) -> str | None:
+        known = (info.context or {}).get("step_ids")
+        if step is not None and known is not None and step not in known:
+            raise ValueError(f"unknown step {step!r}; the rubric has: {', '.join(sorted(known))}")
+        return step
+
+
+class Triggers(_Strict):
+    calm: list[Trigger] = Field(default_factory=list, description="what calms this patient")
+    escalate: list[Trigger] = Field(default_factory=list, description="what makes this patient angrier")
+
+
+class Thresholds(_Strict):
+    """When a session ends (see ``agent.mood.outcome``)."""
+
+    resolve_anger: float = Field(default=3, ge=0, le=10, description="resolved when anger <= this ...")
+    resolve_trust: float = Field(default=6, ge=0, le=10, description="... and trust >= this ...")
+    resolution_steps: list[str] = Field(
+        default_factory=lambda: ["offer_solution"],
+        min_length=1,
+        description="... and one of these steps was credited recently (the solution they accept)",
+    )
+    leave_anger: float = Field(default=10, ge=0, le=10, description="walks out / hangs up when anger >= this ...")
+    leave_after: int = Field(default=2, ge=1, le=20, description="... for this many turns in a row")
+    escalate_anger: float = Field(
+        default=7, ge=0, le=10, description="a manager takes over if involve_manager is shown at anger >= this"
+    )
+    min_turns: int = Field(
+        default=3, ge=1, le=20, description="turns before it can be resolved (the patient needs to vent first)"
+    )
+    max_turns: int = Field(default=12, ge=1, le=50, description="the patient gives up after this many turns")
+
+    @field_validator("resolution_steps")
+    @classmethod
+    def _known_steps(cls, steps: list[str], info: ValidationInfo) -> list[str]:
+        known = (info.context or {}).get("step_ids")
+        for index, step in enumerate(steps):
+            if known is not None and step not in known:
+                raise ValueError(f"[{index}] unknown step {step!r}; the rubric has: {', '.join(sorted(known))}")
+        return steps
+
+
+class Dynamics(_Strict):
+    """How fast this patient's mood moves; defaults suit most personas."""
+
+    max_anger_step: float = Field(default=2.5, gt=0, le=10, description="largest anger change in one turn")
+    max_trust_step: float = Field(default=2.0, gt=0, le=10, description="largest trust change in one turn")
+    credit_decay: float = Field(
+        default=0.5, ge=0, le=1, description="share of a step's credit left after each turn (0 forgets at once)"
+    )
+    ignored_anger: float = Field(
+        default=0.5, ge=0, le=5, description="anger added on a turn where nothing calming happened"
+    )
+
+
+class Script(_Strict):
+    """Scripted trainee lines for ``python -m agent simulate`` (templates: {address}, {first_name}, ...)."""
+
+    good: list[str] = Field(default_factory=list)
+    bad: list[str] = Field(default_factory=list)
+
+
+class Persona(_Strict):
+    """One upset patient. Field descriptions double as editor hints via the JSON Schema."""
+
+    id: str = Field(pattern=ID_PATTERN, description="unique id, also the file name")
+    name: str = Field(min_length=1, description="display name, e.g. John Carter")
+    address_as: str = Field(min_length=1, description="how staff address them, e.g. Mr. Carter")
+    age: int = Field(ge=1, le=120)
+    channel: Channel = Field(description="front_desk | phone | chat | public_post")
+    setting: str = Field(min_length=1, description="where the conversation happens")
+    situation: str = Field(min_length=1, description="what went wrong, in the patient's view")
+    backstory: str = Field(min_length=1, description="who they are and why this matters to them")
+    needs: str = Field(min_length=1, description="what they really need: the fair resolution that satisfies them")
+    opening_line: str = Field(min_length=1, description="the patient's first message")
+    style: str = Field(min_length=1, description="speaking style, e.g. short and heated")
+    anger: float = Field(ge=0, le=10, description="starting anger 0-10")
+    trust: float = Field(ge=0, le=10, description="starting trust 0-10")
+    triggers: Triggers
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    dynamics: Dynamics = Field(default_factory=Dynamics)
+    difficulty: Difficulty
+    sources: list[str] = Field(min_length=1, description="seed file(s) in ../shared/seeds/ this comes from")
+    rubric: str = Field(default="deescalation", description="rubric the trainee is graded against")
+    abusive: bool = Field(default=False, description="the patient insults staff (set_boundary applies)")
+    transferring: bool = Field(default=False, description="the right answer is a transfer (explain_transfer)")
+    facts: list[str] = Field(
+        default_factory=list, description="clinic facts the patient knows; the patient may not invent others"
+    )
+    fallback_lines: list[str] = Field(
+        default_factory=list, description="in-character lines used when the model cannot stay in role"
+    )
+    script: Script = Field(default_factory=Script)
+
+    @field_validator("sources")
+    @classmethod
+    def _seed_files(cls, sources: list[str]) -> list[str]:
+        for index, source in enumerate(sources):
+            if not SEED_FILE.match(source):
+                raise ValueError(f"[{index}] {source!r} is not a seed file name like 004_54c74b88a13cd7e8.txt")
+            if SEEDS_DIR.is_dir() and not (SEEDS_DIR / source).is_file():
+                raise ValueError(f"[{index}] {source!r} is not in {SEEDS_DIR}")
+        return sources
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split()[0]
+
+    @property
+    def staff_label(self) -> str:
+        """Who the trainee is in the transcript the patient model continues."""
+        return {"front_desk": "Receptionist", "phone": "Staff", "chat": "Clinic", "public_post": "Clinic"}[
+            self.channel
+        ]
+
+    def fill(self, template: str) -> str:
+        """Fill a scripted line template with this persona's names."""
+        return template.format(address=self.address_as, name=self.name, first_name=self.first_name)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def _rubric_step_ids(rubric: str) -> set[str]:
+    from agent.rubrics import RubricError, load_rubric
+
+    try:
+        return set(load_rubric(rubric).step_ids)
+    except RubricError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _node_line(root: yaml.Node | None, loc: Iterable[Any]) -> int | None:
+    """1-based line of the YAML node at ``loc`` (the deepest existing ancestor if it is missing)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for item in loc:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == item:
+                    child = value
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(item, int) and 0 <= item < len(node.value):
+            child = node.value[item]
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
+
+def _field_path(loc: Iterable[Any]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _clean_msg(message: str) -> str:
+    # pydantic prefixes validator errors with "Value error, "; the line reads better without it.
+    return message.removeprefix("Value error, ").replace("\n", " ")
+
+
+def parse_persona(text: str, path: Path | str = "<string>") -> Persona:
+    """Validate persona YAML ``text``; errors name ``path``, the field and the line."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PersonaError([f"{where}: (yaml): not valid YAML: {problem}"]) from exc
+    if not isinstance(data, dict):
+        raise PersonaError([f"{path}:1: (top level): expected a mapping of persona fields"])
+    rubric = data.get("rubric", "deescalation")
+    try:
+        step_ids = _rubric_step_ids(rubric) if isinstance(rubric, str) else None
+    except ValueError as exc:
+        line = _node_line(root, ["rubric"])
+        raise PersonaError([f"{path}:{line}: rubric: {exc}"]) from exc
+    try:
+        return Persona.model_validate(data, context={"step_ids": step_ids})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            problems.append(f"{path}:{_node_line(root, loc)}: {_field_path(loc)}: {_clean_msg(error['msg'])}")
+        raise PersonaError(problems) from exc
+
+
+def persona_path(id_or_path: str | os.PathLike[str], directory: Path | str | None = None) -> Path:
+    candidate = Path(id_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    base = Path(directory) if directory else personas_dir()
+    return base / f"{id_or_path}.yaml"
+
+
+def personas_dir() -> Path:
+    return Path(os.environ.get("DEESCALATE_PERSONAS_DIR", DEFAULT_DIR))
+
+
+def load_persona(id_or_path: str | os.PathLike[str], directory: Path | str | None = None) -> Persona:
+    """One persona by id (``carter-wrong-day``) or by file path."""
+    path = persona_path(id_or_path, directory)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        known = ", ".join(p.stem for p in persona_files(path.parent)) if path.parent.is_dir() else ""
+        hint = f" (known: {known})" if known else ""
+        raise PersonaError([f"{path}: cannot read persona ({exc.strerror or exc}){hint}"]) from exc
+    persona = parse_persona(text, path)
+    if path.stem != persona.id:
+        raise PersonaError([f"{path}:{_node_line(yaml.compose(text), ['id'])}: id: {persona.id!r} must match the file name {path.stem!r}"])
+    return persona
+
+
+def persona_files(directory: Path | str | None = None) -> list[Path]:
+    base = Path(directory) if directory else personas_dir()
+    return sorted(p for p in base.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def load_personas(directory: Path | str | None = None) -> list[Persona]:
+    """Every persona in ``directory``; if any file is bad, raise with all problems (nothing half-loads)."""
+    base = Path(directory) if directory else personas_dir()
+    if not base.is_dir():
+        raise PersonaError([f"{base}: not a directory of persona files"])
+    personas: list[Persona] = []
+    problems: list[str] = []
+    for path in persona_files(base):
+        try:
+            personas.append(load_persona(path))
+        except PersonaError as exc:
+            problems.extend(exc.problems)
+    seen: dict[str, Persona] = {}
+    for persona in personas:
+        if persona.id in seen:
+            problems.append(f"{base / (persona.id + '.yaml')}: id: duplicate persona id {persona.id!r}")
+        seen[persona.id] = persona
+    if problems:
+        raise PersonaError(problems)
+    return personas
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema for persona YAML (editor autocompletion via yaml-language-server)."""
+    schema = Persona.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "deescalate persona"
+    return schema
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
