@@ -27,6 +27,7 @@ APOSTROPHES = "'\u2019\u2018`\u00b4"
 TITLES = {"mr", "mrs", "ms", "miss", "mx", "dr", "sir", "madam", "mister", "doctor", "prof", "professor"}
 QUESTION = re.compile(r"[^.?!\n]*\?")
 WORD = re.compile(r"\b[A-Za-z]+\b")
+TITLE_DOT = re.compile(r"\b(Mr|Mrs|Ms|Mx|Dr|St|Prof)\.", re.IGNORECASE)
 
 # Confidence of a check verdict: a quoted match is strong evidence; absence of a phrase is weaker
 # (the trainee may have said it in words the patterns do not know).
@@ -63,7 +64,8 @@ class Normalized:
         self.original = text
         keep = [i for i, c in enumerate(text) if c not in APOSTROPHES]
         self.index = keep
-        self.text = "".join(text[i] for i in keep)
+        # "Mrs. Adams" is not the end of a sentence; same length, so the index map still holds.
+        self.text = TITLE_DOT.sub(lambda m: m.group()[:-1] + " ", "".join(text[i] for i in keep))
 
     def quote(self, start: int, end: int) -> str:
         if end <= start or not self.index:
@@ -175,9 +177,10 @@ def judge_step(step: Step, text: Normalized, context: TurnContext, met: set[str]
         if evidence is not None:
             return StepVerdict(step_id=step.id, verdict="violated", evidence=evidence, confidence=CONFIDENCE_MATCH)
         return StepVerdict(step_id=step.id, verdict="ok", confidence=CONFIDENCE_ABSENT)
-    if evidence is not None:
+    applies = bool(met.intersection(step.applies_when))
+    if evidence is not None and (applies or not step.only_when_applicable):
         return StepVerdict(step_id=step.id, verdict="demonstrated", evidence=evidence, confidence=CONFIDENCE_MATCH)
-    if met.intersection(step.applies_when):
+    if applies:
         return StepVerdict(step_id=step.id, verdict="missed", confidence=CONFIDENCE_ABSENT)
     return StepVerdict(step_id=step.id, verdict="not_applicable", confidence=CONFIDENCE_NOT_APPLICABLE)
 

@@ -115,6 +115,9 @@ class Step(BaseModel):
     sources: list[str] = Field(min_length=1)
     advice: str | None = None
     graded: bool = True
+    # Evidence counts only where the step applies: "I'll call you back" on the phone is not
+    # taking a public complaint offline.
+    only_when_applicable: bool = False
     check: CheckSpec | None = None
     topics: list[Topic] = Field(default_factory=list)
 

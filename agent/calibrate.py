@@ -1,0 +1,250 @@
+"""Calibration: how well the grader agrees with hand labels (per-step accuracy, Cohen's kappa).
+
+Input is JSONL in the format of design.md, one trainee reply a line; only the steps a line labels
+are scored, so labellers can leave undecidable steps out. Kappa corrects accuracy for chance:
+a step that is "ok" in 95% of lines gets 95% accuracy by always answering "ok", and kappa 0.
+A step whose gold labels have one class only has no defined kappa (``null``): its accuracy is
+still reported, and it is left out of ``macro_kappa``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from agent.checks import TurnContext
+from agent.grader import TurnGrade, grade, grade_fast
+from agent.llm import LLMSettings
+from agent.rubrics import Rubric, Verdict, load_rubric
+from agent.transcript import Message
+
+
+class CalibrationError(ValueError):
+    """A calibration file is unreadable or a line is invalid; names the file, line and field."""
+
+
+class ExampleContext(BaseModel):
+    persona_name: str | None = None
+    channel: str = "front_desk"
+    patient_abusive: bool = False
+    transferring: bool = False
+
+
+class Example(BaseModel):
+    id: str
+    rubric: str = "deescalation"
+    situation: str | None = None
+    context: ExampleContext = Field(default_factory=ExampleContext)
+    history: list[Message] = Field(default_factory=list)
+    reply: str
+    labels: dict[str, Verdict] = Field(min_length=1)
+
+    def turn_context(self) -> TurnContext:
+        return TurnContext(**self.context.model_dump(), history=self.history)
+
+
+class StepScore(BaseModel):
+    accuracy: float
+    kappa: float | None
+    n: int
+    # gold verdict -> predicted verdict -> count
+    confusion: dict[str, dict[str, int]]
+
+
+class Mistake(BaseModel):
+    id: str
+    step: str
+    gold: str
+    predicted: str
+    reply: str
+    evidence: str | None = None
+
+
+class CalibrationReport(BaseModel):
+    file: str
+    rubric: str
+    examples: int
+    macro_kappa: float | None
+    macro_accuracy: float | None
+    steps: dict[str, StepScore]
+    mistakes: list[Mistake] = Field(default_factory=list)
+
+
+def load_examples(path: str | Path, rubric: Rubric | None = None) -> list[Example]:
+    """Parse and validate every line; any bad line raises naming ``file:line`` and the field."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    examples: list[Example] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CalibrationError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        try:
+            example = Example.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(line)'}: {e['msg']}" for e in exc.errors())
+            raise CalibrationError(f"{path}:{number}: {problems}") from exc
+        if rubric is not None:
+            for step_id, verdict in example.labels.items():
+                if step_id not in rubric.step_ids:
+                    raise CalibrationError(f"{path}:{number}: labels.{step_id}: rubric {rubric.id!r} has no such step")
+                allowed = rubric.step(step_id).verdicts
+                if verdict not in allowed:
+                    raise CalibrationError(
+                        f"{path}:{number}: labels.{step_id}: {verdict!r} is not one of {', '.join(allowed)}"
+                    )
+        examples.append(example)
+    if not examples:
+        raise CalibrationError(f"{path}: no examples")
+    return examples
+
+
+def cohen_kappa(gold: list[str], predicted: list[str]) -> float | None:
+    """Cohen's kappa of two labelings; None when the gold labels have a single class."""
+    if len(gold) != len(predicted) or not gold:
+        raise ValueError("kappa needs two non-empty labelings of the same length")
+    if len(set(gold)) < 2:
+        return None
+    n = len(gold)
+    classes = sorted(set(gold) | set(predicted))
+    observed = sum(g == p for g, p in zip(gold, predicted, strict=True)) / n
+    expected = sum((gold.count(c) / n) * (predicted.count(c) / n) for c in classes)
+    if expected >= 1.0:
+        return None
+    return (observed - expected) / (1.0 - expected)
+
+
+def score(
+    examples: list[Example], predictions: list[dict[str, str]], evidence: list[dict[str, str | None]] | None = None
+) -> tuple[dict[str, StepScore], list[Mistake]]:
+    """Per-step scores over the labelled steps only, and the list of disagreements."""
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    mistakes: list[Mistake] = []
+    for index, (example, predicted) in enumerate(zip(examples, predictions, strict=True)):
+        for step_id, gold in example.labels.items():
+            guess = predicted.get(step_id, "missing")
+            pairs.setdefault(step_id, []).append((gold, guess))
+            if guess != gold:
+                quote = (evidence[index].get(step_id) if evidence else None) or None
+                mistakes.append(Mistake(id=example.id, step=step_id, gold=gold, predicted=guess,
+                                        reply=example.reply, evidence=quote))  # fmt: skip
+    steps: dict[str, StepScore] = {}
+    for step_id, rows in pairs.items():
+        gold = [g for g, _ in rows]
+        predicted = [p for _, p in rows]
+        confusion: dict[str, dict[str, int]] = {}
+        for g, p in rows:
+            confusion.setdefault(g, {}).setdefault(p, 0)
+            confusion[g][p] += 1
+        steps[step_id] = StepScore(
+            accuracy=sum(g == p for g, p in rows) / len(rows),
+            kappa=cohen_kappa(gold, predicted),
+            n=len(rows),
+            confusion=confusion,
+        )
+    return steps, mistakes
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def calibrate(
+    path: str | Path,
+    rubric: Rubric | str = "deescalation",
+    *,
+    use_llm: bool = False,
+    judge: bool = False,
+    settings: LLMSettings | None = None,
+    progress: bool = False,
+    grader: Callable[[Rubric, Example], TurnGrade] | None = None,
+) -> CalibrationReport:
+    """Grade every example and compare with its labels.
+
+    Default: the fast path (checks), which is what decides verdicts in the product. ``use_llm``
+    runs the full :func:`agent.grader.grade` (one model call per line; verdicts change only with
+    ``judge``).
+    """
+    rubric = load_rubric(rubric) if isinstance(rubric, str) else rubric
+    examples = load_examples(path, rubric)
+    if grader is None:
+        if use_llm:
+            def grader(r: Rubric, e: Example) -> TurnGrade:
+                return grade(r, e.reply, e.turn_context(), settings, situation=e.situation, judge=judge)
+        else:
+            def grader(r: Rubric, e: Example) -> TurnGrade:
+                return grade_fast(r, e.reply, e.turn_context())
+    iterator: Iterable[Example] = examples
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(examples, desc="grading", unit="reply", file=sys.stderr, leave=False)
+    predictions: list[dict[str, str]] = []
+    evidence: list[dict[str, str | None]] = []
+    for example in iterator:
+        result = grader(rubric, example)
+        predictions.append({sid: v.verdict for sid, v in result.verdicts.items()})
+        evidence.append({sid: v.evidence for sid, v in result.verdicts.items()})
+    steps, mistakes = score(examples, predictions, evidence)
+    return CalibrationReport(
+        file=str(path),
+        rubric=rubric.id,
+        examples=len(examples),
+        macro_kappa=_mean(s.kappa for s in steps.values()),
+        macro_accuracy=_mean(s.accuracy for s in steps.values()),
+        steps=dict(sorted(steps.items(), key=lambda item: rubric.step_ids.index(item[0]))),
+        mistakes=mistakes,
+    )
+
+
+def format_report(report: CalibrationReport, *, show_mistakes: bool = False) -> str:
+    """Plain-text table plus confusion matrices (gold rows x predicted columns)."""
+    lines = [f"{report.file}: {report.examples} replies, rubric {report.rubric}", ""]
+    lines.append(f"{'step':<20} {'n':>4} {'accuracy':>9} {'kappa':>7}")
+    for step_id, s in report.steps.items():
+        kappa = f"{s.kappa:.3f}" if s.kappa is not None else "n/a"
+        lines.append(f"{step_id:<20} {s.n:>4} {s.accuracy:>9.3f} {kappa:>7}")
+    macro_k = f"{report.macro_kappa:.3f}" if report.macro_kappa is not None else "n/a"
+    macro_a = f"{report.macro_accuracy:.3f}" if report.macro_accuracy is not None else "n/a"
+    lines += ["", f"macro accuracy {macro_a}   macro kappa {macro_k}", "", "confusion (rows gold, columns predicted):"]
+    for step_id, s in report.steps.items():
+        classes = sorted(set(s.confusion) | {p for row in s.confusion.values() for p in row})
+        lines.append(f"  {step_id}")
+        lines.append("    " + " " * 15 + "".join(f"{c[:14]:>15}" for c in classes))
+        for gold in classes:
+            row = s.confusion.get(gold, {})
+            lines.append(f"    {gold[:14]:<15}" + "".join(f"{row.get(c, 0):>15}" for c in classes))
+    if show_mistakes and report.mistakes:
+        lines += ["", "disagreements:"]
+        for m in report.mistakes:
+            lines.append(f"  {m.id} {m.step}: gold {m.gold}, got {m.predicted} ({m.evidence!r}) | {m.reply}")
+    return "\n".join(lines)
+
+
+def as_json(report: CalibrationReport, *, include_mistakes: bool = False) -> dict[str, Any]:
+    data = report.model_dump(exclude={"mistakes"} if not include_mistakes else set())
+    return data
+
+
+def agreement_table(path: str | Path, rubric: str = "deescalation") -> tuple[list[list[Any]], str]:
+    """Rows ``[step, n, accuracy, kappa]`` and a one-line summary, for the trainer page."""
+    report = calibrate(path, rubric)
+    rows = [
+        [step_id, s.n, round(s.accuracy, 3), None if s.kappa is None else round(s.kappa, 3)]
+        for step_id, s in report.steps.items()
+    ]
+    macro_k = "n/a" if report.macro_kappa is None else f"{report.macro_kappa:.3f}"
+    macro_a = "n/a" if report.macro_accuracy is None else f"{report.macro_accuracy:.3f}"
+    return rows, f"{report.examples} replies: macro accuracy {macro_a}, macro kappa {macro_k}"
