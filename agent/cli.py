@@ -13,7 +13,7 @@ import sys
 
 from agent import __version__
 
-COMMAND_GROUPS = ["model", "calibrate"]
+COMMAND_GROUPS = ["model", "personas", "simulate", "practice", "calibrate"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -184,6 +184,29 @@ def _fallback(persona: Persona, mood: Mood) -> str:
     return persona.fallback_lines[mood.turn % len(persona.fallback_lines)]
 
 
+def release(chunks: Iterator[str], persona: Persona, notes: list[str] | None = None) -> Iterator[str]:
+    """Filter one model stream: yield in-role sentences (the first with a leading space dropped).
+
+    Stops at the first out-of-role sentence (appending ``"trimmed: <pattern>"`` or, when nothing
+    was released yet, ``"rejected: <pattern>"`` to ``notes``) or after :data:`MAX_SENTENCES`.
+    """
+    released = 0
+    for sentence in _sentences(chunks):
+        if released == 0:
+            sentence = _clean_start(sentence, persona)
+            if not sentence:
+                continue
+        reason = out_of_role(sentence)
+        if reason:
+            if notes is not None:
+                notes.append(f"{'trimmed' if released else 'rejected'}: {reason}")
+            return
+        yield sentence if released == 0 else " " + sentence
+        released += 1
+        if released >= MAX_SENTENCES:
+            return
+
+
 def stream_reply(
     persona: Persona,
     transcript: Transcript,
@@ -194,36 +217,33 @@ def stream_reply(
     temperature: float = 0.7,
     seed: int | None = None,
     style: PromptStyle | None = None,
+    notes: list[str] | None = None,
 ) -> Iterator[str]:
     """The patient's next line as it arrives, sentence by sentence, already filtered for role.
 
     ``seed`` makes a request reproducible (cassettes, the simulator); ``None`` lets the server pick.
-    Raises :class:`PatientUnavailable` when the server fails; nothing partial is kept by callers.
+    An out-of-role first sentence costs one regeneration (seed + 1, warmer), then the persona's
+    fallback line; what the filter did is appended to ``notes``.
+    Raises :class:`PatientUnavailable` when the server fails; callers keep nothing partial.
     """
     settings = settings or LLMSettings.from_env()
     style = style or settings.capabilities.prompt_style
     messages = build_messages(persona, transcript, mood, style, ending)
-    seeds = [seed, None if seed is None else seed + 1]
-    for attempt, attempt_seed in enumerate(seeds):
+    attempts = [(seed, temperature), (None if seed is None else seed + 1, max(temperature, 0.8))]
+    for attempt_seed, attempt_temperature in attempts:
+        chunks = _model_chunks(persona, messages, settings, style=style, temperature=attempt_temperature,
+                               seed=attempt_seed)  # fmt: skip
         released = 0
-        chunks = _model_chunks(persona, messages, settings, style=style, temperature=temperature if attempt == 0
-                               else max(temperature, 0.8), seed=attempt_seed)  # fmt: skip
         try:
-            for sentence in _sentences(chunks):
-                if released == 0:
-                    sentence = _clean_start(sentence, persona)
-                    if not sentence:
-                        continue
-                if out_of_role(sentence):
-                    break  # first sentence: regenerate; later: trim here
-                yield sentence if released == 0 else " " + sentence
+            for sentence in release(chunks, persona, notes):
                 released += 1
-                if released >= MAX_SENTENCES:
-                    break
+                yield sentence
         finally:
             chunks.close()
         if released:
             return
+    if notes is not None:
+        notes.append("fallback line")
     yield _fallback(persona, mood)
 
 

@@ -32,7 +32,9 @@ ID_PATTERN = r"^[a-z][a-z0-9_-]*$"
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "personas"
 SCHEMA_FILE = "persona.schema.json"
 # The seed documents every persona cites live beside the repository (../shared/seeds/).
-SEEDS_DIR = Path(os.environ.get("DEESCALATE_SEEDS_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "seeds"))
+SEEDS_DIR = Path(
+    os.environ.get("DEESCALATE_SEEDS_DIR", Path(__file__).resolve().parent.parent.parent / "shared" / "seeds")
+)
 
 
 class PersonaError(ValueError):
@@ -186,9 +188,7 @@ class Persona(_Strict):
     @property
     def staff_label(self) -> str:
         """Who the trainee is in the transcript the patient model continues."""
-        return {"front_desk": "Receptionist", "phone": "Staff", "chat": "Clinic", "public_post": "Clinic"}[
-            self.channel
-        ]
+        return {"front_desk": "Receptionist", "phone": "Staff", "chat": "Clinic", "public_post": "Clinic"}[self.channel]
 
     def fill(self, template: str) -> str:
         """Fill a scripted line template with this persona's names."""
@@ -293,7 +293,8 @@ def load_persona(id_or_path: str | os.PathLike[str], directory: Path | str | Non
         raise PersonaError([f"{path}: cannot read persona ({exc.strerror or exc}){hint}"]) from exc
     persona = parse_persona(text, path)
     if path.stem != persona.id:
-        raise PersonaError([f"{path}:{_node_line(yaml.compose(text), ['id'])}: id: {persona.id!r} must match the file name {path.stem!r}"])
+        line = _node_line(yaml.compose(text), ["id"])
+        raise PersonaError([f"{path}:{line}: id: {persona.id!r} must match the file name {path.stem!r}"])
     return persona
 
 

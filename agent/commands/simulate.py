@@ -1,0 +1,59 @@
+"""`python -m agent simulate PERSONA --trainee good|bad|FILE --turns N [--json]`: the persona test bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from agent.llm import LLMSettings
+from agent.personas import load_persona
+from agent.session import TurnEvent
+from agent.simulate import simulate
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("simulate", help="play scripted trainee turns against a persona; print the mood")
+    parser.add_argument("persona", help="persona id or YAML path")
+    parser.add_argument("--trainee", default="good", help="good | bad | a file of trainee lines (one a line, or YAML)")
+    parser.add_argument("--turns", type=int, default=6, help="trainee turns (fewer if the session ends)")
+    parser.add_argument("--seed", type=int, default=7, help="model seed (deterministic runs)")
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--json", action="store_true", help='print {"persona", "anger", "trust", "outcome"}')
+    parser.set_defaults(handler=cmd_simulate)
+
+
+def _printer(json_mode: bool):
+    def show(index: int, line: str, event: TurnEvent) -> None:
+        if json_mode:
+            return
+        if event.kind == "checked":
+            print(f"\nTrainee: {line}")
+            mood = event.mood
+            moved = ", ".join(f"{e.source} {e.anger:+.2g}" for e in mood.effects) or "nothing"
+            print(f"  [anger {mood.previous_anger:g} -> {mood.anger:g}, trust {mood.trust:g}; {moved}]")
+            print("Patient: ", end="", flush=True)
+        elif event.kind == "delta":
+            print(event.text, end="", flush=True)
+        elif event.kind == "answered":
+            print()
+        elif event.kind == "ended":
+            print(f"\n== {event.ending.kind}: {event.ending.reason}")
+
+    return show
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    persona = load_persona(args.persona)
+    if not args.json:
+        print(f"{persona.name} ({persona.id}), anger {persona.anger:g}, trust {persona.trust:g}")
+        print(f"Patient: {persona.opening_line}")
+    session = simulate(persona, args.trainee, args.turns, LLMSettings.from_env(), seed=args.seed,
+                       temperature=args.temperature, on_event=_printer(args.json))  # fmt: skip
+    summary = session.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"\nanger: {summary['anger']}\ntrust: {summary['trust']}\noutcome: {summary['outcome']}")
+    sys.stdout.flush()
+    return 0
