@@ -251,6 +251,9 @@ def parse_persona(text: str, path: Path | str = "<string>") -> Persona:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None:
+            problem += f" ({context} at line {context_mark.line + 1})"
         raise PersonaError([f"{where}: (yaml): not valid YAML: {problem}"]) from exc
     if not isinstance(data, dict):
         raise PersonaError([f"{path}:1: (top level): expected a mapping of persona fields"])
