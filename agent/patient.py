@@ -127,7 +127,10 @@ def build_messages(
     for message in transcript.messages:
         speaker = persona.address_as if message.role == "patient" else persona.staff_label
         lines.append(f"{speaker}: {' '.join(message.content.split())}\n")
-    lines.append(prompt("mood_direction").format(label=persona.address_as, mood=direction))
+    if ending is None:
+        lines.append(prompt("mood_direction").format(label=persona.address_as, mood=direction))
+    else:
+        lines.append(f"[{direction}.]\n")
     lines.append(f"{persona.address_as}:")
     instruction = prompt("transcript_instruction").format(**fields).strip()
     return [HumanMessage(instruction), AIMessage("".join(lines))]
