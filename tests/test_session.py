@@ -125,3 +125,18 @@ def test_live_server_killed_mid_turn_then_retry(live_server, live_settings):
     kinds = [e.kind for e in session.retry(settings)]
     assert kinds[-1] == "answered" and not session.pending
     assert session.transcript.messages[-1].role == "patient"
+
+
+def test_practice_cli_survives_a_dead_model_server(monkeypatch, capsys):
+    from agent.cli import main
+
+    monkeypatch.setenv("DEESCALATE_BACKEND", "embedded")
+    monkeypatch.setenv("DEESCALATE_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("DEESCALATE_MODEL", "default")
+    typed = iter(["I'm sorry, Mr. Carter.", "/retry", "/quit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
+    assert main(["practice", "carter-wrong-day", "--no-feedback"]) == 0
+    out = capsys.readouterr().out
+    assert "Mr. Carter: " + CARTER.opening_line in out
+    assert out.count("the patient could not answer") == 2 and "(/retry to try again)" in out
+    assert "outcome: ongoing" in out
