@@ -36,10 +36,11 @@ def build_app(
     store: Store | None = None,
     server: Any | None = None,
     personas_dir: Path | None = None,
+    seed: int | None = None,
 ) -> gr.Blocks:
-    """The whole app; tests pass replay settings, a temporary store or a server they can kill."""
+    """The whole app; tests pass replay settings, a temporary store, a server they can kill, a seed."""
     practice = Practice(store or Store.from_env(), settings or LLMSettings.from_env(), server=server,
-                        personas_dir=personas_dir)  # fmt: skip
+                        personas_dir=personas_dir, seed=seed)  # fmt: skip
     bind = partial  # handlers take the controller first
 
     with gr.Blocks(title="deescalate") as demo:
@@ -109,6 +110,7 @@ def build_app(
                         calibration_file = gr.File(label="Calibration JSONL", file_types=[".jsonl"],
                                                    elem_id="calibration-file")  # fmt: skip
                         calibration_table = gr.Dataframe(label="Per-step agreement", interactive=False,
+                                                         headers=["step", "n", "accuracy", "kappa"],
                                                          elem_id="calibration-table")  # fmt: skip
                         calibration_note = gr.Markdown()
 

@@ -21,10 +21,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from agent import grader, personas, ui
+from agent import mood as moods
 from agent.llm import Backend, LLMSettings
+from agent.session import Session
+from agent.simulate import SCRIPTED, simulate
 from agent.store import NewSession, SessionRecord, Store, StoreError, TurnRecord
 
-Stage = Literal["saved", "typing", "answered", "graded", "ended", "failed"]
+Stage = Literal["ready", "saved", "typing", "answered", "graded", "ended", "failed"]
 
 
 class TurnUpdate(BaseModel):
@@ -42,19 +46,26 @@ class TurnUpdate(BaseModel):
     def last(self) -> TurnRecord | None:
         return self.turns[-1] if self.turns else None
 
+    def _moods(self) -> list[dict[str, Any]]:
+        """Moods the trainee has seen: answered turns, plus the turn in progress (not a failed one)."""
+        seen = []
+        for turn in self.turns:
+            in_progress = turn is self.last and turn.status == "pending" and self.stage != "failed"
+            if turn.mood_after and (turn.status == "complete" or in_progress):
+                seen.append(turn.mood_after)
+        return seen
+
     @property
     def mood(self) -> dict[str, Any] | None:
-        for turn in reversed(self.turns):
-            if turn.mood_after:
-                return turn.mood_after
-        return self.session.initial_mood
+        seen = self._moods()
+        return seen[-1] if seen else self.session.initial_mood
 
     @property
     def mood_before(self) -> dict[str, Any] | None:
-        answered = [t for t in self.turns if t.mood_after]
-        if len(answered) >= 2:
-            return answered[-2].mood_after
-        return self.session.initial_mood if answered else None
+        seen = self._moods()
+        if len(seen) >= 2:
+            return seen[-2]
+        return self.session.initial_mood if seen else None
 
 
 class ModelState(BaseModel):
@@ -104,9 +115,7 @@ class ModelSupervisor:
         if self._state.state == "preparing":
             fraction = self._assembly_fraction()
             if fraction is not None:
-                return ModelState(
-                    state="preparing", message=f"Preparing the model: {fraction:.0%}", progress=fraction
-                )
+                return ModelState(state="preparing", message=f"Preparing the model: {fraction:.0%}", progress=fraction)
         process = self.server.process if self.server is not None else None
         if self._state.state == "ready" and process is not None and process.poll() is not None:
             return ModelState(state="down", message="The model server stopped; the next turn restarts it.")
@@ -171,8 +180,22 @@ class ModelSupervisor:
         return self.base.model_copy(update={"base_url": self.server.openai_base_url})
 
 
+ENDINGS = {
+    "resolved": "{name} accepted what you offered and calmed down.",
+    "walked_out": "{name} walked out: the anger stayed too high for too long.",
+    "hung_up": "{name} hung up: the anger stayed too high for too long.",
+    "escalated": "A manager took over the conversation with {name}.",
+}
+
+
 class Practice:
-    """Start, play, retry, branch, resume and end practice sessions; everything goes to the store."""
+    """Start, play, retry, branch, resume and end practice sessions; everything goes to the store.
+
+    The turn loop follows design.md: checks (milliseconds) -> mood update -> the patient's reply
+    streamed -> the model-written tip. State between turns is *only* what the store holds
+    (transcript, last mood), so a session continues the same way after an app restart, after a
+    failed turn, or from an earlier turn on a new branch.
+    """
 
     def __init__(
         self,
@@ -181,40 +204,36 @@ class Practice:
         *,
         server: Any | None = None,
         personas_dir: Path | None = None,
+        seed: int | None = None,
     ) -> None:
         self.store = store
         self.model = ModelSupervisor(settings or LLMSettings.from_env(), server=server)
         self.personas_dir = personas_dir
-        self._live: dict[str, Any] = {}
+        self.seed = seed
         self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     # -- personas and rubric ------------------------------------------------------------------
 
     def personas(self) -> list[Any]:
-        from agent.personas import load_personas
-
-        return load_personas(self.personas_dir)
+        return personas.load_personas(self.personas_dir)
 
     def persona(self, persona_id: str) -> Any:
-        from agent.personas import load_persona
-
-        return load_persona(persona_id, self.personas_dir)
+        return personas.load_persona(persona_id, self.personas_dir)
 
     # -- sessions -----------------------------------------------------------------------------
 
     def _lock(self, session_id: str) -> threading.Lock:
-        return self._locks.setdefault(session_id, threading.Lock())
+        with self._guard:
+            return self._locks.setdefault(session_id, threading.Lock())
 
-    def snapshot(self, session_id: str, stage: Stage = "saved", **extra: Any) -> TurnUpdate:
+    def snapshot(self, session_id: str, stage: Stage = "ready", **extra: Any) -> TurnUpdate:
         return TurnUpdate(
             stage=stage, session=self.store.get_session(session_id), turns=self.store.turns(session_id), **extra
         )
 
     def start(self, persona_id: str, trainee_name: str | None = None) -> TurnUpdate:
-        from agent import session as session_module
-
         persona = self.persona(persona_id)
-        live = session_module.Session(persona=persona)
         record = self.store.create_session(
             NewSession(
                 persona_id=persona.id,
@@ -223,32 +242,23 @@ class Practice:
                 backend=self.model.base.backend.value,
                 model=self.model.base.model,
                 opening=persona.opening_line,
-                initial_mood=live.mood,
+                initial_mood=moods.initial(persona),
             )
         )
-        self._live[record.id] = live
         return self.snapshot(record.id)
 
-    def _session_for(self, session_id: str) -> Any:
-        """The live turn-loop object, rebuilt from the store after an app restart."""
-        live = self._live.get(session_id)
-        if live is None:
-            from agent import session as session_module
-
-            record = self.store.get_session(session_id)
-            live = session_module.Session.restore(
-                persona=self.persona(record.persona_id), turns=self.store.turns(session_id)
-            )
-            self._live[session_id] = live
-        return live
+    def _current_mood(self, session_id: str) -> Any:
+        """The mood the next turn starts from: the last answered turn's, else the persona's start."""
+        answered = [t for t in self.store.turns(session_id) if t.status == "complete" and t.mood_after]
+        data = answered[-1].mood_after if answered else self.store.get_session(session_id).initial_mood
+        return moods.Mood.model_validate(data)
 
     def turn(self, session_id: str, text: str) -> Iterator[TurnUpdate]:
         text = (text or "").strip()
         if not text:
             raise StoreError("say something to the patient first")
         with self._lock(session_id):
-            live = self._session_for(session_id)
-            turn = self.store.begin_turn(session_id, text, mood_before=live.mood)
+            turn = self.store.begin_turn(session_id, text, mood_before=self._current_mood(session_id))
             yield self.snapshot(session_id, "saved")
             yield from self._play(session_id, turn)
 
@@ -259,7 +269,6 @@ class Practice:
             if pending is None:
                 raise StoreError("there is no failed turn to retry")
             turn = self.store.retry_turn(pending.id)
-            self._live.pop(session_id, None)  # rebuild from the stored, completed turns
             yield self.snapshot(session_id, "saved")
             yield from self._play(session_id, turn)
 
@@ -267,38 +276,49 @@ class Practice:
         """Retry from trainee turn ``index``: the conversation continues from just before it."""
         with self._lock(session_id):
             self.store.branch_from(session_id, index)
-            self._live.pop(session_id, None)
             return self.snapshot(session_id)
 
+    def _session(self, session_id: str) -> Session:
+        """The turn loop rebuilt from the store's answered turns on the active branch.
+
+        Rebuilding every turn (milliseconds: checks are pattern matches) means the store is the
+        only state: an app restart, a failed turn or a branch all continue the same way.
+        """
+        record = self.store.get_session(session_id)
+        answered = [t for t in self.store.turns(session_id) if t.status == "complete"]
+        return Session.restore(self.persona(record.persona_id), answered, seed=self.seed, grade_with_llm=True)
+
     def _play(self, session_id: str, turn: TurnRecord) -> Iterator[TurnUpdate]:
-        live = self._session_for(session_id)
+        live = self._session(session_id)
         reply = ""
         try:
             settings = self.model.settings()
-            for event in live.stream_turn(turn.trainee_text, settings=settings):
-                kind = event.kind
-                if kind == "delta":
+            for event in live.stream_turn(turn.trainee_text, settings):
+                if event.kind == "checked":
+                    # The mood moves as soon as the checks have read the reply, before the patient speaks.
+                    self.store.set_mood_after(turn.id, event.mood)
+                    yield self.snapshot(session_id, "saved")
+                elif event.kind == "delta":
                     reply += event.text
                     yield self.snapshot(session_id, "typing", streaming=reply)
-                elif kind == "answered":
+                elif event.kind == "answered":
                     self.store.complete_turn(turn.id, patient_reply=event.text, mood_after=event.mood,
                                              grade=event.grade)  # fmt: skip
                     yield self.snapshot(session_id, "answered")
-                elif kind == "graded":
+                elif event.kind == "graded":
                     self.store.set_grade(turn.id, event.grade)
-                    if getattr(event, "mood", None) is not None:
-                        self.store.set_mood_after(turn.id, event.mood)
+                    self.store.set_mood_after(turn.id, event.mood)
                     yield self.snapshot(session_id, "graded")
-        except Exception as exc:  # any model failure: keep the words, offer a retry
+                elif event.kind == "ended" and event.ending is not None:
+                    reason = ENDINGS[event.ending.kind].format(name=live.persona.address_as)
+                    yield self.end(session_id, outcome=event.ending.kind, reason=f"{reason} ({event.ending.reason})")
+        except Exception as exc:  # the model failed: the words are saved, the page offers a retry
+            message = describe_error(exc)
             if self.store.get_turn(turn.id).status != "complete":
-                self.store.fail_turn(turn.id, describe_error(exc))
-                self._live.pop(session_id, None)
-                yield self.snapshot(session_id, "failed", error=describe_error(exc))
-                return
-            yield self.snapshot(session_id, "graded", error=describe_error(exc))
-        ending = live.outcome()
-        if ending is not None:
-            yield self.end(session_id, outcome=str(ending.kind), reason=ending.reason)
+                self.store.fail_turn(turn.id, message)
+                yield self.snapshot(session_id, "failed", error=message)
+            else:  # the patient answered; only the tip failed
+                yield self.snapshot(session_id, "graded", error=message)
 
     def end(
         self, session_id: str, *, outcome: str | None = "ended_by_trainee", reason: str | None = None
@@ -308,13 +328,49 @@ class Practice:
             return self.snapshot(session_id, "ended")
         scorecard = self.scorecard(session_id, outcome=outcome, reason=reason)
         self.store.end_session(session_id, outcome=outcome, reason=reason, scorecard=scorecard)
-        self._live.pop(session_id, None)
         return self.snapshot(session_id, "ended")
 
     def scorecard(self, session_id: str, *, outcome: str | None, reason: str | None) -> dict[str, Any]:
-        from agent import ui
-
+        """Per-step rates over the answered turns, the session-level steps, and the mood path."""
+        record = self.store.get_session(session_id)
         turns = [t for t in self.store.turns(session_id) if t.status == "complete"]
         rates = ui.step_rates(turns)
         score = sum(rates.values()) / len(rates) if rates else None
-        return {"score": score, "steps": rates, "turns": len(turns), "outcome": outcome, "reason": reason}
+        try:
+            live = self._session(session_id)
+            grades = [grader.TurnGrade.model_validate(t.grade) for t in turns if t.grade]
+            complete = grades if len(grades) == len(turns) else None
+            verdicts = grader.grade_session(live.rubric, live.transcript, live.context(), complete)
+            session_steps: dict[str, Any] = {k: v.model_dump(mode="json") for k, v in verdicts.items()}
+        except Exception as exc:  # a scorecard without session steps beats no scorecard
+            session_steps = {"error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "score": score,
+            "steps": rates,
+            "session_steps": session_steps,
+            "turns": len(turns),
+            "outcome": outcome,
+            "reason": reason,
+            "mood": [[n, a, t] for n, a, t in ui.mood_trajectory(record, turns)],
+        }
+
+    # -- trainer --------------------------------------------------------------------------------
+
+    def test_run(self, persona: personas.Persona) -> Iterator[dict[str, dict[str, Any]]]:
+        """Play the scripted good and bad trainee (:func:`agent.simulate.simulate`) with the model.
+
+        Yields the runs so far after each script, so the page can plot the first one while the
+        second plays.
+        """
+        settings = self.model.settings()
+        runs: dict[str, dict[str, Any]] = {}
+        for name in SCRIPTED:
+            session = simulate(persona, name, persona.thresholds.max_turns, settings)
+            runs[name] = {
+                "trajectory": [(i, m.anger / 10, m.trust / 10) for i, m in enumerate(session.moods)],
+                "outcome": session.ending.kind if session.ending else None,
+                "reason": session.ending.reason if session.ending else None,
+                "turns": len(session.turns),
+                "last_line": session.transcript.messages[-1].content if session.transcript.messages else "",
+            }
+            yield dict(runs)

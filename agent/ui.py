@@ -28,11 +28,12 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from agent.store import SessionRecord, TurnRecord  # noqa: E402
 
+# Plain symbols (DejaVu has them): emoji need a colour-emoji font the page cannot count on.
 VERDICT_ICON = {
-    "demonstrated": "✅",
-    "missed": "⬜",
-    "violated": "❌",
-    "ok": "✔️",
+    "demonstrated": "✓",
+    "missed": "○",
+    "violated": "✗",
+    "ok": "✓",
     "not_applicable": "·",
 }
 POSITIVE = {"demonstrated", "ok"}

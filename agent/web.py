@@ -102,7 +102,7 @@ def practice_view(practice: Practice, update: TurnUpdate, *, status: str | None 
             why = update.session.end_reason or ""
             status = f"**Session ended — {(update.session.outcome or 'ended').replace('_', ' ')}.** {why}"
         elif failed:
-            status = f"⚠️ {update.error or (update.last.error if update.last else '') or 'The model failed.'}"
+            status = f"⚠ {update.error or (update.last.error if update.last else '') or 'The model failed.'}"
         elif update.stage == "typing":
             status = "The patient is answering…"
         elif update.stage == "answered":
@@ -163,7 +163,7 @@ def send(practice: Practice, session_id: str | None, message: str) -> Iterator[t
         for update in practice.turn(session_id, message):
             yield practice_view(practice, update)
     except StoreError as exc:
-        yield _message_only(practice, session_id, f"⚠️ {exc}")
+        yield _message_only(practice, session_id, f"⚠ {exc}")
 
 
 def retry(practice: Practice, session_id: str | None) -> Iterator[tuple[Any, ...]]:
@@ -174,7 +174,7 @@ def retry(practice: Practice, session_id: str | None) -> Iterator[tuple[Any, ...
         for update in practice.retry(session_id):
             yield practice_view(practice, update, status="Retrying…" if update.stage == "saved" else None)
     except StoreError as exc:
-        yield _message_only(practice, session_id, f"⚠️ {exc}")
+        yield _message_only(practice, session_id, f"⚠ {exc}")
 
 
 def branch(practice: Practice, session_id: str | None, index: int | None) -> tuple[Any, ...]:
@@ -183,7 +183,7 @@ def branch(practice: Practice, session_id: str | None, index: int | None) -> tup
     try:
         update = practice.branch(session_id, int(index))
     except StoreError as exc:
-        return _message_only(practice, session_id, f"⚠️ {exc}")
+        return _message_only(practice, session_id, f"⚠ {exc}")
     return practice_view(practice, update, status=f"Answer turn {int(index) + 1} again: type a different reply.")
 
 
@@ -200,7 +200,7 @@ def resume(practice: Practice, session_id: str | None) -> tuple[Any, ...]:
     try:
         update = practice.snapshot(session_id)
     except StoreError as exc:
-        return _message_only(practice, None, f"⚠️ {exc}")
+        return _message_only(practice, None, f"⚠ {exc}")
     note = "Session resumed."
     if update.last is not None and update.last.status != "complete":
         note = "Session resumed. The last reply never got an answer: press Retry."
@@ -214,8 +214,8 @@ def resume(practice: Practice, session_id: str | None) -> tuple[Any, ...]:
 def model_status(practice: Practice) -> tuple[str, Any]:
     """Status line and whether the page should keep polling."""
     state = practice.model.state()
-    icon = {"ready": "🟢", "remote": "🟢", "preparing": "⏳", "starting": "⏳", "idle": "⏳", "down": "🔴",
-            "error": "🔴"}[state.state]  # fmt: skip
+    icon = {"ready": "✓", "remote": "✓", "preparing": "…", "starting": "…", "idle": "…", "down": "⚠",
+            "error": "⚠"}[state.state]  # fmt: skip
     keep_polling = state.state in ("idle", "preparing", "starting", "down")
     return f"{icon} {state.message}", gr.Timer(active=keep_polling)
 
@@ -307,8 +307,8 @@ def trainer_validate(text: str, file_name: str | None = None) -> str:
     """Inline validation: every problem with its file, line and field, or a green tick."""
     problems = _problems(text or "", file_name or "persona.yaml")
     if not problems:
-        return "✅ Valid persona."
-    return "❌ **Fix these before saving:**\n\n" + "\n".join(f"- `{problem}`" for problem in problems)
+        return "✓ Valid persona."
+    return "✗ **Fix these before saving:**\n\n" + "\n".join(f"- `{problem}`" for problem in problems)
 
 
 ID_LINE = re.compile(r"^id:.*$", re.MULTILINE)
@@ -322,14 +322,14 @@ def trainer_save(practice: Practice, unlocked: bool, text: str, new_name: str) -
     try:
         persona_id = ui.safe_persona_id(new_name or "")
     except ValueError as exc:
-        return f"❌ {exc}", gr.update()
+        return f"✗ {exc}", gr.update()
     if not persona_id[0].isalpha():
         persona_id = f"p-{persona_id}"
     text = ID_LINE.sub(f"id: {persona_id}", text, count=1) if ID_LINE.search(text) else f"id: {persona_id}\n{text}"
     folder = Path(practice.personas_dir or personas_dir()).resolve()
     path = (folder / f"{persona_id}.yaml").resolve()
     if path.parent != folder:  # belt and braces: safe_persona_id already allows no separators
-        return "❌ That name would leave the personas folder.", gr.update()
+        return "✗ That name would leave the personas folder.", gr.update()
     problems = _problems(text, path.name)
     if problems:
         return trainer_validate(text, path.name), gr.update()
@@ -337,8 +337,8 @@ def trainer_save(practice: Practice, unlocked: bool, text: str, new_name: str) -
         with open(path, "x", encoding="utf-8") as handle:
             handle.write(text)
     except FileExistsError:
-        return f"❌ A persona called `{persona_id}` already exists; pick another name.", gr.update()
-    return f"✅ Saved as `{path.name}`.", trainer_personas(practice)
+        return f"✗ A persona called `{persona_id}` already exists; pick another name.", gr.update()
+    return f"✓ Saved as `{path.name}`.", trainer_personas(practice)
 
 
 def rubric_view() -> tuple[str, list[list[str]]]:
@@ -349,21 +349,30 @@ def rubric_view() -> tuple[str, list[list[str]]]:
     return rubric_path("deescalation").read_text(encoding="utf-8"), rows
 
 
-def trainer_test_run(practice: Practice, unlocked: bool, text: str) -> tuple[Any, str]:
+def trainer_test_run(practice: Practice, unlocked: bool, text: str) -> Iterator[tuple[Any, str]]:
     """Play the persona's scripted good and bad trainee and plot both mood trajectories."""
     _require(unlocked)
     from agent.personas import PersonaError, parse_persona
 
     try:
         persona = parse_persona(text or "", "persona.yaml")
-    except PersonaError as exc:
-        return None, trainer_validate(text, "persona.yaml") if exc.problems else str(exc)
-    runs = practice.test_run(persona)
-    figure = ui.mood_figure({name: run["trajectory"] for name, run in runs.items()}, title=persona.name)
-    lines = []
-    for name, run in runs.items():
-        lines.append(f"- **{name} trainee**: {run['outcome'] or 'no ending'} after {run['turns']} turns")
-    return figure, "\n".join(lines)
+    except PersonaError:
+        yield None, trainer_validate(text, "persona.yaml")
+        return
+    yield None, "Playing the scripted good trainee…"
+    try:
+        for runs in practice.test_run(persona):
+            figure = ui.mood_figure({name: run["trajectory"] for name, run in runs.items()}, title=persona.name)
+            lines = []
+            for name, run in runs.items():
+                ending = (run["outcome"] or "no ending").replace("_", " ")
+                why = f" ({run['reason']})" if run["reason"] else ""
+                lines.append(f"- **{name} trainee**: {ending} after {run['turns']} turns{why}")
+            if len(runs) == 1:
+                lines.append("- _playing the scripted bad trainee…_")
+            yield figure, "\n".join(lines)
+    except Exception as exc:
+        yield None, f"✗ The test run failed: {exc}"
 
 
 def calibration(unlocked: bool, file: Any) -> tuple[Any, str]:
@@ -377,7 +386,7 @@ def calibration(unlocked: bool, file: Any) -> tuple[Any, str]:
     try:
         rows, note = calibrate.agreement_table(path)
     except Exception as exc:
-        return None, f"❌ {exc}"
+        return None, f"✗ {exc}"
     return rows, note
 
 

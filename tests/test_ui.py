@@ -61,8 +61,8 @@ def test_chat_streams_the_reply_being_typed():
 
 def test_feedback_lists_verdicts_with_evidence_tip_and_phrasing():
     text = ui.feedback_markdown(turn(0, "I understand.", grade=GRADE), step_titles={"empathize": "Acknowledge"})
-    assert '✅ **Acknowledge**: demonstrated — "I understand"' in text
-    assert "⬜ **apologize**: missed" in text
+    assert '✓ **Acknowledge**: demonstrated — "I understand"' in text
+    assert "○ **apologize**: missed" in text
     assert "transfer" not in text  # not applicable steps are noise in the panel
     assert "**Tip:** Apologise for the wait." in text
     assert "I'm sorry you waited, Mr. Carter." in text

@@ -32,13 +32,13 @@ def carter_yaml() -> str:
 
 
 def test_valid_yaml_gets_a_tick():
-    assert web.trainer_validate(carter_yaml(), "carter-wrong-day.yaml") == "✅ Valid persona."
+    assert web.trainer_validate(carter_yaml(), "carter-wrong-day.yaml") == "✓ Valid persona."
 
 
 def test_problems_name_file_line_and_field():
     broken = carter_yaml().replace("anger: 8\n", "anger: 12\n").replace("{step: empathize,", "{step: juggle,")
     text = web.trainer_validate(broken, "carter-wrong-day.yaml")
-    assert text.startswith("❌")
+    assert text.startswith("✗")
     assert "carter-wrong-day.yaml:" in text
     assert "anger" in text and "less than or equal to 10" in text
     assert "triggers.calm[0].step" in text and "juggle" in text
@@ -50,7 +50,7 @@ def test_bad_yaml_syntax_is_reported_not_raised():
 
 def test_save_as_new_persona_sanitises_the_name_and_rewrites_the_id(practice):
     note, choices = web.trainer_save(practice, True, carter_yaml(), "../../Carter Copy")
-    assert note == "✅ Saved as `carter-copy.yaml`."
+    assert note == "✓ Saved as `carter-copy.yaml`."
     saved = practice.personas_dir / "carter-copy.yaml"
     assert saved.is_file()
     assert "id: carter-copy\n" in saved.read_text()
@@ -63,7 +63,7 @@ def test_save_refuses_to_overwrite_and_to_save_invalid_yaml(practice):
     note, _ = web.trainer_save(practice, True, carter_yaml(), "carter-wrong-day")
     assert "already exists" in note
     note, _ = web.trainer_save(practice, True, carter_yaml().replace("anger: 8\n", "anger: 99\n"), "new-one")
-    assert note.startswith("❌") and "anger" in note
+    assert note.startswith("✗") and "anger" in note
     assert not (practice.personas_dir / "new-one.yaml").exists()
 
 

@@ -1,0 +1,67 @@
+"""Run the web app in-process on a free port for API and browser tests.
+
+Why in-process: vcrpy patches the HTTP client of *this* process, so the app's model traffic
+(``/v1/...``) is answered from cassettes while the Gradio server itself runs for real. The UI
+traffic (gradio_client's own requests, Gradio's start-up self-check) is kept out of the cassettes
+by :func:`only_model_traffic`, so cassettes hold model calls and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agent.llm import LLMSettings
+from agent.runtime import free_port
+from agent.store import Store
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_app_module() -> Any:
+    """``app.py`` lives at the repository root, which is not on ``sys.path`` under pytest."""
+    import importlib.util
+    import sys
+
+    if "app" in sys.modules:
+        return sys.modules["app"]
+    spec = importlib.util.spec_from_file_location("app", REPO / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def only_model_traffic(request: Any) -> Any:
+    """vcr ``before_record_request``: keep OpenAI-style model calls, let everything else through."""
+    return request if "/v1/" in request.path else None
+
+
+@contextmanager
+def running_app(
+    settings: LLMSettings,
+    db_path: Path,
+    *,
+    server: Any | None = None,
+    personas_dir: Path | None = None,
+    seed: int | None = None,
+) -> Iterator[tuple[str, Any, Store]]:
+    """(url, demo, store) of an app serving on a free loopback port, closed afterwards."""
+    app = load_app_module()
+    store = Store(f"sqlite:///{db_path}")
+    demo = app.build_app(settings, store=store, server=server, personas_dir=personas_dir, seed=seed)
+    port = free_port()
+    demo.queue().launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, theme=app.THEME, css=app.CSS
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/", demo, store
+    finally:
+        demo.close()
+        store.close()
