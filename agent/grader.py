@@ -35,7 +35,7 @@ from agent.transcript import Message, Transcript
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 TAG = re.compile(r"</?\s*(trainee_reply|patient_message)\s*>", re.IGNORECASE)
-MAX_TIP_TOKENS = 160
+MAX_TIP_TOKENS = 120
 PROBLEM_VERDICTS = ("missed", "violated")
 
 
