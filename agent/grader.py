@@ -37,6 +37,14 @@ PROMPTS = Path(__file__).resolve().parent / "prompts"
 TAG = re.compile(r"</?\s*(trainee_reply|patient_message)\s*>", re.IGNORECASE)
 MAX_TIP_TOKENS = 120
 PROBLEM_VERDICTS = ("missed", "violated")
+# Conditions that mark a moment the seeds single out (a transfer, abuse, a public post, not knowing).
+SITUATIONAL = {
+    "transferring",
+    "public_channel",
+    "patient_abusive",
+    "patient_demands_manager_or_rude",
+    "trainee_uncertain",
+}
 
 
 class TipAdvice(BaseModel):
@@ -96,7 +104,7 @@ def focus_step(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> Step | None:
     def rank(step: Step) -> tuple[int, int]:
         if step.kind == "dont":
             tier = 0
-        elif "always" not in step.applies_when:
+        elif SITUATIONAL.intersection(step.applies_when):
             tier = 1
         else:
             tier = 2
