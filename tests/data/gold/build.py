@@ -1,4 +1,4 @@
-"""Build train/dev/test JSONL (design.md calibration format) from the hand-written source.txt.
+"""Build train/dev/test (+ test2) JSONL (design.md calibration format) from the hand-written source.txt.
 
 Run from the repository root: ``.venv/bin/python tests/data/gold/build.py``. The split is fixed
 (seeded shuffle within each situation, 60/20/20) so that every situation appears in every split
@@ -108,7 +108,10 @@ def split(examples: list[dict]) -> dict[str, list[dict]]:
 
 def main() -> None:
     examples = parse(HERE / "source.txt")
-    for name, rows in split(examples).items():
+    splits = split(examples)
+    # A second held-out set, written after the first test split had been scored (README.md).
+    splits["test2"] = parse(HERE / "source_test2.txt")
+    for name, rows in splits.items():
         with (HERE / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
