@@ -179,7 +179,9 @@ def build_app(
 
 
 def main() -> None:
-    build_app().queue().launch(theme=THEME, css=CSS)
+    demo = build_app()
+    demo.practice.model.start_background()  # warm the model before the first visitor arrives
+    demo.queue().launch(theme=THEME, css=CSS)
 
 
 if __name__ == "__main__":

@@ -201,8 +201,10 @@ def resume(practice: Practice, session_id: str | None) -> tuple[Any, ...]:
         update = practice.snapshot(session_id)
     except StoreError as exc:
         return _message_only(practice, None, f"⚠ {exc}")
-    note = "Session resumed."
-    if update.last is not None and update.last.status != "complete":
+    note: str | None = "Session resumed."
+    if update.session.ended:
+        note = None  # the view says how and why it ended
+    elif update.last is not None and update.last.status != "complete":
         note = "Session resumed. The last reply never got an answer: press Retry."
         update = update.model_copy(update={"stage": "failed"})
     return practice_view(practice, update, status=note)

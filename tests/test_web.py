@@ -82,3 +82,28 @@ def test_rubric_view_lists_steps_with_sources():
     ids = [row[0] for row in rows]
     assert "empathize" in ids and "argue_back" in ids
     assert all(row[4] for row in rows)
+
+
+def test_an_ended_session_shows_why_its_scorecard_plots_and_downloads(practice):
+    from agent.store import NewSession
+
+    store = practice.store
+    session = store.create_session(NewSession(persona_id="carter-wrong-day", rubric_id="deescalation",
+                                              opening="Why?", initial_mood={"anger": 8, "trust": 3}))  # fmt: skip
+    turn = store.begin_turn(session.id, "Calm down, it's your own fault.")
+    grade = {"verdicts": {"argue_back": {"step_id": "argue_back", "verdict": "violated", "evidence": "your own fault"}}}
+    store.complete_turn(turn.id, patient_reply="That's it, I'm leaving!", mood_after={"anger": 10, "trust": 1},
+                        grade=grade)  # fmt: skip
+    why = "Mr. Carter walked out."
+    card = practice.scorecard(session.id, outcome="walked_out", reason=why)
+    store.end_session(session.id, outcome="walked_out", reason=why, scorecard=card)
+    values = dict(zip(web.PRACTICE_OUTPUTS, web.resume(practice, session.id), strict=True))
+    assert "Session ended — walked out" in values["status"] and "Mr. Carter walked out." in values["status"]
+    assert values["scorecard_box"]["visible"] is True
+    assert "| Do not argue back or blame | 0 | 1 |" in values["scorecard"]
+    assert len(values["mood_plot"].axes[0].lines) == 2
+    names = sorted(Path(p).name for p in values["downloads"])
+    assert names == ["report.json", "report.md", "transcript.json", "transcript.md"]
+    transcript = next(Path(p) for p in values["downloads"] if p.endswith("transcript.md")).read_text()
+    assert "That's it, I'm leaving!" in transcript
+    assert values["send"]["interactive"] is False

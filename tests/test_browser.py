@@ -1,0 +1,119 @@
+"""A real headless Chromium plays a session on the page: pick a patient, reply twice, end, scorecard.
+
+Uses Debian's ``chromium`` through Playwright's Python API (no browser download); model traffic
+replays from the cassette. Screenshots of the three tabs land in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from app_server import REPO, only_model_traffic, running_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+SHOTS = REPO / "docs" / "screenshots"
+APOLOGY = "I'm so sorry you've been waiting, Mr. Carter. I understand how frustrating that must be."
+PLAN = (
+    "Let me see what I can do for you: I can check for a cancellation today, or book the first slot after "
+    "you're back and give you a home exercise sheet. Would that help?"
+)
+
+
+@pytest.fixture(scope="module")
+def vcr_config(vcr_config):
+    return {**vcr_config, "before_record_request": only_model_traffic}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists() and not shutil.which("chromium"):
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+def mood_values(page) -> tuple[int, int]:
+    anger = page.get_attribute("#mood .mood-anger", "data-value")
+    trust = page.get_attribute("#mood .mood-trust", "data-value")
+    return int(anger), int(trust)
+
+
+WAIT_MS = 900_000  # replay answers in milliseconds; recording on a busy 2-core machine takes minutes
+
+
+def send(page, text: str, number: int) -> None:
+    """Send trainee reply ``number`` (1-based); wait for the patient's answer and that turn's tip."""
+    page.fill("#message textarea", text)
+    page.click("#send")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#chat [data-testid=\"bot\"]').length > n", arg=number, timeout=WAIT_MS
+    )
+    # Newest feedback comes first: the part above the previous turn's heading belongs to this turn.
+    page.wait_for_function(
+        """n => {
+            const head = document.querySelector('#feedback').innerText.split('Turn ' + (n - 1))[0];
+            return head.includes('Turn ' + n) && head.includes('Tip:');
+        }""",
+        arg=number,
+        timeout=WAIT_MS,
+    )
+
+
+@pytest.mark.vcr
+def test_a_trainee_practises_in_the_browser(browser, llm_settings, tmp_path):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    settings = llm_settings.model_copy(update={"timeout": 900.0})  # recording on a busy machine is slow
+    with running_app(settings, tmp_path / "browser.db", seed=11) as (url, _demo, store):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.locator("#persona input").click()
+        page.get_by_role("option").filter(has_text="John Carter").first.click()
+        page.wait_for_function("() => document.querySelector('#persona-card').innerText.includes('medium')")
+        page.fill("#trainee-name input", "Sam")
+        page.click("#start")
+        page.wait_for_function("() => document.querySelector('#chat').innerText.includes('forty minutes')")
+        start = mood_values(page)
+        assert start == (80, 30)
+
+        send(page, APOLOGY, 1)
+        after_first = mood_values(page)
+        assert after_first[0] < start[0]  # anger went down
+        feedback = page.inner_text("#feedback")
+        assert "Turn 1" in feedback and "demonstrated" in feedback and '"' in feedback  # quoted evidence
+
+        send(page, PLAN, 2)
+        assert mood_values(page) != after_first
+        assert "Turn 2" in page.inner_text("#feedback")
+        bot_lines = page.locator('#chat [data-testid="bot"]').all_inner_texts()
+        assert len(bot_lines) >= 3 and all(line.strip() for line in bot_lines)
+
+        if page.locator("#scorecard-box").is_hidden():
+            page.click("#end")
+        page.wait_for_function("() => document.querySelector('#scorecard').innerText.includes('Scorecard')")
+        assert "Session ended" in page.inner_text("#status")
+        page.wait_for_selector("#downloads a", timeout=30_000)
+        page.screenshot(path=str(SHOTS / "practice.png"), full_page=True)
+
+        [session] = store.list_sessions()
+        assert session.ended and session.trainee_name == "Sam"
+        assert [t.trainee_text for t in store.turns(session.id)] == [APOLOGY, PLAN]
+
+        page.get_by_role("tab", name="History").click()
+        page.click("#history-refresh")
+        page.wait_for_function("() => document.querySelector('#history-table').innerText.includes('carter-wrong-day')")
+        page.screenshot(path=str(SHOTS / "history.png"), full_page=True)
+
+        page.get_by_role("tab", name="Trainer").click()
+        page.locator("#trainer-persona input").click()
+        page.get_by_role("option", name="carter-wrong-day").click()
+        page.wait_for_function("() => document.querySelector('#validation').innerText.includes('Valid persona')")
+        page.screenshot(path=str(SHOTS / "trainer.png"), full_page=True)
