@@ -38,7 +38,7 @@ def parse_labels(text: str, where: str) -> tuple[dict[str, str], set[str]]:
     return labels, skipped
 
 
-def parse(path: Path) -> list[dict]:
+def parse(path: Path, prefix: str = "") -> list[dict]:
     examples: list[dict] = []
     situation: dict = {}
     history: list[dict] = []
@@ -78,7 +78,7 @@ def parse(path: Path) -> list[dict]:
                 merged.pop(code, None)
             counters[situation["situation"]] = counters.get(situation["situation"], 0) + 1
             examples.append({
-                "id": f"{situation['situation']}-{counters[situation['situation']]:02d}",
+                "id": f"{prefix}{situation['situation']}-{counters[situation['situation']]:02d}",
                 "rubric": "deescalation",
                 "situation": situation["situation"],
                 "context": situation["context"],
@@ -110,7 +110,7 @@ def main() -> None:
     examples = parse(HERE / "source.txt")
     splits = split(examples)
     # A second held-out set, written after the first test split had been scored (README.md).
-    splits["test2"] = parse(HERE / "source_test2.txt")
+    splits["test2"] = parse(HERE / "source_test2.txt", prefix="t2-")
     for name, rows in splits.items():
         with (HERE / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:

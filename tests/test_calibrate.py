@@ -1,0 +1,149 @@
+"""Calibration: kappa arithmetic, file validation, the CLI, and the held-out gold split."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from agent import calibrate
+from agent.calibrate import CalibrationError, cohen_kappa, load_examples
+from agent.commands import calibrate as command
+from agent.rubrics import load_rubric
+
+GOLD = Path(__file__).parent / "data" / "gold"
+RUBRIC = load_rubric()
+
+
+def test_kappa_matches_a_hand_computed_value():
+    # observed 0.75; expected 0.5*0.25 + 0.5*0.75 = 0.5; kappa = (0.75 - 0.5) / 0.5
+    assert cohen_kappa(["a", "a", "b", "b"], ["a", "b", "b", "b"]) == pytest.approx(0.5)
+    assert cohen_kappa(["a", "b", "a", "b"], ["a", "b", "a", "b"]) == pytest.approx(1.0)
+    # always answering the majority class earns no kappa
+    assert cohen_kappa(["a", "a", "a", "b"], ["a", "a", "a", "a"]) == pytest.approx(0.0)
+
+
+def test_kappa_is_undefined_for_a_single_gold_class():
+    assert cohen_kappa(["ok", "ok"], ["ok", "violated"]) is None
+    with pytest.raises(ValueError):
+        cohen_kappa(["a"], ["a", "b"])
+
+
+def _write(tmp_path: Path, rows: list[dict | str]) -> Path:
+    path = tmp_path / "cal.jsonl"
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+ROWS = [
+    {"id": "a", "reply": "I'm so sorry, Mr. Carter.", "context": {"persona_name": "Mr. Carter"},
+     "labels": {"apologize": "demonstrated", "argue_back": "ok"}},
+    {"id": "b", "reply": "You should have read the card.", "labels": {"apologize": "missed", "argue_back": "violated"}},
+    {"id": "c", "reply": "Sorry you feel that way.", "labels": {"apologize": "missed"}},
+    {"id": "d", "reply": "It was clearly written.", "labels": {"argue_back": "ok"}},
+]  # fmt: skip
+
+
+def test_only_labelled_steps_are_scored_with_confusion_and_mistakes(tmp_path):
+    report = calibrate.calibrate(_write(tmp_path, ROWS), RUBRIC)
+    assert report.examples == 4
+    assert set(report.steps) == {"apologize", "argue_back"}
+    apologize = report.steps["apologize"]
+    assert (apologize.n, apologize.accuracy, apologize.kappa) == (3, 1.0, 1.0)
+    argue = report.steps["argue_back"]
+    # "It was clearly written." is blame by the rubric's patterns but labelled ok here: one mistake
+    assert argue.n == 3 and argue.accuracy == pytest.approx(2 / 3)
+    assert argue.confusion == {"ok": {"ok": 1, "violated": 1}, "violated": {"violated": 1}}
+    assert [(m.id, m.step, m.gold, m.predicted) for m in report.mistakes] == [("d", "argue_back", "ok", "violated")]
+    assert report.macro_accuracy == pytest.approx((1.0 + 2 / 3) / 2)
+
+
+def test_a_one_class_step_reports_accuracy_and_null_kappa(tmp_path):
+    rows = [{"id": "x", "reply": "Thanks.", "labels": {"lose_cool": "ok"}},
+            {"id": "y", "reply": "Hello.", "labels": {"lose_cool": "ok", "apologize": "missed"}},
+            {"id": "z", "reply": "I'm sorry.", "labels": {"apologize": "demonstrated"}}]  # fmt: skip
+    report = calibrate.calibrate(_write(tmp_path, rows), RUBRIC)
+    assert report.steps["lose_cool"].kappa is None and report.steps["lose_cool"].accuracy == 1.0
+    assert report.macro_kappa == report.steps["apologize"].kappa == 1.0
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "cal.jsonl:2: not valid JSON"),
+        (json.dumps({"id": "q", "labels": {"apologize": "missed"}}), "cal.jsonl:2: reply: Field required"),
+        (json.dumps({"id": "q", "reply": "x", "labels": {"hug": "missed"}}), "cal.jsonl:2: labels.hug: rubric"),
+        (json.dumps({"id": "q", "reply": "x", "labels": {"argue_back": "missed"}}),
+         "cal.jsonl:2: labels.argue_back: 'missed' is not one of violated, ok"),
+        (json.dumps({"id": "q", "reply": "x", "labels": {"apologize": "great"}}), "cal.jsonl:2: labels.apologize"),
+    ],
+)  # fmt: skip
+def test_a_bad_line_names_file_line_and_field(tmp_path, line, message):
+    path = _write(tmp_path, [ROWS[0], line])
+    with pytest.raises(CalibrationError, match=message.replace(".", r"\.")):
+        load_examples(path, RUBRIC)
+
+
+def test_an_empty_or_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(CalibrationError, match="cannot read"):
+        load_examples(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
+    with pytest.raises(CalibrationError, match="no examples"):
+        load_examples(tmp_path / "empty.jsonl")
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
+    args = parser.parse_args(["calibrate", *argv])
+    return args.handler(args)
+
+
+def test_cli_json_has_the_documented_shape(tmp_path, capsys):
+    assert _cli(str(_write(tmp_path, ROWS)), "--json") == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert set(data) >= {"macro_kappa", "macro_accuracy", "steps"}
+    assert set(data["steps"]["apologize"]) == {"accuracy", "kappa", "n", "confusion"}
+    assert "mistakes" not in data
+
+
+def test_cli_text_shows_the_table_and_confusion(tmp_path, capsys):
+    assert _cli(str(_write(tmp_path, ROWS)), "--mistakes") == 0
+    out = capsys.readouterr().out
+    assert "macro accuracy" in out and "confusion (rows gold, columns predicted)" in out
+    assert "d argue_back: gold ok, got violated" in out
+
+
+def test_the_gold_files_are_valid_and_cover_every_turn_step_in_both_polarities():
+    rows = [e for split in ("train", "dev", "test", "test2") for e in load_examples(GOLD / f"{split}.jsonl", RUBRIC)]
+    assert len(rows) >= 370
+    assert len({e.id for e in rows}) == len(rows)
+    for step in RUBRIC.turn_steps():
+        seen = {e.labels[step.id] for e in rows if step.id in e.labels}
+        wanted = {"violated", "ok"} if step.kind == "dont" else {"demonstrated", "missed"}
+        assert wanted <= seen, step.id
+    assert len({e.situation for e in rows}) == 9
+
+
+# Measured once each; see tests/data/gold/README.md for the protocol and the figures.
+HELD_OUT_SHORTFALL = (
+    "not met on the second held-out set (test2, 62 replies, scored once): macro kappa 0.658, "
+    "macro accuracy 0.916; below 0.90 accuracy: offer_solution 0.67, reassure 0.73, argue_back 0.83, "
+    "empathize 0.89, summarize 0.89, ask_questions 0.89, find_out 0.88"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=HELD_OUT_SHORTFALL)
+def test_held_out_gold_split_meets_the_issue_targets():
+    """Issue 4's targets on data no pattern was written or tuned on.
+
+    Strict xfail: the figures are below target today, and this starts failing (XPASS) the day a
+    grader change meets them, so the marker cannot outlive the shortfall.
+    """
+    report = calibrate.calibrate(GOLD / "test2.jsonl", RUBRIC)
+    assert report.examples == 62
+    assert report.macro_kappa is not None and report.macro_kappa >= 0.80
+    for step_id, score in report.steps.items():
+        assert score.accuracy >= 0.90, (step_id, score.accuracy)
