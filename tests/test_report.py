@@ -1,0 +1,103 @@
+"""Scorecard: coverage counts, what to practise next, the debrief line, and the exports."""
+
+import json
+
+import pytest
+
+from agent import report
+from agent.checks import TurnContext
+from agent.grader import grade_fast
+from agent.rubrics import load_rubric
+from agent.transcript import Transcript
+
+RUBRIC = load_rubric()
+CONTEXT = TurnContext(persona_name="Ms. Nguyen")
+
+
+def session(*turns: tuple[str, str]) -> tuple[Transcript, list]:
+    transcript = Transcript()
+    grades = []
+    for role, content in turns:
+        if role == "trainee":
+            history = list(transcript.messages)
+            grades.append(grade_fast(RUBRIC, content, CONTEXT.model_copy(update={"history": history})))
+        transcript.add(role, content)
+    return transcript, grades
+
+
+ROUGH = (
+    ("patient", "I couldn't find parking, I waited an hour, and now a $240 bill?"),
+    ("trainee", "Let me stop you there. The bill is the bill."),
+    ("patient", "Unbelievable."),
+    ("trainee", "You should have checked your coverage. CALM DOWN."),
+    ("patient", "Forget it."),
+)
+GOOD = (
+    ("patient", "I couldn't find parking, I waited an hour, and now a $240 bill?"),
+    ("trainee", "I'm so sorry, Ms. Nguyen, that sounds exhausting. Let me validate your parking first."),
+    ("patient", "Fine. And the bill?"),
+    ("trainee", "I'm sorry about the wait too. So the bill is $240 - could you show me your insurance card?"),
+    ("patient", "Okay, thank you."),
+)
+
+
+def test_coverage_counts_each_verdict_per_step():
+    transcript, grades = session(*ROUGH)
+    card = report.build_scorecard(RUBRIC, grades, transcript, CONTEXT)
+    rows = {row.step_id: row for row in card.steps}
+    assert card.turns == 2
+    assert rows["argue_back"].violated == 2 and rows["argue_back"].rate == 0.0
+    assert rows["argue_back"].evidence == ["The bill is the bill", "You should have"]
+    assert rows["empathize"].missed == 2 and rows["empathize"].rate == 0.0
+    assert rows["set_boundary"].not_applicable == 2 and rows["set_boundary"].rate is None
+
+
+def test_practise_next_puts_violations_first_and_caps_at_three():
+    transcript, grades = session(*ROUGH)
+    card = report.build_scorecard(RUBRIC, grades, transcript, CONTEXT)
+    assert 2 <= len(card.practise_next) <= 3
+    assert card.practise_next[0].step_id == "argue_back"
+    assert card.practise_next[0].why == "happened in 2 of 2 turns"
+    assert card.practise_next[0].example == RUBRIC.step("argue_back").good[0]
+    assert {f.step_id for f in card.practise_next} <= {"argue_back", "lose_cool", "dismiss_feelings"}
+
+
+def test_a_good_session_has_strengths_session_steps_and_a_higher_score():
+    rough = report.build_scorecard(RUBRIC, *reversed(session(*ROUGH)), CONTEXT)
+    transcript, grades = session(*GOOD)
+    good = report.build_scorecard(RUBRIC, grades, transcript, CONTEXT)
+    assert any(s.startswith("Apologise for the experience") for s in good.strengths)
+    assert good.session["agreed_resolution"].verdict == "demonstrated"
+    assert rough.session["agreed_resolution"].verdict == "missed"
+    assert good.score > rough.score
+
+
+def test_the_debrief_comes_from_the_seeds_and_notices_a_heated_call():
+    rough = report.build_scorecard(RUBRIC, *reversed(session(*ROUGH)), CONTEXT)
+    good = report.build_scorecard(RUBRIC, *reversed(session(*GOOD)), CONTEXT)
+    assert set(good.debrief_sources) == {"002_990c0a021fc758d5.txt", "003_b1a4d77d6ffdbf07.txt"}
+    assert "fresh air" in good.debrief and "relaxes you" in good.debrief
+    assert rough.debrief.startswith("It got heated") and not good.debrief.startswith("It got heated")
+
+
+def test_markdown_and_json_exports_carry_the_same_card():
+    transcript, grades = session(*ROUGH)
+    card = report.build_scorecard(RUBRIC, grades, transcript, CONTEXT)
+    markdown = report.to_markdown(card, RUBRIC)
+    assert markdown.startswith("# Practice scorecard (2 turns)")
+    assert "## Practise next" in markdown and "**Do not argue back or blame**" in markdown
+    assert "| Do not argue back or blame | avoided 0 / 2 | 0% |" in markdown
+    assert "Set a calm boundary" not in markdown  # never applied, so not in the table
+    assert "Let the patient vent: missed (turn 1: Let me stop you)" in markdown
+    assert "002_990c0a021fc758d5.txt" in markdown
+    assert report.Scorecard.model_validate(json.loads(report.to_json(card))) == card
+
+
+def test_step_chart_draws_one_bar_per_applicable_step():
+    pytest.importorskip("matplotlib")
+    transcript, grades = session(*GOOD)
+    card = report.build_scorecard(RUBRIC, grades, transcript, CONTEXT)
+    figure = report.step_chart(card)
+    bars = figure.axes[0].patches
+    assert len(bars) == sum(1 for row in card.steps if row.rate is not None)
+    assert all(0.0 <= bar.get_width() <= 1.0 for bar in bars)
