@@ -120,6 +120,10 @@ def practice_view(practice: Practice, update: TurnUpdate, *, status: str | None 
     else:
         scorecard, mood_plot, steps_plot, downloads = "", None, None, None
     busy = update.stage in ("saved", "typing")
+    # Clear the reply box once, when the reply is taken; later updates must not wipe the next one being typed.
+    message = gr.update(interactive=not ended)
+    if update.stage in ("ready", "saved"):
+        message = gr.update(value="", interactive=not ended)
     return (
         update.session.id,
         chat,
@@ -128,7 +132,7 @@ def practice_view(practice: Practice, update: TurnUpdate, *, status: str | None 
         status,
         gr.update(visible=failed and not ended),
         gr.update(choices=_branch_choices(update), value=None, interactive=not ended and not busy),
-        gr.update(value="", interactive=not ended),
+        message,
         gr.update(interactive=not ended and not busy and not failed),
         gr.update(visible=ended),
         scorecard,

@@ -118,13 +118,14 @@ def test_model_server_killed_mid_turn_then_retry_restarts_it(tmp_path, store):
                 server.kill()
         final = outputs[-1]
         assert "stopped answering" in final["status"]
+        assert practice.model.state().state == "down"  # the page's model line says so too
         assert final["retry"]["visible"] is True
         [turn] = store.turns(session_id)
         assert turn.trainee_text == GOOD_1 and turn.status == "failed"
 
         *_, values = web.retry(practice, session_id)
         retried = dict(zip(web.PRACTICE_OUTPUTS, values, strict=True))
-        assert server.alive()
+        assert server.alive() and practice.model.state().state == "ready"
         assert retried["retry"]["visible"] is False
         [turn] = store.turns(session_id)
         assert turn.status == "complete" and turn.patient_reply

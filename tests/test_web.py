@@ -107,3 +107,19 @@ def test_an_ended_session_shows_why_its_scorecard_plots_and_downloads(practice):
     transcript = next(Path(p) for p in values["downloads"] if p.endswith("transcript.md")).read_text()
     assert "That's it, I'm leaving!" in transcript
     assert values["send"]["interactive"] is False
+
+
+def test_calibration_upload_shows_per_step_agreement(tmp_path):
+    rows, note = web.calibration(True, str(REPO / "tests" / "data" / "gold" / "dev.jsonl"))
+    steps = {row[0]: row for row in rows}
+    assert "empathize" in steps
+    step, n, accuracy, _kappa = steps["empathize"]
+    assert n > 0 and 0.0 <= accuracy <= 1.0
+    assert "replies" in note and "macro accuracy" in note
+
+
+def test_calibration_upload_with_a_bad_line_names_it(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x1", "reply": "hi", "labels": {"empathize": "sometimes"}}\n')
+    rows, note = web.calibration(True, str(bad))
+    assert rows is None and note.startswith("✗") and "bad.jsonl" in note
