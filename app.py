@@ -147,8 +147,9 @@ def build_app(
                      api_visibility="private")  # fmt: skip
         end.click(bind(web.end, practice), session_id, practice_out, api_visibility="private")
 
-        unlock.click(web.unlock, password, [unlocked, trainer_box, lock_note], api_visibility="private")
-        unlock.click(lambda ok: gr.update(visible=not ok), unlocked, lock_row, api_visibility="private")
+        unlock.click(web.unlock, password, [unlocked, trainer_box, lock_note], api_visibility="private").then(
+            lambda ok: gr.update(visible=not ok), unlocked, lock_row, api_visibility="private"
+        ).then(bind(web.trainer_load, practice), [unlocked, edit_pick], [editor, validation], api_visibility="private")
         demo.load(bind(web.trainer_personas, practice), outputs=edit_pick, api_visibility="private")
         edit_pick.change(bind(web.trainer_load, practice), [unlocked, edit_pick], [editor, validation],
                          api_visibility="private")  # fmt: skip

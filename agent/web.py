@@ -289,10 +289,10 @@ def trainer_personas(practice: Practice) -> Any:
 
 
 def trainer_load(practice: Practice, unlocked: bool, persona_id: str | None) -> tuple[str, str]:
-    _require(unlocked)
     from agent.personas import persona_path
 
-    if not persona_id:
+    # Fires on page load too: while locked, load nothing rather than greet every trainee with an error.
+    if not persona_id or (trainer_password() is not None and not unlocked):
         return "", ""
     path = persona_path(persona_id, practice.personas_dir)
     text = path.read_text(encoding="utf-8")
