@@ -69,6 +69,7 @@ class TurnGrade(BaseModel):
     better_phrasing: str | None = None
     focus: str | None = Field(default=None, description="the step the tip is about")
     tip_source: Literal["model", "rubric"] | None = None
+    phrasing_source: Literal["model", "rubric"] | None = None
     verdicts_ms: float = 0.0
     tip_ms: float | None = None
     error: str | None = Field(default=None, description="why the model part failed; verdicts still hold")
@@ -153,6 +154,35 @@ def tip_messages(
     return [("system", _prompt("grader_tip_system")), ("human", user)]
 
 
+def _shingles(text: str, size: int = 5) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z0-9]+", checks.Normalized(text.lower()).text)
+    return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+
+def copies(text: str, patient: str) -> bool:
+    """True when ``text`` repeats five words in a row of the patient's message.
+
+    A small model asked to rewrite the receptionist's line sometimes rewrites the patient's
+    instead ("I've been waiting forty minutes and ..."); that is not coaching.
+    """
+    return bool(patient) and bool(_shingles(text) & _shingles(patient))
+
+
+def phrasing_fixes(rubric: Rubric, step: Step | None, phrasing: str, context: TurnContext) -> bool:
+    """Keep the model's better phrasing only if the checks agree it is better.
+
+    It must show the focus step (a do-step) and violate no don't-step, and must not parrot the
+    patient. The same deterministic checks that grade the trainee grade the suggestion, so the
+    panel never shows a "better" line that the grader itself would mark down.
+    """
+    if not phrasing or copies(phrasing, context.last_patient()):
+        return False
+    verdicts = checks.run(rubric, phrasing, context)
+    if any(v.verdict == "violated" for v in verdicts.values()):
+        return False
+    return step is None or step.kind == "dont" or verdicts[step.id].verdict == "demonstrated"
+
+
 def _apply_judgement(rubric: Rubric, verdicts: dict[str, StepVerdict], advice: JudgedAdvice) -> None:
     """Let the model overrule absence verdicts only; quoted pattern matches always stand."""
     for step_id in advice.also_demonstrated:
@@ -192,11 +222,22 @@ def grade(
             raise ValueError(f"model returned {type(advice).__name__}, not advice")
         if judge and isinstance(advice, JudgedAdvice):
             _apply_judgement(rubric, result.verdicts, advice)
-        result.tip, result.better_phrasing = advice.tip.strip(), advice.better_phrasing.strip()
-        result.tip_source = "model"
+        fallback = fallback_advice(rubric, step)
+        patient = context.last_patient()
+        tip = advice.tip.strip()
+        if tip and not copies(tip, patient):
+            result.tip, result.tip_source = tip, "model"
+        else:
+            result.tip, result.tip_source = fallback.tip, "rubric"
+        phrasing = advice.better_phrasing.strip()
+        if phrasing_fixes(rubric, step, phrasing, context):
+            result.better_phrasing, result.phrasing_source = phrasing, "model"
+        else:
+            result.better_phrasing, result.phrasing_source = fallback.better_phrasing, "rubric"
     except Exception as exc:  # the model is optional for grading; the verdicts are not
         fallback = fallback_advice(rubric, step)
         result.tip, result.better_phrasing, result.tip_source = fallback.tip, fallback.better_phrasing, "rubric"
+        result.phrasing_source = "rubric"
         result.error = f"{type(exc).__name__}: {exc}"[:300]
     result.tip_ms = (time.perf_counter() - started) * 1000
     return result
