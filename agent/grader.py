@@ -10,8 +10,8 @@ and in the prompt the reply sits inside a delimited block it is told to treat as
 
 With a large backend ``grade(..., judge=True)`` lets the model overrule *absence* verdicts only
 (a do-step the patterns did not find, a violation they did not see); a quoted pattern match always
-stands. ``python -m agent calibrate --llm --judge`` measures whether that helps before anyone
-turns it on.
+stands, and the embedded backend never judges (:func:`will_judge`). ``python -m agent calibrate
+--llm --judge`` measures whether that helps before anyone turns it on.
 
 Session-level steps (let the patient vent, patience, simple to complex, agreed resolution) need the
 whole conversation and are scored at the end by :func:`grade_session`.
@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from agent import checks
 from agent.checks import StepVerdict, TurnContext
-from agent.llm import LLMSettings, structured_model
+from agent.llm import Backend, LLMSettings, structured_model
 from agent.rubrics import Rubric, Step, Verdict
 from agent.transcript import Message, Transcript
 
@@ -195,6 +195,15 @@ def _apply_judgement(rubric: Rubric, verdicts: dict[str, StepVerdict], advice: J
             verdicts[step_id] = StepVerdict(step_id=step_id, verdict="violated", confidence=0.6, source="model")
 
 
+def will_judge(settings: LLMSettings, requested: bool) -> bool:
+    """Whether the model may touch verdicts: only when asked, and never for the embedded backend.
+
+    The embedded 1.5B model judges no better than the majority label (design.md), so it writes
+    wording only, whatever the caller asks. Large backends may judge, after calibrate --judge.
+    """
+    return requested and settings.backend is not Backend.EMBEDDED
+
+
 def grade(
     rubric: Rubric,
     reply: str,
@@ -211,6 +220,8 @@ def grade(
     """
     context = context or TurnContext()
     result = grade_fast(rubric, reply, context)
+    settings = settings or LLMSettings.from_env()
+    judge = will_judge(settings, judge)
     step = focus_step(rubric, result.verdicts)
     result.focus = step.id if step else None
     started = time.perf_counter()
