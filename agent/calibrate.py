@@ -96,6 +96,8 @@ def load_examples(path: str | Path, rubric: Rubric | None = None) -> list[Exampl
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(line)'}: {e['msg']}" for e in exc.errors())
             raise CalibrationError(f"{path}:{number}: {problems}") from exc
         if rubric is not None:
+            if example.rubric != rubric.id:
+                raise CalibrationError(f"{path}:{number}: rubric: {example.rubric!r}, but grading with {rubric.id!r}")
             for step_id, verdict in example.labels.items():
                 if step_id not in rubric.step_ids:
                     raise CalibrationError(f"{path}:{number}: labels.{step_id}: rubric {rubric.id!r} has no such step")

@@ -77,6 +77,8 @@ def test_a_one_class_step_reports_accuracy_and_null_kappa(tmp_path):
         (json.dumps({"id": "q", "reply": "x", "labels": {"argue_back": "missed"}}),
          "cal.jsonl:2: labels.argue_back: 'missed' is not one of violated, ok"),
         (json.dumps({"id": "q", "reply": "x", "labels": {"apologize": "great"}}), "cal.jsonl:2: labels.apologize"),
+        (json.dumps({"id": "q", "rubric": "triage", "reply": "x", "labels": {"apologize": "missed"}}),
+         "cal.jsonl:2: rubric: 'triage', but grading with 'deescalation'"),
     ],
 )  # fmt: skip
 def test_a_bad_line_names_file_line_and_field(tmp_path, line, message):
