@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -215,17 +216,25 @@ class Practice:
 
     # -- personas and rubric ------------------------------------------------------------------
 
-    def personas(self) -> list[Any]:
+    def personas(self) -> list[personas.Persona]:
         return personas.load_personas(self.personas_dir)
 
-    def persona(self, persona_id: str) -> Any:
+    def persona(self, persona_id: str) -> personas.Persona:
         return personas.load_persona(persona_id, self.personas_dir)
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def _lock(self, session_id: str) -> threading.Lock:
+    @contextmanager
+    def _exclusive(self, session_id: str) -> Iterator[None]:
+        """One turn at a time per session; a second request gets a clear error instead of a hang."""
         with self._guard:
-            return self._locks.setdefault(session_id, threading.Lock())
+            lock = self._locks.setdefault(session_id, threading.Lock())
+        if not lock.acquire(timeout=5):
+            raise StoreError("this session is still answering the previous reply")
+        try:
+            yield
+        finally:
+            lock.release()
 
     def snapshot(self, session_id: str, stage: Stage = "ready", **extra: Any) -> TurnUpdate:
         return TurnUpdate(
@@ -247,7 +256,7 @@ class Practice:
         )
         return self.snapshot(record.id)
 
-    def _current_mood(self, session_id: str) -> Any:
+    def _current_mood(self, session_id: str) -> moods.Mood:
         """The mood the next turn starts from: the last answered turn's, else the persona's start."""
         answered = [t for t in self.store.turns(session_id) if t.status == "complete" and t.mood_after]
         data = answered[-1].mood_after if answered else self.store.get_session(session_id).initial_mood
@@ -257,14 +266,14 @@ class Practice:
         text = (text or "").strip()
         if not text:
             raise StoreError("say something to the patient first")
-        with self._lock(session_id):
+        with self._exclusive(session_id):
             turn = self.store.begin_turn(session_id, text, mood_before=self._current_mood(session_id))
             yield self.snapshot(session_id, "saved")
             yield from self._play(session_id, turn)
 
     def retry(self, session_id: str) -> Iterator[TurnUpdate]:
         """Replay the last turn that failed (or was cut off by a restart) with the same words."""
-        with self._lock(session_id):
+        with self._exclusive(session_id):
             pending = self.store.open_turn(session_id)
             if pending is None:
                 raise StoreError("there is no failed turn to retry")
@@ -274,7 +283,7 @@ class Practice:
 
     def branch(self, session_id: str, index: int) -> TurnUpdate:
         """Retry from trainee turn ``index``: the conversation continues from just before it."""
-        with self._lock(session_id):
+        with self._exclusive(session_id):
             self.store.branch_from(session_id, index)
             return self.snapshot(session_id)
 
