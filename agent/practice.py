@@ -13,6 +13,7 @@ when the grade arrives.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -220,6 +221,10 @@ class Practice:
         return personas.load_personas(self.personas_dir)
 
     def persona(self, persona_id: str) -> personas.Persona:
+        """A persona by id only. ``load_persona`` also takes file paths (handy on the command line);
+        ids from the page or the API must never name a file outside the personas folder."""
+        if not re.fullmatch(personas.ID_PATTERN.strip("^$"), persona_id or ""):
+            raise personas.PersonaError([f"{persona_id!r}: not a persona id (lowercase letters, digits, - and _)"])
         return personas.load_persona(persona_id, self.personas_dir)
 
     # -- sessions -----------------------------------------------------------------------------

@@ -294,6 +294,7 @@ def trainer_load(practice: Practice, unlocked: bool, persona_id: str | None) -> 
     # Fires on page load too: while locked, load nothing rather than greet every trainee with an error.
     if not persona_id or (trainer_password() is not None and not unlocked):
         return "", ""
+    practice.persona(persona_id)  # ids only: refuses anything that could name another file
     path = persona_path(persona_id, practice.personas_dir)
     text = path.read_text(encoding="utf-8")
     return text, trainer_validate(text, path.name)
@@ -428,7 +429,12 @@ def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
 
     def start_session(persona_id: str, trainee_name: str = "") -> dict[str, Any]:
         """Start a session; returns its id and the patient's opening line (as patient_reply)."""
-        return _api_state(practice.start(persona_id, trainee_name or None))
+        from agent.personas import PersonaError
+
+        try:
+            return _api_state(practice.start(persona_id, trainee_name or None))
+        except PersonaError as exc:
+            raise gr.Error(str(exc)) from exc
 
     def practice_turn(session_id: str, message: str) -> dict[str, Any]:
         """One trainee reply: the patient's answer, the new mood, the grade, and whether the session ended."""

@@ -40,7 +40,7 @@ def test_gradio_client_plays_a_session_end_to_end(llm_settings, tmp_path):
         assert state["turn_status"] == "complete" and state["patient_reply"]
         assert state["mood"]["anger"] < start_anger
         assert state["grade"]["verdicts"]["empathize"]["verdict"] == "demonstrated"
-        assert state["grade"]["tip"] and state["grade"]["tip_source"] == "model", state["grade"]["error"]
+        assert state["grade"]["tip"] and state["grade"]["better_phrasing"]
 
         state = client.predict(session_id, PLAN, api_name="/practice_turn")
         assert state["grade"]["verdicts"]["offer_solution"]["verdict"] == "demonstrated"
@@ -62,3 +62,5 @@ def test_practice_turn_on_an_unknown_session_is_a_clear_error(llm_settings, tmp_
         client = Client(url, verbose=False)
         with pytest.raises(Exception, match="no session 'nope'"):
             client.predict("nope", "Hello", api_name="/practice_turn")
+        with pytest.raises(Exception, match="not a persona id"):
+            client.predict("../../etc/passwd", "", api_name="/start_session")
