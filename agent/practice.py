@@ -78,6 +78,13 @@ class ModelState(BaseModel):
     progress: float | None = None
 
 
+def check_persona_id(persona_id: str | None) -> str:
+    """``persona_id`` if it is a bare id (what the page and the API may send), else PersonaError."""
+    if not re.fullmatch(personas.ID_PATTERN.strip("^$"), persona_id or ""):
+        raise personas.PersonaError([f"{persona_id!r}: not a persona id (lowercase letters, digits, - and _)"])
+    return persona_id
+
+
 def describe_error(exc: BaseException) -> str:
     """One line a trainee can act on, for a model failure mid-turn."""
     text = f"{type(exc).__name__}: {exc}"
@@ -223,9 +230,7 @@ class Practice:
     def persona(self, persona_id: str) -> personas.Persona:
         """A persona by id only. ``load_persona`` also takes file paths (handy on the command line);
         ids from the page or the API must never name a file outside the personas folder."""
-        if not re.fullmatch(personas.ID_PATTERN.strip("^$"), persona_id or ""):
-            raise personas.PersonaError([f"{persona_id!r}: not a persona id (lowercase letters, digits, - and _)"])
-        return personas.load_persona(persona_id, self.personas_dir)
+        return personas.load_persona(check_persona_id(persona_id), self.personas_dir)
 
     # -- sessions -----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 
 from agent import ui
-from agent.practice import Practice, TurnUpdate
+from agent.practice import Practice, TurnUpdate, check_persona_id
 from agent.store import StoreError
 
 # The order of values every practice handler returns (app.py builds its output list from this).
@@ -294,8 +294,7 @@ def trainer_load(practice: Practice, unlocked: bool, persona_id: str | None) -> 
     # Fires on page load too: while locked, load nothing rather than greet every trainee with an error.
     if not persona_id or (trainer_password() is not None and not unlocked):
         return "", ""
-    practice.persona(persona_id)  # ids only: refuses anything that could name another file
-    path = persona_path(persona_id, practice.personas_dir)
+    path = persona_path(check_persona_id(persona_id), practice.personas_dir)  # ids only, never paths
     text = path.read_text(encoding="utf-8")
     return text, trainer_validate(text, path.name)
 
