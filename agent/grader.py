@@ -159,13 +159,14 @@ def _shingles(text: str, size: int = 5) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
 
 
-def copies(text: str, patient: str) -> bool:
-    """True when ``text`` repeats five words in a row of the patient's message.
+def copies(text: str, source: str) -> bool:
+    """True when ``text`` repeats five words in a row of ``source``.
 
-    A small model asked to rewrite the receptionist's line sometimes rewrites the patient's
-    instead ("I've been waiting forty minutes and ..."); that is not coaching.
+    A small model asked for a tip or a rewrite sometimes echoes the patient ("I've been waiting
+    forty minutes and ...") or the trainee's own blame ("check the reminder text we sent you");
+    an echo is not coaching, so the rubric's advice is shown instead.
     """
-    return bool(patient) and bool(_shingles(text) & _shingles(patient))
+    return bool(source) and bool(_shingles(text) & _shingles(source))
 
 
 def phrasing_fixes(rubric: Rubric, step: Step | None, phrasing: str, context: TurnContext) -> bool:
@@ -236,7 +237,7 @@ def grade(
         fallback = fallback_advice(rubric, step)
         patient = context.last_patient()
         tip = advice.tip.strip()
-        if tip and not copies(tip, patient):
+        if tip and not copies(tip, patient) and not copies(tip, reply):
             result.tip, result.tip_source = tip, "model"
         else:
             result.tip, result.tip_source = fallback.tip, "rubric"
