@@ -78,7 +78,7 @@ def test_a_trainee_practises_in_the_browser(browser, llm_settings, tmp_path):
         page.locator("#persona input").click()
         page.get_by_role("option").filter(has_text="John Carter").first.click()
         page.wait_for_function("() => document.querySelector('#persona-card').innerText.includes('medium')")
-        page.fill("#trainee-name input", "Sam")
+        page.fill("#trainee-name textarea", "Sam")
         page.click("#start")
         page.wait_for_function("() => document.querySelector('#chat').innerText.includes('forty minutes')")
         start = mood_values(page)
