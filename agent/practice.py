@@ -310,6 +310,7 @@ class Practice:
     def _play(self, session_id: str, turn: TurnRecord) -> Iterator[TurnUpdate]:
         live = self._session(session_id)
         reply = ""
+        graded = False
         try:
             settings = self.model.settings()
             for event in live.stream_turn(turn.trainee_text, settings):
@@ -327,10 +328,13 @@ class Practice:
                 elif event.kind == "graded":
                     self.store.set_grade(turn.id, event.grade)
                     self.store.set_mood_after(turn.id, event.mood)
-                    yield self.snapshot(session_id, "graded")
+                    graded = True  # shown below, together with the ending if one follows at once
                 elif event.kind == "ended" and event.ending is not None:
                     reason = ENDINGS[event.ending.kind].format(name=live.persona.address_as)
                     yield self.end(session_id, outcome=event.ending.kind, reason=f"{reason} ({event.ending.reason})")
+                    return
+            if graded:
+                yield self.snapshot(session_id, "graded")
         except Exception as exc:  # the model failed: the words are saved, the page offers a retry
             message = describe_error(exc)
             if self.store.get_turn(turn.id).status != "complete":

@@ -60,7 +60,7 @@ def send(page, text: str, number: int) -> None:
     # Newest feedback comes first: the part above the previous turn's heading belongs to this turn.
     page.wait_for_function(
         """n => {
-            const head = document.querySelector('#feedback').innerText.split('Turn ' + (n - 1))[0];
+            const head = (document.querySelector('#feedback')?.innerText ?? '').split('Turn ' + (n - 1))[0];
             return head.includes('Turn ' + n) && head.includes('Tip:');
         }""",
         arg=number,
@@ -77,10 +77,10 @@ def test_a_trainee_practises_in_the_browser(browser, llm_settings, tmp_path):
         page.goto(url)
         page.locator("#persona input").click()
         page.get_by_role("option").filter(has_text="John Carter").first.click()
-        page.wait_for_function("() => document.querySelector('#persona-card').innerText.includes('medium')")
+        page.wait_for_function("() => document.querySelector('#persona-card')?.innerText.includes('medium')")
         page.fill("#trainee-name textarea", "Sam")
         page.click("#start")
-        page.wait_for_function("() => document.querySelector('#chat').innerText.includes('forty minutes')")
+        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('forty minutes')")
         start = mood_values(page)
         assert start == (80, 30)
 
@@ -96,9 +96,9 @@ def test_a_trainee_practises_in_the_browser(browser, llm_settings, tmp_path):
         bot_lines = page.locator('#chat [data-testid="bot"]').all_inner_texts()
         assert len(bot_lines) >= 3 and all(line.strip() for line in bot_lines)
 
-        if page.locator("#scorecard-box").is_hidden():
+        if page.locator("#scorecard-box").is_hidden():  # not ended by itself yet: end it
             page.click("#end")
-        page.wait_for_function("() => document.querySelector('#scorecard').innerText.includes('Scorecard')")
+        page.wait_for_function("() => document.querySelector('#scorecard')?.innerText.includes('Scorecard')")
         assert "Session ended" in page.inner_text("#status")
         page.wait_for_selector("#downloads a", timeout=30_000)
         page.screenshot(path=str(SHOTS / "practice.png"), full_page=True)
@@ -109,11 +109,11 @@ def test_a_trainee_practises_in_the_browser(browser, llm_settings, tmp_path):
 
         page.get_by_role("tab", name="History").click()
         page.click("#history-refresh")
-        page.wait_for_function("() => document.querySelector('#history-table').innerText.includes('carter-wrong-day')")
+        page.wait_for_function("() => document.querySelector('#history-table')?.innerText.includes('carter-wrong-day')")
         page.screenshot(path=str(SHOTS / "history.png"), full_page=True)
 
         page.get_by_role("tab", name="Trainer").click()
         page.locator("#trainer-persona input").click()
         page.get_by_role("option", name="carter-wrong-day").click()
-        page.wait_for_function("() => document.querySelector('#validation').innerText.includes('Valid persona')")
+        page.wait_for_function("() => document.querySelector('#validation')?.innerText.includes('Valid persona')")
         page.screenshot(path=str(SHOTS / "trainer.png"), full_page=True)
