@@ -25,6 +25,7 @@ matplotlib.use("Agg")  # the app renders figures on worker threads, never on a d
 
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from agent.store import SessionRecord, TurnRecord  # noqa: E402
 
@@ -207,6 +208,7 @@ def mood_figure(trajectories: Mapping[str, Sequence[tuple[int, float, float]]], 
         axes.plot(xs, [p[1] for p in points], "-o", color=colour, label=f"{prefix}anger")
         axes.plot(xs, [p[2] for p in points], "--s", color=colour, alpha=0.7, label=f"{prefix}trust")
     axes.set_ylim(-0.02, 1.02)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # turns are whole numbers
     axes.set_xlabel("turn")
     axes.set_title(title)
     axes.grid(alpha=0.3)
@@ -230,7 +232,7 @@ def steps_figure(rates: Mapping[str, float], step_titles: Mapping[str, str] | No
     else:
         axes.text(0.5, 0.5, "no graded turns yet", ha="center", va="center")
         axes.set_axis_off()
-    axes.set_title("Steps done right (share of turns where they applied)")
+    axes.set_title("Share of turns each step was done right")
     figure.tight_layout()
     plt.close(figure)
     return figure
