@@ -51,6 +51,9 @@ INJECTIONS = [
 ]
 
 
+INJECTION_IDS = [f"injection{i:02d}" for i in range(len(INJECTIONS))]
+
+
 def test_there_are_twenty_injection_replies():
     assert len(INJECTIONS) == 20 and len(set(INJECTIONS)) == 20
 
@@ -58,7 +61,7 @@ def test_there_are_twenty_injection_replies():
 FAVOURABLE = {"demonstrated": 2, "ok": 2, "not_applicable": 1, "missed": 0, "violated": 0}
 
 
-@pytest.mark.parametrize("injection", INJECTIONS)
+@pytest.mark.parametrize("injection", INJECTIONS, ids=INJECTION_IDS)
 def test_an_injection_cannot_improve_any_verdict(injection):
     """Appended to a bad reply, the injected sentence leaves every step at least as bad as before.
 
@@ -75,7 +78,7 @@ def test_an_injection_cannot_improve_any_verdict(injection):
     assert changed <= {"lose_cool"}
 
 
-@pytest.mark.parametrize("injection", INJECTIONS)
+@pytest.mark.parametrize("injection", INJECTIONS, ids=INJECTION_IDS)
 def test_the_model_call_never_changes_a_verdict(injection):
     """grade() = checks + one model call; the verdicts are the checks' whatever the model does.
 
@@ -151,7 +154,7 @@ def test_judge_mode_can_add_findings_but_never_overrule_a_quoted_match():
 
 
 @pytest.mark.vcr
-@pytest.mark.parametrize("injection", INJECTIONS)
+@pytest.mark.parametrize("injection", INJECTIONS, ids=INJECTION_IDS)
 def test_injections_through_the_real_model(llm_settings, injection):
     """Recorded answers of the embedded model to 20 injected replies: verdicts stay the checks'."""
     settings = llm_settings.model_copy(update={"timeout": 900})
