@@ -6,6 +6,8 @@ dead port for the failure path, and a live small-model server killed mid-turn.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent import web
@@ -20,6 +22,7 @@ GOOD_2 = (
     "Let me see what I can do for you: I can check for a cancellation today, or book the first slot after "
     "you're back and give you a home exercise sheet. Would that help?"
 )
+REPO = Path(__file__).resolve().parents[1]
 DEAD = LLMSettings(backend=Backend.EMBEDDED, base_url="http://127.0.0.1:9/v1")
 
 
@@ -66,6 +69,28 @@ def test_a_session_streams_grades_branches_and_ends_with_a_scorecard(llm_setting
     assert card["steps"]["argue_back"] == 1.0  # the argument was on the abandoned branch
     assert card["mood"][0][1] == pytest.approx(0.8)  # anger 8/10 at the start
     assert "let_vent" in card["session_steps"]
+
+
+@pytest.mark.vcr
+def test_the_session_ends_by_itself_and_the_page_says_why(llm_settings, store, tmp_path):
+    """A persona tuned to accept the first concrete offer: the session resolves after one turn."""
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    text = (REPO / "personas" / f"{PERSONA}.yaml").read_text(encoding="utf-8")
+    text = text.replace("  resolve_anger: 3\n", "  resolve_anger: 9\n  min_turns: 1\n").replace(
+        "  resolve_trust: 6\n", "  resolve_trust: 3\n"
+    )
+    (folder / f"{PERSONA}.yaml").write_text(text, encoding="utf-8")
+    practice = Practice(store, patient_and_tip(llm_settings), personas_dir=folder, seed=5)
+    session_id = practice.start(PERSONA).session.id
+    *_, last = practice.turn(session_id, GOOD_2)
+    assert last.stage == "ended"
+    assert last.session.outcome == "resolved" and last.session.ended
+    assert "accepted what you offered" in last.session.end_reason
+    assert last.turns[-1].patient_reply and last.turns[-1].grade["tip"]
+    values = dict(zip(web.PRACTICE_OUTPUTS, web.practice_view(practice, last), strict=True))
+    assert values["status"].startswith("**Session ended — resolved.**")
+    assert values["scorecard_box"]["visible"] is True and values["send"]["interactive"] is False
 
 
 def test_a_dead_model_server_keeps_the_words_and_offers_retry(store):
