@@ -16,7 +16,6 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import matplotlib
@@ -238,8 +237,8 @@ def steps_figure(rates: Mapping[str, float], step_titles: Mapping[str, str] | No
     return figure
 
 
-def progress_figure(points: Mapping[str, Sequence[tuple[datetime, float]]]) -> Figure:
-    """Per step, the per-session rate over time (History tab)."""
+def progress_figure(points: Mapping[str, Sequence[tuple[int, float]]]) -> Figure:
+    """Per step, the rate in each finished session, sessions numbered oldest first (History tab)."""
     figure, axes = plt.subplots(figsize=(7, 3.5), dpi=100)
     for step_id, series in sorted(points.items()):
         if series:
@@ -249,9 +248,10 @@ def progress_figure(points: Mapping[str, Sequence[tuple[datetime, float]]]) -> F
         axes.set_axis_off()
     else:
         axes.set_ylim(-0.02, 1.02)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("finished session (oldest first)")
         axes.set_ylabel("share done right")
-        axes.legend(fontsize=7, ncol=2, loc="best")
-        figure.autofmt_xdate()
+        axes.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
     axes.set_title("Progress per step")
     figure.tight_layout()
     plt.close(figure)

@@ -233,12 +233,11 @@ def history(practice: Practice, trainee: str | None) -> tuple[list[list[Any]], A
     name = (trainee or "").strip() or None
     sessions = practice.store.list_sessions(trainee_name=name)
     counts = {s.id: len(practice.store.turns(s.id)) for s in sessions}
-    series: dict[str, list[tuple[Any, float]]] = {}
-    for session in sorted(sessions, key=lambda s: s.started_at):
-        if not session.ended:
-            continue
+    series: dict[str, list[tuple[int, float]]] = {}
+    finished = [s for s in sorted(sessions, key=lambda s: s.started_at) if s.ended]
+    for number, session in enumerate(finished, start=1):
         for step_id, rate in ui.step_rates(practice.store.turns(session.id)).items():
-            series.setdefault(step_id, []).append((session.started_at, rate))
+            series.setdefault(step_id, []).append((number, rate))
     return ui.history_rows(sessions, counts), ui.progress_figure(series)
 
 

@@ -123,3 +123,24 @@ def test_calibration_upload_with_a_bad_line_names_it(tmp_path):
     bad.write_text('{"id": "x1", "reply": "hi", "labels": {"empathize": "sometimes"}}\n')
     rows, note = web.calibration(True, str(bad))
     assert rows is None and note.startswith("✗") and "bad.jsonl" in note
+
+
+def test_history_lists_sessions_and_plots_progress_per_step(practice):
+    from agent.store import NewSession
+
+    store = practice.store
+    for trainee, verdict in (("Ana", "missed"), ("Ana", "demonstrated"), ("Ben", "demonstrated")):
+        session = store.create_session(NewSession(persona_id="carter-wrong-day", rubric_id="deescalation",
+                                                  trainee_name=trainee))  # fmt: skip
+        turn = store.begin_turn(session.id, "Hello.")
+        store.complete_turn(turn.id, patient_reply="Hm.", grade={"verdicts": {"empathize": verdict}})
+        store.end_session(session.id, outcome="walked_out", scorecard={"score": 1.0 if verdict != "missed" else 0.0})
+    store.create_session(NewSession(persona_id="carter-wrong-day", rubric_id="deescalation", trainee_name="Ana"))
+
+    rows, figure = web.history(practice, "Ana")
+    assert [row[1] for row in rows] == ["Ana", "Ana", "Ana"]
+    assert [row[4] for row in rows] == ["in progress", "walked_out", "walked_out"]
+    [line] = figure.axes[0].lines  # one step, over Ana's two finished sessions
+    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [0.0, 1.0]
+    rows, _ = web.history(practice, "")
+    assert len(rows) == 4
