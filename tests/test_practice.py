@@ -156,3 +156,14 @@ def test_model_server_killed_mid_turn_then_retry_restarts_it(tmp_path, store):
         assert retried["chat"][-1] == {"role": "assistant", "content": turn.patient_reply}
     finally:
         server.stop()
+
+
+@pytest.mark.live
+def test_trainer_test_run_plays_both_scripts_on_a_real_server(tmp_path, store):
+    with EmbeddedServer(model="small", log_path=tmp_path / "server.log") as server:
+        practice = Practice(store, LLMSettings(backend=Backend.EMBEDDED, model="small"), server=server)
+        text = (REPO / "personas" / f"{PERSONA}.yaml").read_text(encoding="utf-8")
+        results = list(web.trainer_test_run(practice, True, text))
+    figure, note = results[-1]
+    assert len(figure.axes[0].lines) == 4  # anger and trust for each script
+    assert "**good trainee**: resolved" in note and "**bad trainee**: walked out" in note
