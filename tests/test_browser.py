@@ -116,4 +116,6 @@ def test_a_trainee_practises_in_the_browser(browser, llm_settings, tmp_path):
         page.locator("#trainer-persona input").click()
         page.get_by_role("option", name="carter-wrong-day").click()
         page.wait_for_function("() => document.querySelector('#validation')?.innerText.includes('Valid persona')")
+        page.wait_for_function("() => document.querySelector('#editor .cm-content')?.innerText.includes('carter')")
+        page.wait_for_function("() => !document.querySelector('#editor .progress-text, #editor .eta-bar')")
         page.screenshot(path=str(SHOTS / "trainer.png"), full_page=True)
