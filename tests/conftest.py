@@ -63,3 +63,13 @@ def live_server() -> Iterator[EmbeddedServer]:
 def live_settings(live_server: EmbeddedServer) -> LLMSettings:
     model = os.environ.get("DEESCALATE_LIVE_MODEL", "small")
     return LLMSettings(backend=Backend.EMBEDDED, base_url=live_server.openai_base_url, model=model)
+
+
+def skip_or_fail_in_ci(reason: str) -> None:
+    """Skip a test whose system dependency is missing, but fail under CI, where .ci/run installs it.
+
+    A skipped browser or PostgreSQL test in CI would look green while proving nothing.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide this: {reason}")
+    pytest.skip(reason)

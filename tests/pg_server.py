@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail_in_ci
 
 SKIP_REASON = (
     "PostgreSQL server binaries (initdb, pg_ctl) not found: install the Debian package `postgresql` "
@@ -137,7 +138,7 @@ class PgServer:
 def pg_server() -> Iterator[PgServer]:
     bindir = find_bindir()
     if bindir is None or not (bindir / "pg_ctl").exists():
-        pytest.skip(SKIP_REASON)
+        skip_or_fail_in_ci(SKIP_REASON)
     pytest.importorskip("psycopg", reason="psycopg (3) is needed to talk to PostgreSQL: pip install 'psycopg[binary]'")
     user = _run_as()
     root = Path(tempfile.mkdtemp(prefix="deescalate-pg-"))

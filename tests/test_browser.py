@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from app_server import REPO, only_model_traffic, running_app
+from conftest import skip_or_fail_in_ci
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +34,7 @@ def vcr_config(vcr_config):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists() and not shutil.which("chromium"):
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+        skip_or_fail_in_ci("Debian chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
