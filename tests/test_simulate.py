@@ -68,6 +68,7 @@ def assert_mood_follows_checks(session: Session) -> None:
 def test_good_trainee_calms_the_patient(persona_id, llm_settings):
     persona = load_persona(persona_id)
     session = simulate(persona, "good", 6, llm_settings)
+    print(json.dumps(session.summary()))  # figures for the report: pytest -s
     anger = session.summary()["anger"]
     assert anger[0] - anger[-1] >= 4, f"{persona_id}: {anger}"
     assert session.summary()["outcome"] in ("resolved", "ongoing")
@@ -82,6 +83,7 @@ def test_bad_trainee_drives_the_patient_to_boil_over(persona_id, llm_settings):
     persona = load_persona(persona_id)
     session = simulate(persona, "bad", 6, llm_settings)
     summary = session.summary()
+    print(json.dumps(summary))  # figures for the report: pytest -s
     assert max(summary["anger"]) >= 9, f"{persona_id}: {summary['anger']}"
     assert summary["outcome"] == mood_rules.leaving_outcome(persona.channel)
     assert_mood_follows_checks(session)
