@@ -111,6 +111,8 @@ def main() -> None:
     splits = split(examples)
     # A second held-out set, written after the first test split had been scored (README.md).
     splits["test2"] = parse(HERE / "source_test2.txt", prefix="t2-")
+    # A third held-out set, written before the checks were changed after test2 (README.md).
+    splits["test3"] = parse(HERE / "source_test3.txt", prefix="t3-")
     for name, rows in splits.items():
         with (HERE / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
