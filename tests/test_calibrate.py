@@ -119,8 +119,9 @@ def test_cli_text_shows_the_table_and_confusion(tmp_path, capsys):
 
 
 def test_the_gold_files_are_valid_and_cover_every_turn_step_in_both_polarities():
-    rows = [e for split in ("train", "dev", "test", "test2") for e in load_examples(GOLD / f"{split}.jsonl", RUBRIC)]
-    assert len(rows) >= 370
+    splits = ("train", "dev", "test", "test2", "test3")
+    rows = [e for split in splits for e in load_examples(GOLD / f"{split}.jsonl", RUBRIC)]
+    assert len(rows) >= 450
     assert len({e.id for e in rows}) == len(rows)
     for step in RUBRIC.turn_steps():
         seen = {e.labels[step.id] for e in rows if step.id in e.labels}
@@ -131,9 +132,10 @@ def test_the_gold_files_are_valid_and_cover_every_turn_step_in_both_polarities()
 
 # Measured once each; see tests/data/gold/README.md for the protocol and the figures.
 HELD_OUT_SHORTFALL = (
-    "not met on the second held-out set (test2, 62 replies, scored once): macro kappa 0.658, "
-    "macro accuracy 0.916; below 0.90 accuracy: offer_solution 0.67, reassure 0.73, argue_back 0.83, "
-    "empathize 0.89, summarize 0.89, ask_questions 0.89, find_out 0.88"
+    "not met on the third held-out set (test3, 83 replies, scored once): macro kappa 0.714, "
+    "macro accuracy 0.904; below 0.90 accuracy: summarize 0.60 (n=5), reassure 0.70, "
+    "offer_solution 0.79, apologize 0.88, find_out 0.88, empathize 0.89 "
+    "(test2 before the pattern round: macro kappa 0.658)"
 )
 
 
@@ -144,8 +146,8 @@ def test_held_out_gold_split_meets_the_issue_targets():
     Strict xfail: the figures are below target today, and this starts failing (XPASS) the day a
     grader change meets them, so the marker cannot outlive the shortfall.
     """
-    report = calibrate.calibrate(GOLD / "test2.jsonl", RUBRIC)
-    assert report.examples == 62
+    report = calibrate.calibrate(GOLD / "test3.jsonl", RUBRIC)
+    assert report.examples == 83
     assert report.macro_kappa is not None and report.macro_kappa >= 0.80
     for step_id, score in report.steps.items():
         assert score.accuracy >= 0.90, (step_id, score.accuracy)
