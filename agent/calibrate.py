@@ -183,11 +183,14 @@ def calibrate(
     examples = load_examples(path, rubric)
     if grader is None:
         if use_llm:
+
             def grader(r: Rubric, e: Example) -> TurnGrade:
                 return grade(r, e.reply, e.turn_context(), settings, situation=e.situation, judge=judge)
         else:
+
             def grader(r: Rubric, e: Example) -> TurnGrade:
                 return grade_fast(r, e.reply, e.turn_context())
+
     iterator: Iterable[Example] = examples
     if progress:
         from tqdm import tqdm

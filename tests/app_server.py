@@ -23,6 +23,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The trainee's two replies in the recorded API and browser sessions (part of the cassettes' bodies).
+APOLOGY = "I'm so sorry you've been waiting, Mr. Carter. I understand how frustrating that must be."
+PLAN = (
+    "Let me see what I can do for you: I can check for a cancellation today, or book the first slot after "
+    "you're back and give you a home exercise sheet. Would that help?"
+)
+
 
 def load_app_module() -> Any:
     """``app.py`` lives at the repository root, which is not on ``sys.path`` under pytest."""

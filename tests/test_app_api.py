@@ -7,15 +7,10 @@ own traffic to the app is let through and never recorded (see ``tests/app_server
 from __future__ import annotations
 
 import pytest
-from app_server import only_model_traffic, running_app
+from app_server import APOLOGY, PLAN, only_model_traffic, running_app
 from gradio_client import Client
 
 PERSONA = "carter-wrong-day"
-APOLOGY = "I'm so sorry you've been waiting, Mr. Carter. I understand how frustrating that must be."
-PLAN = (
-    "Let me see what I can do for you: I can check for a cancellation today, or book the first slot after "
-    "you're back and give you a home exercise sheet. Would that help?"
-)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_server import REPO, only_model_traffic, running_app
+from app_server import APOLOGY, PLAN, REPO, only_model_traffic, running_app
 from conftest import skip_or_fail_in_ci
 
 pytestmark = pytest.mark.browser
@@ -19,11 +19,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
 SHOTS = REPO / "docs" / "screenshots"
-APOLOGY = "I'm so sorry you've been waiting, Mr. Carter. I understand how frustrating that must be."
-PLAN = (
-    "Let me see what I can do for you: I can check for a cancellation today, or book the first slot after "
-    "you're back and give you a home exercise sheet. Would that help?"
-)
 
 
 @pytest.fixture(scope="module")

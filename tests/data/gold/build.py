@@ -13,10 +13,23 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CODES = {
-    "emp": "empathize", "apo": "apologize", "name": "use_name", "sum": "summarize", "ask": "ask_questions",
-    "sol": "offer_solution", "rea": "reassure", "mgr": "involve_manager", "bnd": "set_boundary",
-    "xfer": "explain_transfer", "off": "take_offline", "find": "find_out", "arg": "argue_back",
-    "cool": "lose_cool", "idk": "say_i_dont_know", "guess": "make_things_up", "dis": "dismiss_feelings",
+    "emp": "empathize",
+    "apo": "apologize",
+    "name": "use_name",
+    "sum": "summarize",
+    "ask": "ask_questions",
+    "sol": "offer_solution",
+    "rea": "reassure",
+    "mgr": "involve_manager",
+    "bnd": "set_boundary",
+    "xfer": "explain_transfer",
+    "off": "take_offline",
+    "find": "find_out",
+    "arg": "argue_back",
+    "cool": "lose_cool",
+    "idk": "say_i_dont_know",
+    "guess": "make_things_up",
+    "dis": "dismiss_feelings",
 }
 DONTS = ["arg", "cool", "idk", "guess", "dis"]
 VALUES = {"d": "demonstrated", "m": "missed", "n": "not_applicable", "v": "violated", "o": "ok"}
@@ -77,15 +90,17 @@ def parse(path: Path, prefix: str = "") -> list[dict]:
             for code in skipped:
                 merged.pop(code, None)
             counters[situation["situation"]] = counters.get(situation["situation"], 0) + 1
-            examples.append({
-                "id": f"{prefix}{situation['situation']}-{counters[situation['situation']]:02d}",
-                "rubric": "deescalation",
-                "situation": situation["situation"],
-                "context": situation["context"],
-                "history": [dict(m) for m in history],
-                "reply": reply.strip(),
-                "labels": {CODES[c]: VALUES[v] for c, v in sorted(merged.items())},
-            })
+            examples.append(
+                {
+                    "id": f"{prefix}{situation['situation']}-{counters[situation['situation']]:02d}",
+                    "rubric": "deescalation",
+                    "situation": situation["situation"],
+                    "context": situation["context"],
+                    "history": [dict(m) for m in history],
+                    "reply": reply.strip(),
+                    "labels": {CODES[c]: VALUES[v] for c, v in sorted(merged.items())},
+                }
+            )
             after_reply = True
         else:
             raise ValueError(f"{where}: cannot parse {line[:40]!r}")
