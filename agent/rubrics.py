@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -232,8 +232,23 @@ def rubric_path(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def load_rubric(name_or_path: str | os.PathLike[str] = "deescalation") -> Rubric:
-    """Load and validate one rubric; :class:`RubricError` names file and field on bad input."""
+    """Load and validate one rubric; :class:`RubricError` names file and field on bad input.
+
+    Parsed rubrics are cached by file path, size and modification time: every persona validates
+    its trigger steps against the rubric, so listing the personas used to parse the same 750-line
+    file once per persona (about 90 ms each). A trainer's edit changes the mtime and is picked up.
+    Callers must treat the returned rubric as read-only.
+    """
     path = rubric_path(name_or_path)
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise RubricError(f"{path}: cannot read rubric ({exc.strerror or exc})") from exc
+    return _load_rubric_file(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _load_rubric_file(path: Path, size: int, mtime_ns: int) -> Rubric:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
