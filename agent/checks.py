@@ -185,9 +185,28 @@ def judge_step(step: Step, text: Normalized, context: TurnContext, met: set[str]
     return StepVerdict(step_id=step.id, verdict="not_applicable", confidence=CONFIDENCE_NOT_APPLICABLE)
 
 
+def apply_after_violations(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> dict[str, StepVerdict]:
+    """A do-step with ``applies_after`` applies once one of those don't-steps is violated.
+
+    "Probably about six sessions" (a guess) is the moment the seeds say "let me find out", even
+    when no uncertainty phrase makes ``find_out`` apply. Only ``not_applicable`` turns ``missed``.
+    """
+    for step in rubric.turn_steps():
+        current = verdicts.get(step.id)
+        if current is None or current.verdict != "not_applicable" or not step.applies_after:
+            continue
+        cause = next((verdicts[s] for s in step.applies_after if s in verdicts and verdicts[s].verdict == "violated"),
+                     None)  # fmt: skip
+        if cause is not None:
+            verdicts[step.id] = StepVerdict(step_id=step.id, verdict="missed", confidence=CONFIDENCE_ABSENT,
+                                            source=cause.source)  # fmt: skip
+    return verdicts
+
+
 def run(rubric: Rubric, reply: str, context: TurnContext | None = None) -> dict[str, StepVerdict]:
     """Verdicts for every graded per-turn step of ``rubric`` on one trainee ``reply``."""
     context = context or TurnContext()
     text = Normalized(reply)
     met = conditions_met(rubric, reply, context)
-    return {step.id: judge_step(step, text, context, met) for step in rubric.turn_steps()}
+    verdicts = {step.id: judge_step(step, text, context, met) for step in rubric.turn_steps()}
+    return apply_after_violations(rubric, verdicts)

@@ -13,7 +13,7 @@ import sys
 
 from agent import __version__
 
-COMMAND_GROUPS = ["model", "personas", "simulate", "practice", "calibrate"]
+COMMAND_GROUPS = ["model", "personas", "simulate", "practice", "calibrate", "learn"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,6 +118,12 @@ class Step(BaseModel):
     # Evidence counts only where the step applies: "I'll call you back" on the phone is not
     # taking a public complaint offline.
     only_when_applicable: bool = False
+    # A violation of one of these don't-steps also makes this step apply: a guess or an "I don't
+    # know" is exactly the moment the seeds say "let me find out" (find_out).
+    applies_after: list[str] = Field(default_factory=list)
+    # Whether the learned component (agent.learned) may add verdicts the patterns did not find.
+    # Off for steps the text shows literally (the name, a question, capitals, "I don't know").
+    learned: bool = True
     check: CheckSpec | None = None
     topics: list[Topic] = Field(default_factory=list)
 
@@ -171,6 +177,8 @@ class Rubric(BaseModel):
     version: int = 1
     conditions: Conditions = Field(default_factory=Conditions)
     steps: list[Step] = Field(min_length=1)
+    # The file it was loaded from (set by load_rubric): the learned model lives beside it.
+    source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Rubric:
@@ -179,6 +187,15 @@ class Rubric(BaseModel):
             if step.id in seen:
                 raise ValueError(f"duplicate step id {step.id!r}")
             seen.add(step.id)
+        return self
+
+    @model_validator(mode="after")
+    def _applies_after_dont_steps(self) -> Rubric:
+        kinds = {step.id: step.kind for step in self.steps}
+        for step in self.steps:
+            for other in step.applies_after:
+                if kinds.get(other) != "dont":
+                    raise ValueError(f"step {step.id!r}: applies_after names {other!r}, which is not a don't-step")
         return self
 
     def step(self, step_id: str) -> Step:
@@ -260,7 +277,9 @@ def _load_rubric_file(path: Path, size: int, mtime_ns: int) -> Rubric:
     if not isinstance(data, dict):
         raise RubricError(f"{path}: (top level): expected a mapping with id, title, steps")
     try:
-        return Rubric.model_validate(data)
+        rubric = Rubric.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{_field_path(tuple(e['loc']), data)}: {e['msg']}" for e in exc.errors())
         raise RubricError(f"{path}: {problems}") from exc
+    rubric.source = path.resolve()
+    return rubric

@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--llm", action="store_true", help="grade through the model too (tip + phrasing per line)")
     parser.add_argument("--judge", action="store_true", help="with --llm: let the model overrule absence verdicts")
+    parser.add_argument("--checks-only", action="store_true", help="score the phrase checks without the learned part")
     parser.add_argument("--mistakes", action="store_true", help="list every disagreement with its reply")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.set_defaults(handler=cmd_calibrate)
@@ -32,6 +33,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         args.rubric,
         use_llm=args.llm,
         judge=args.judge,
+        use_learned=not args.checks_only,
         settings=settings,
         progress=sys.stderr.isatty() or not args.json,
     )

@@ -1,0 +1,151 @@
+"""The learned component: fitting, the rules that combine it with the checks, its model file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent import checks, learned
+from agent.checks import StepVerdict, TurnContext
+from agent.grader import grade_fast
+from agent.rubrics import load_rubric
+
+RUBRIC = load_rubric()
+GOLD = Path(__file__).parent / "data" / "gold"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def verdicts_for(reply: str) -> dict[str, StepVerdict]:
+    return checks.run(RUBRIC, reply, TurnContext(persona_name="Mr. Carter"))
+
+
+def scores(**probabilities: float) -> learned.ReplyScores:
+    return learned.ReplyScores(probability=probabilities, sentence={k: "the sentence" for k in probabilities})
+
+
+def test_sentences_split_on_end_marks_and_keep_short_replies_whole():
+    assert learned.sentences("I'm sorry. Which test was it? I'll chase it today!") == [
+        "I'm sorry.", "Which test was it?", "I'll chase it today!"
+    ]  # fmt: skip
+    assert learned.sentences("Ok.") == ["Ok."]
+
+
+def test_fit_logistic_separates_and_balances_a_rare_class():
+    rng = np.random.default_rng(0)
+    negatives = rng.normal(-1.0, 0.5, size=(95, 3))
+    positives = rng.normal(1.0, 0.5, size=(5, 3))
+    x = np.vstack([negatives, positives])
+    y = np.array([0] * 95 + [1] * 5, dtype=float)
+    weights, bias = learned.fit_logistic(x, y)
+    predicted = (x @ weights + bias) > 0
+    assert predicted[95:].all(), "the rare class must not be given up for accuracy"
+    assert predicted[:95].mean() < 0.05
+
+
+def test_a_classifier_turns_a_missed_do_step_into_a_finding_with_the_sentence_as_evidence():
+    base = verdicts_for("We will look after you.")
+    assert base["empathize"].verdict == "missed"
+    out = learned.combine(RUBRIC, base, scores(empathize=0.8))
+    assert out["empathize"].verdict == "demonstrated"
+    assert out["empathize"].source == "learned" and out["empathize"].evidence == "the sentence"
+    assert learned.combine(RUBRIC, base, scores(empathize=0.3))["empathize"].verdict == "missed"
+
+
+def test_a_quoted_check_match_always_stands():
+    base = verdicts_for("I'm so sorry about the wait.")
+    assert base["apologize"].verdict == "demonstrated" and base["apologize"].evidence
+    out = learned.combine(RUBRIC, base, scores(apologize=0.01))
+    assert out["apologize"] == base["apologize"]
+
+
+def test_dont_steps_need_a_higher_probability():
+    base = verdicts_for("Please take a seat.")
+    assert base["dismiss_feelings"].verdict == "ok"
+    assert learned.combine(RUBRIC, base, scores(dismiss_feelings=0.6))["dismiss_feelings"].verdict == "ok"
+    assert learned.combine(RUBRIC, base, scores(dismiss_feelings=0.9))["dismiss_feelings"].verdict == "violated"
+
+
+def test_not_applicable_and_check_only_steps_are_left_alone():
+    base = verdicts_for("Please take a seat.")
+    assert base["set_boundary"].verdict == "not_applicable"
+    out = learned.combine(RUBRIC, base, scores(set_boundary=0.99, use_name=0.99, lose_cool=0.99))
+    assert out["set_boundary"].verdict == "not_applicable"
+    assert out["use_name"] == base["use_name"] and out["lose_cool"] == base["lose_cool"]
+
+
+def test_no_do_step_is_added_to_a_reply_that_violates_a_dont_step():
+    base = verdicts_for("You should have read the reminder text we sent you.")
+    assert base["argue_back"].verdict == "violated"
+    out = learned.combine(RUBRIC, base, scores(empathize=0.95, reassure=0.95))
+    assert out["empathize"].verdict == "missed" and out["reassure"].verdict == "missed"
+
+
+def test_a_learned_guess_makes_finding_out_apply():
+    base = verdicts_for("He's next, tops ten minutes.")
+    assert base["find_out"].verdict == "not_applicable"
+    out = learned.combine(RUBRIC, base, scores(make_things_up=0.9))
+    assert out["make_things_up"].verdict == "violated"
+    assert out["find_out"].verdict == "missed"
+
+
+def test_the_shipped_model_matches_the_rubric_and_never_saw_the_held_out_file():
+    model = learned.load(learned.model_path(RUBRIC), RUBRIC)
+    assert "test4.jsonl" not in model.trained_on
+    assert {"train.jsonl", "dev.jsonl"} <= set(model.trained_on)
+    expected = {s.id for s in RUBRIC.turn_steps() if s.learned}
+    assert set(model.steps) == expected
+    assert all(c.positives >= 4 and c.negatives >= 4 for c in model.steps.values())
+
+
+def test_the_grader_uses_the_learned_part_and_can_be_told_not_to(monkeypatch):
+    reply = "We'll look after you - you won't be forgotten out here."
+    with_model = grade_fast(RUBRIC, reply)
+    alone = grade_fast(RUBRIC, reply, use_learned=False)
+    assert with_model.components == ["checks", "learned"] and alone.components == ["checks"]
+    assert alone.verdicts["reassure"].verdict == "missed"
+    assert with_model.verdicts["reassure"].verdict == "demonstrated"
+    assert with_model.verdicts["reassure"].source == "learned"
+    monkeypatch.setenv("DEESCALATE_GRADER", "checks")
+    assert grade_fast(RUBRIC, reply).components == ["checks"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not a learned model"),
+        (json.dumps({"rubric": "other", "trained_on": [], "created": "x"}), "trained for rubric 'other'"),
+        (
+            json.dumps({"rubric": "deescalation", "trained_on": [], "created": "x",
+                        "steps": {"hug": {"weights": [0.0] * 384, "bias": 0, "positives": 4, "negatives": 4}}}),
+            "steps.hug: rubric 'deescalation' has no such step",
+        ),
+        (
+            json.dumps({"rubric": "deescalation", "trained_on": [], "created": "x",
+                        "steps": {"empathize": {"weights": [0.0] * 3, "bias": 0, "positives": 4, "negatives": 4}}}),
+            "steps.empathize.weights: 3 values",
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_model_file_is_named_with_its_field(tmp_path, content, message):
+    path = tmp_path / "bad.learned.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(learned.LearnedError, match="bad.learned.json") as raised:
+        learned.load(path, RUBRIC)
+    assert message in str(raised.value)
+
+
+def test_learn_cli_trains_a_loadable_model(tmp_path):
+    out = tmp_path / "model.learned.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "learn", str(GOLD / "dev.jsonl"), "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in result.stdout
+    model = learned.load(out, RUBRIC)
+    assert model.trained_on == ["dev.jsonl"] and "empathize" in model.steps
