@@ -197,6 +197,10 @@ def score_reply(model: LearnedModel, encoder: embed.Encoder, reply: str) -> Repl
     return ReplyScores(probability=probability, sentence=sentence)
 
 
+def _violates_any(verdicts: dict[str, StepVerdict]) -> bool:
+    return any(v.verdict == "violated" for v in verdicts.values())
+
+
 def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScores) -> dict[str, StepVerdict]:
     """Add what the classifier finds to the checks' verdicts; a check's quoted match always stands.
 
@@ -209,8 +213,9 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
     test3 fold this rule raised macro kappa 0.789 -> 0.809. Pure function: tested without the encoder.
     """
     out = dict(verdicts)
-    hostile = any(v.verdict == "violated" for v in verdicts.values())
-    for step in rubric.turn_steps():
+    # Don't-steps first, so that a violation the classifier finds also blocks do-step findings.
+    ordered = sorted(rubric.turn_steps(), key=lambda step: step.kind != "dont")
+    for step in ordered:
         current = out.get(step.id)
         p = scores.probability.get(step.id)
         if current is None or p is None or not step.learned or current.evidence is not None:
@@ -223,7 +228,7 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
         if step.kind == "dont" and current.verdict == "ok":
             out[step.id] = StepVerdict(step_id=step.id, verdict="violated", evidence=evidence,
                                        confidence=confidence, source="learned")  # fmt: skip
-        elif step.kind == "do" and current.verdict == "missed" and not hostile:
+        elif step.kind == "do" and current.verdict == "missed" and not _violates_any(out):
             out[step.id] = StepVerdict(step_id=step.id, verdict="demonstrated", evidence=evidence,
                                        confidence=confidence, source="learned")  # fmt: skip
     return checks.apply_after_violations(rubric, out)
