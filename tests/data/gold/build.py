@@ -1,4 +1,4 @@
-"""Build train/dev/test (+ test2, test3, test4, test5) JSONL (design.md calibration format) from the hand-written source.txt.
+"""Build train/dev/test (+ test2..test6) JSONL (design.md calibration format) from the hand-written source.txt.
 
 Run from the repository root: ``.venv/bin/python tests/data/gold/build.py``. The split is fixed
 (seeded shuffle within each situation, 60/20/20) so that every situation appears in every split
@@ -132,6 +132,8 @@ def main() -> None:
     splits["test4"] = parse(HERE / "source_test4.txt", prefix="t4-")
     # A fifth held-out set, written before the revised grader was scored (README.md).
     splits["test5"] = parse(HERE / "source_test5.txt", prefix="t5-")
+    # A sixth held-out set, written before the grader's next revision was scored (README.md).
+    splits["test6"] = parse(HERE / "source_test6.txt", prefix="t6-")
     for name, rows in splits.items():
         with (HERE / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
