@@ -119,9 +119,9 @@ def test_cli_text_shows_the_table_and_confusion(tmp_path, capsys):
 
 
 def test_the_gold_files_are_valid_and_cover_every_turn_step_in_both_polarities():
-    splits = ("train", "dev", "test", "test2", "test3")
+    splits = ("train", "dev", "test", "test2", "test3", "test4", "test5", "test6")
     rows = [e for split in splits for e in load_examples(GOLD / f"{split}.jsonl", RUBRIC)]
-    assert len(rows) >= 450
+    assert len(rows) >= 850
     assert len({e.id for e in rows}) == len(rows)
     for step in RUBRIC.turn_steps():
         seen = {e.labels[step.id] for e in rows if step.id in e.labels}
@@ -132,22 +132,36 @@ def test_the_gold_files_are_valid_and_cover_every_turn_step_in_both_polarities()
 
 # Measured once each; see tests/data/gold/README.md for the protocol and the figures.
 HELD_OUT_SHORTFALL = (
-    "not met on the third held-out set (test3, 83 replies, scored once): macro kappa 0.714, "
-    "macro accuracy 0.904; below 0.90 accuracy: summarize 0.60 (n=5), reassure 0.70, "
-    "offer_solution 0.79, apologize 0.88, find_out 0.88, empathize 0.89 "
-    "(test2 before the pattern round: macro kappa 0.658)"
+    "not met on the sixth held-out set (test6, 138 replies, scored once with the grader frozen in commit "
+    "7c83cae): macro kappa 0.732, macro accuracy 0.916; below 0.90 accuracy: find_out 0.69, "
+    "ask_questions 0.80, summarize 0.86, argue_back 0.87, empathize 0.89 "
+    "(test5: 0.740 / 0.922; test4: 0.719 / 0.905; test3, checks only: 0.714 / 0.904)"
 )
 
 
 @pytest.mark.xfail(strict=True, reason=HELD_OUT_SHORTFALL)
 def test_held_out_gold_split_meets_the_issue_targets():
-    """Issue 4's targets on data no pattern was written or tuned on.
+    """Issue 4's targets on the newest held-out file, scored once by a grader that never saw it.
 
     Strict xfail: the figures are below target today, and this starts failing (XPASS) the day a
     grader change meets them, so the marker cannot outlive the shortfall.
     """
-    report = calibrate.calibrate(GOLD / "test3.jsonl", RUBRIC)
-    assert report.examples == 83
+    report = calibrate.calibrate(GOLD / "test6.jsonl", RUBRIC)
+    assert report.examples == 138
     assert report.macro_kappa is not None and report.macro_kappa >= 0.80
     for step_id, score in report.steps.items():
         assert score.accuracy >= 0.90, (step_id, score.accuracy)
+
+
+def test_the_learned_part_adds_agreement_on_held_out_replies():
+    """On test6 (scored once, before it was used for anything) checks + classifier beat the checks alone.
+
+    Measured: macro kappa 0.732 vs 0.639, macro accuracy 0.916 vs 0.890. A change that loses the
+    learned part's gain (a broken encoder, a model file that stops loading) fails here.
+    """
+    both = calibrate.calibrate(GOLD / "test6.jsonl", RUBRIC)
+    checks_only = calibrate.calibrate(GOLD / "test6.jsonl", RUBRIC, use_learned=False)
+    assert both.macro_kappa is not None and checks_only.macro_kappa is not None
+    assert both.macro_kappa >= checks_only.macro_kappa + 0.05
+    assert both.macro_accuracy is not None and checks_only.macro_accuracy is not None
+    assert both.macro_accuracy > checks_only.macro_accuracy
