@@ -159,6 +159,19 @@ def shared_encoder() -> Encoder:
         return _shared()
 
 
+def describe() -> str:
+    """One line for ``python -m agent model status``: where the encoder is and whether it verifies."""
+    try:
+        directory = model_dir()
+        weights = directory / WEIGHTS
+        if not weights.is_file():
+            return f"missing ({INSTALL_HINT})"
+        ok = sha256_of(weights) == WEIGHTS_SHA256
+        return f"{PACKAGE} at {directory} (sha256_ok: {str(ok).lower()})"
+    except EncoderUnavailable as exc:
+        return str(exc)
+
+
 def available() -> bool:
     """Whether the encoder can load here (package installed, weights verify)."""
     try:

@@ -153,8 +153,11 @@ class ModelSupervisor:
             self._thread.start()
 
     def _prepare(self) -> None:
-        from agent import runtime
+        from agent import learned, runtime
+        from agent.rubrics import load_rubric
 
+        # Load the grader's sentence encoder now (~0.5 s, verified by sha256), not on the first turn.
+        learned.component_for(load_rubric())
         try:
             if self.server is None:
                 spec = runtime.MODELS.get(self.base.model or "default")

@@ -4,7 +4,8 @@ Usage: ``.venv/bin/python bench/grade_latency.py [--n 8] [--model default] [--fi
 
 Starts the embedded llama.cpp server (agent.runtime.EmbeddedServer), warms it with one call, then
 grades ``--n`` replies from a calibration file with :func:`agent.grader.grade`. Prints the median
-and max of: verdicts (the checks, what the patient's mood update waits for) and tip (the one model
+and max of: verdicts (the checks + the learned classifier, what the patient's mood update waits
+for; also split into checks alone and the learned part, and the one-off encoder load) and tip (the one model
 call for tip + better phrasing, what the feedback panel waits for). Figures depend on the CPU and
 on whatever else runs on it: the load average is printed alongside.
 """
@@ -17,8 +18,9 @@ import statistics
 import time
 from pathlib import Path
 
+from agent import learned
 from agent.calibrate import load_examples
-from agent.grader import grade
+from agent.grader import grade, grade_fast
 from agent.llm import Backend, LLMSettings
 from agent.rubrics import load_rubric
 from agent.runtime import EmbeddedServer
@@ -35,6 +37,15 @@ def main() -> None:
 
     rubric = load_rubric()
     examples = load_examples(args.file, rubric)[: args.n]
+    started = time.perf_counter()
+    component = learned.component_for(rubric)
+    print(f"learned component loaded in {time.perf_counter() - started:.2f} s (ready: {component.ready})")
+    everything = load_examples(args.file, rubric)
+    for use in (False, True):
+        times = [grade_fast(rubric, e.reply, e.turn_context(), use_learned=use).verdicts_ms for e in everything]
+        label = "checks + learned" if use else "checks alone    "
+        print(f"verdicts, {label}: median {statistics.median(times):6.1f} ms, max {max(times):6.1f} ms "
+              f"({len(times)} replies)")  # fmt: skip
     started = time.perf_counter()
     with EmbeddedServer(model=args.model) as server:
         print(f"server up in {time.perf_counter() - started:.1f} s ({server.alias})")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent import runtime
+from agent import embed, runtime
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +44,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"path:      {report.path}")
         print(f"size:      {size} (expected {report.expected_size:,})")
         print(f"sha256_ok: {str(report.sha256_ok).lower()}")
+        print(f"grader encoder: {embed.describe()}")
     return 0 if report.sha256_ok else 1
 
 
