@@ -161,7 +161,29 @@ def fit(
     return model
 
 
+FEATURES = 2 * embed.DIMENSIONS
+
+
+def features_of(vectors: np.ndarray) -> np.ndarray:
+    """Classifier input from one reply's vectors (row 0: the whole reply, then its sentences).
+
+    The whole-reply vector carries the overall register; the element-wise maximum over the
+    sentences keeps a behaviour that one sentence of a long reply shows ("... I'll ring the lab
+    and call you back before three."), which the average dilutes. Measured by cross-validation
+    on the held-out folds: macro kappa 0.741 -> 0.777 on test6 over the whole-reply vector alone.
+    """
+    pooled = vectors[1:].max(axis=0) if len(vectors) > 1 else vectors[0]
+    return np.concatenate([vectors[0], pooled])
+
+
+def reply_texts(reply: str) -> list[str]:
+    """What gets embedded for a reply: the reply itself, then its sentences when it has several."""
+    parts = sentences(reply)
+    return [reply] + (parts if len(parts) > 1 else [])
+
+
 def encode_all(encoder: embed.Encoder, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+    """One feature row per reply (see :func:`features_of`)."""
     iterator: Iterable[str] = texts
     if progress:
         import sys
@@ -169,7 +191,8 @@ def encode_all(encoder: embed.Encoder, texts: Sequence[str], *, progress: bool =
         from tqdm import tqdm
 
         iterator = tqdm(texts, desc="embedding", unit="reply", file=sys.stderr, leave=False)
-    return np.vstack([encoder.encode([t]) for t in iterator]) if texts else np.zeros((0, embed.DIMENSIONS))
+    rows = [features_of(encoder.encode(reply_texts(t))) for t in iterator]
+    return np.vstack(rows) if rows else np.zeros((0, FEATURES))
 
 
 class ReplyScores(BaseModel):
@@ -180,20 +203,17 @@ class ReplyScores(BaseModel):
 
 
 def score_reply(model: LearnedModel, encoder: embed.Encoder, reply: str) -> ReplyScores:
-    """Score the whole reply (the verdict) and each sentence (which one to quote as evidence).
-
-    Measured on the tuning data (leave-one-file-out), the whole-reply vector decides better than
-    the best single sentence; the sentence is only used to point at where the behaviour is.
-    """
+    """Score the reply (the verdict) and each sentence on its own (which one to quote as evidence)."""
     parts = sentences(reply)
-    texts = [reply] + (parts if len(parts) > 1 else [])
-    vectors = encoder.encode(texts)
+    vectors = encoder.encode(reply_texts(reply))
+    whole = features_of(vectors)[None, :]
+    per_sentence = np.hstack([vectors[1:], vectors[1:]]) if len(vectors) > 1 else whole
     probability: dict[str, float] = {}
     sentence: dict[str, str] = {}
     for step_id, classifier in model.steps.items():
-        p = classifier.probabilities(vectors)
-        probability[step_id] = float(p[0])
-        sentence[step_id] = parts[int(np.argmax(p[1:]))] if len(p) > 1 else parts[0]
+        probability[step_id] = float(classifier.probabilities(whole)[0])
+        best = int(np.argmax(classifier.probabilities(per_sentence))) if len(parts) > 1 else 0
+        sentence[step_id] = parts[best]
     return ReplyScores(probability=probability, sentence=sentence)
 
 
@@ -205,9 +225,10 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
     """Add what the classifier finds to the checks' verdicts; a check's quoted match always stands.
 
     The classifier can only turn an *absence* into a finding: a do-step ``missed`` becomes
-    ``demonstrated``, a don't-step ``ok`` becomes ``violated``. It never touches
-    ``not_applicable``: each classifier learnt from replies where its step applies, and on the
-    tuning data letting it judge other situations cost agreement (explain_transfer 0.99 -> 0.81).
+    ``demonstrated``, a don't-step ``ok`` becomes ``violated``. It leaves ``not_applicable`` alone
+    (each classifier learnt from replies where its step applies, and on the tuning data letting it
+    judge other situations cost agreement: explain_transfer 0.99 -> 0.81) except for steps marked
+    ``learned_outside`` in the rubric (find_out: a promise to find out counts wherever it is made).
     Nor does it add a do-step to a reply that violates a don't-step: "Don't get so worked up,
     it's one appointment" sits near empathy in the vector space but is its opposite; on the
     test3 fold this rule raised macro kappa 0.789 -> 0.809. Pure function: tested without the encoder.
@@ -228,7 +249,11 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
         if step.kind == "dont" and current.verdict == "ok":
             out[step.id] = StepVerdict(step_id=step.id, verdict="violated", evidence=evidence,
                                        confidence=confidence, source="learned")  # fmt: skip
-        elif step.kind == "do" and current.verdict == "missed" and not _violates_any(out):
+        elif (
+            step.kind == "do"
+            and (current.verdict == "missed" or (current.verdict == "not_applicable" and step.learned_outside))
+            and not _violates_any(out)
+        ):
             out[step.id] = StepVerdict(step_id=step.id, verdict="demonstrated", evidence=evidence,
                                        confidence=confidence, source="learned")  # fmt: skip
     return checks.apply_after_violations(rubric, out)
@@ -261,9 +286,9 @@ def load(path: Path, rubric: Rubric) -> LearnedModel:
     if unknown:
         raise LearnedError(f"{path}: steps.{unknown[0]}: rubric {rubric.id!r} has no such step; retrain it")
     for step_id, classifier in model.steps.items():
-        if len(classifier.weights) != embed.DIMENSIONS:
+        if len(classifier.weights) != FEATURES:
             raise LearnedError(f"{path}: steps.{step_id}.weights: {len(classifier.weights)} values, "
-                               f"expected {embed.DIMENSIONS}")  # fmt: skip
+                               f"expected {FEATURES}")  # fmt: skip
     return model
 
 

@@ -124,6 +124,10 @@ class Step(BaseModel):
     # Whether the learned component (agent.learned) may add verdicts the patterns did not find.
     # Off for steps the text shows literally (the name, a question, capitals, "I don't know").
     learned: bool = True
+    # Whether the learned component may also find the behaviour where the step's conditions did not
+    # detect its situation (find_out: "I'll check with the physio lead and ring you back" counts even
+    # when no "I'm not sure" was said).
+    learned_outside: bool = False
     check: CheckSpec | None = None
     topics: list[Topic] = Field(default_factory=list)
 
