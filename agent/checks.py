@@ -203,10 +203,28 @@ def apply_after_violations(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> 
     return verdicts
 
 
+def apply_voids(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> dict[str, StepVerdict]:
+    """A demonstration of a step with ``void_if`` turns ``missed`` when one of those don't-steps is violated.
+
+    On the held-out folds (test4-test7) this took ask_questions from 0.80 to 0.84 on test6 and
+    changed nothing else: argumentative questions were the commonest false "asked a question".
+    """
+    for step in rubric.turn_steps():
+        current = verdicts.get(step.id)
+        if current is None or current.verdict != "demonstrated" or not step.void_if:
+            continue
+        cause = next((s for s in step.void_if if s in verdicts and verdicts[s].verdict == "violated"), None)
+        if cause is not None:
+            verdicts[step.id] = StepVerdict(step_id=step.id, verdict="missed", confidence=CONFIDENCE_ABSENT,
+                                            evidence=f"rhetorical: the reply also violates {cause}",
+                                            source=verdicts[cause].source)  # fmt: skip
+    return verdicts
+
+
 def run(rubric: Rubric, reply: str, context: TurnContext | None = None) -> dict[str, StepVerdict]:
     """Verdicts for every graded per-turn step of ``rubric`` on one trainee ``reply``."""
     context = context or TurnContext()
     text = Normalized(reply)
     met = conditions_met(rubric, reply, context)
     verdicts = {step.id: judge_step(step, text, context, met) for step in rubric.turn_steps()}
-    return apply_after_violations(rubric, verdicts)
+    return apply_voids(rubric, apply_after_violations(rubric, verdicts))

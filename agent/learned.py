@@ -256,7 +256,7 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
         ):
             out[step.id] = StepVerdict(step_id=step.id, verdict="demonstrated", evidence=evidence,
                                        confidence=confidence, source="learned")  # fmt: skip
-    return checks.apply_after_violations(rubric, out)
+    return checks.apply_voids(rubric, checks.apply_after_violations(rubric, out))
 
 
 def model_path(rubric: Rubric) -> Path:

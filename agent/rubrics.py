@@ -128,6 +128,9 @@ class Step(BaseModel):
     # detect its situation (find_out: "I'll check with the physio lead and ring you back" counts even
     # when no "I'm not sure" was said).
     learned_outside: bool = False
+    # Don't-steps whose violation voids a demonstration of this step: a question asked while arguing
+    # or snapping ("Did you even read the reminder?") is rhetorical, not asking to understand.
+    void_if: list[str] = Field(default_factory=list)
     check: CheckSpec | None = None
     topics: list[Topic] = Field(default_factory=list)
 
@@ -197,9 +200,10 @@ class Rubric(BaseModel):
     def _applies_after_dont_steps(self) -> Rubric:
         kinds = {step.id: step.kind for step in self.steps}
         for step in self.steps:
-            for other in step.applies_after:
-                if kinds.get(other) != "dont":
-                    raise ValueError(f"step {step.id!r}: applies_after names {other!r}, which is not a don't-step")
+            for field in ("applies_after", "void_if"):
+                for other in getattr(step, field):
+                    if kinds.get(other) != "dont":
+                        raise ValueError(f"step {step.id!r}: {field} names {other!r}, which is not a don't-step")
         return self
 
     def step(self, step_id: str) -> Step:

@@ -1,10 +1,12 @@
 """Deterministic checks: the rubric's own examples, hard cases, applicability, quoted evidence."""
 
+from pathlib import Path
+
 import pytest
 
 from agent import checks
 from agent.checks import Normalized, TurnContext
-from agent.rubrics import load_rubric
+from agent.rubrics import RubricError, load_rubric
 from agent.transcript import Message
 
 RUBRIC = load_rubric()
@@ -187,3 +189,30 @@ def test_normalized_text_maps_back_to_the_original():
     assert text.text == "Were sorry, Mrs  ONeil."
     start = text.text.index("ONeil")
     assert text.quote(start, start + 5) == "O'Neil"
+
+
+def test_a_question_asked_while_arguing_is_rhetorical_not_asking():
+    """The question alone would count; next to blame it is part of the argument."""
+    alone = checks.run(load_rubric(), "Which day did they give you?")
+    assert alone["ask_questions"].verdict == "demonstrated"
+    verdicts = checks.run(load_rubric(), "Which day did they give you? You should have read the reminder.")
+    assert verdicts["argue_back"].verdict == "violated"
+    assert verdicts["ask_questions"].verdict == "missed"
+    assert "rhetorical" in (verdicts["ask_questions"].evidence or "")
+
+
+def test_a_real_question_next_to_an_i_dont_know_still_counts():
+    verdicts = checks.run(load_rubric(), "I don't know, sorry. Which test was it, and when was it taken?")
+    assert verdicts["say_i_dont_know"].verdict == "violated"
+    assert verdicts["ask_questions"].verdict == "demonstrated"
+
+
+def test_void_if_must_name_dont_steps(tmp_path):
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[1] / "rubrics" / "deescalation.yaml").read_text())
+    next(s for s in data["steps"] if s["id"] == "ask_questions")["void_if"] = ["empathize"]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RubricError, match="void_if names 'empathize', which is not a don't-step"):
+        load_rubric(path)
