@@ -142,6 +142,9 @@ def feedback_markdown(
         line = f"- {VERDICT_ICON.get(verdict, '?')} **{title}**: {verdict.replace('_', ' ')}"
         if item.get("evidence"):
             line += f' — "{item["evidence"]}"'
+        if item.get("source") == "learned":
+            # Found by the classifier, not by a phrase the rubric lists: say so, with its confidence.
+            line += f" _(classifier, {float(item.get('confidence') or 0):.0%})_"
         lines.append(line)
     grade = turn.grade or {}
     if grade.get("tip"):

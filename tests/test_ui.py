@@ -68,6 +68,13 @@ def test_feedback_lists_verdicts_with_evidence_tip_and_phrasing():
     assert "I'm sorry you waited, Mr. Carter." in text
 
 
+def test_feedback_marks_what_the_classifier_found_with_its_confidence():
+    grade = {"verdicts": {"reassure": {"verdict": "demonstrated", "evidence": "You won't be forgotten.",
+                                       "source": "learned", "confidence": 0.83}}}  # fmt: skip
+    text = ui.feedback_markdown(turn(0, "You won't be forgotten.", grade=grade))
+    assert '**reassure**: demonstrated — "You won\'t be forgotten." _(classifier, 83%)_' in text
+
+
 def test_feedback_says_grading_until_the_grade_arrives():
     assert "Grading" in ui.feedback_markdown(turn(0, "Hi."), grading=True)
 
