@@ -1,4 +1,4 @@
-"""Build train/dev/test (+ test2..test7) JSONL (design.md calibration format) from the hand-written source.txt.
+"""Build train/dev/test (+ test2..test8) JSONL (design.md calibration format) from the hand-written source.txt.
 
 Run from the repository root: ``.venv/bin/python tests/data/gold/build.py``. The split is fixed
 (seeded shuffle within each situation, 60/20/20) so that every situation appears in every split
@@ -136,6 +136,8 @@ def main() -> None:
     splits["test6"] = parse(HERE / "source_test6.txt", prefix="t6-")
     # A seventh held-out set, written before the grader's next revision was scored (README.md).
     splits["test7"] = parse(HERE / "source_test7.txt", prefix="t7-")
+    # An eighth held-out set, written before the grader's next revision was scored (README.md).
+    splits["test8"] = parse(HERE / "source_test8.txt", prefix="t8-")
     for name, rows in splits.items():
         with (HERE / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
