@@ -43,15 +43,18 @@ def mood_values(page) -> tuple[int, int]:
     return int(anger), int(trust)
 
 
-WAIT_MS = 900_000  # replay answers in milliseconds; recording on a busy 2-core machine takes minutes
+# Replay answers in milliseconds, so a minute means a request missing from the cassette (fail fast);
+# recording on a busy 2-core machine takes minutes per turn.
+REPLAY_WAIT_MS = 60_000
+RECORD_WAIT_MS = 900_000
 
 
-def send(page, text: str, number: int) -> None:
+def send(page, text: str, number: int, wait_ms: int) -> None:
     """Send trainee reply ``number`` (1-based); wait for the patient's answer and that turn's tip."""
     page.fill("#message textarea", text)
     page.click("#send")
     page.wait_for_function(
-        "n => document.querySelectorAll('#chat [data-testid=\"bot\"]').length > n", arg=number, timeout=WAIT_MS
+        "n => document.querySelectorAll('#chat [data-testid=\"bot\"]').length > n", arg=number, timeout=wait_ms
     )
     # Newest feedback comes first: the part above the previous turn's heading belongs to this turn.
     page.wait_for_function(
@@ -60,12 +63,13 @@ def send(page, text: str, number: int) -> None:
             return head.includes('Turn ' + n) && head.includes('Tip:');
         }""",
         arg=number,
-        timeout=WAIT_MS,
+        timeout=wait_ms,
     )
 
 
 @pytest.mark.vcr
-def test_a_trainee_practises_in_the_browser(browser, llm_settings, tmp_path):
+def test_a_trainee_practises_in_the_browser(browser, llm_settings, recording, tmp_path):
+    wait_ms = RECORD_WAIT_MS if recording else REPLAY_WAIT_MS
     SHOTS.mkdir(parents=True, exist_ok=True)
     settings = llm_settings.model_copy(update={"timeout": 900.0})  # recording on a busy machine is slow
     with running_app(settings, tmp_path / "browser.db", seed=11) as (url, _demo, store):
@@ -80,13 +84,13 @@ def test_a_trainee_practises_in_the_browser(browser, llm_settings, tmp_path):
         start = mood_values(page)
         assert start == (80, 30)
 
-        send(page, APOLOGY, 1)
+        send(page, APOLOGY, 1, wait_ms)
         after_first = mood_values(page)
         assert after_first[0] < start[0]  # anger went down
         feedback = page.inner_text("#feedback")
         assert "Turn 1" in feedback and "demonstrated" in feedback and '"' in feedback  # quoted evidence
 
-        send(page, PLAN, 2)
+        send(page, PLAN, 2, wait_ms)
         assert mood_values(page) != after_first
         assert "Turn 2" in page.inner_text("#feedback")
         bot_lines = page.locator('#chat [data-testid="bot"]').all_inner_texts()
