@@ -217,6 +217,26 @@ def score_reply(model: LearnedModel, encoder: embed.Encoder, reply: str) -> Repl
     return ReplyScores(probability=probability, sentence=sentence)
 
 
+def _quotes_good(rubric: Rubric, verdicts: dict[str, StepVerdict], sentence: str | None) -> bool:
+    """Whether a pattern quoted a semantic do-step (empathy, apology, ...) inside ``sentence``.
+
+    "I'm so sorry you've been waiting. I understand how frustrating that must be." once came out as
+    a learned dismissal (p = 0.70): the classifier had learnt "sorry you feel ..." non-apologies.
+    A quoted "I understand" in the very sentence it points at outweighs that guess.
+    """
+    if not sentence:
+        return False
+    return any(
+        v.verdict == "demonstrated"
+        and v.source == "check"
+        and v.evidence
+        and v.evidence in sentence
+        and rubric.step(step_id).kind == "do"
+        and rubric.step(step_id).learned
+        for step_id, v in verdicts.items()
+    )
+
+
 def _violates_any(verdicts: dict[str, StepVerdict]) -> bool:
     return any(v.verdict == "violated" for v in verdicts.values())
 
@@ -231,7 +251,10 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
     ``learned_outside`` in the rubric (find_out: a promise to find out counts wherever it is made).
     Nor does it add a do-step to a reply that violates a don't-step: "Don't get so worked up,
     it's one appointment" sits near empathy in the vector space but is its opposite; on the
-    test3 fold this rule raised macro kappa 0.789 -> 0.809. Pure function: tested without the encoder.
+    test3 fold this rule raised macro kappa 0.789 -> 0.809. A classifier violation of a step with
+    ``yields_to_quotes`` is dropped when a pattern quoted a semantic do-step in the same sentence
+    (cross-validated on test4-test8: mean macro kappa 0.824 -> 0.828). Pure function: tested
+    without the encoder.
     """
     out = dict(verdicts)
     # Don't-steps first, so that a violation the classifier finds also blocks do-step findings.
@@ -246,7 +269,8 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
             continue
         evidence = scores.sentence.get(step.id)
         confidence = round(min(p, 0.95), 3)
-        if step.kind == "dont" and current.verdict == "ok":
+        overruled = step.yields_to_quotes and _quotes_good(rubric, verdicts, evidence)
+        if step.kind == "dont" and current.verdict == "ok" and not overruled:
             out[step.id] = StepVerdict(step_id=step.id, verdict="violated", evidence=evidence,
                                        confidence=confidence, source="learned")  # fmt: skip
         elif (

@@ -128,6 +128,9 @@ class Step(BaseModel):
     # detect its situation (find_out: "I'll check with the physio lead and ring you back" counts even
     # when no "I'm not sure" was said).
     learned_outside: bool = False
+    # Don't-step: a classifier finding is dropped when a pattern quoted good behaviour (empathy,
+    # an apology, ...) in the same sentence ("I understand how frustrating that must be").
+    yields_to_quotes: bool = False
     # Don't-steps whose violation voids a demonstration of this step: a question asked while arguing
     # or snapping ("Did you even read the reminder?") is rhetorical, not asking to understand.
     void_if: list[str] = Field(default_factory=list)

@@ -95,7 +95,7 @@ def test_a_learned_guess_makes_finding_out_apply():
 
 def test_the_shipped_model_matches_the_rubric_and_never_saw_the_held_out_file():
     model = learned.load(learned.model_path(RUBRIC), RUBRIC)
-    assert "test8.jsonl" not in model.trained_on
+    assert "test9.jsonl" not in model.trained_on
     assert {"train.jsonl", "dev.jsonl"} <= set(model.trained_on)
     expected = {s.id for s in RUBRIC.turn_steps() if s.learned}
     assert set(model.steps) == expected
@@ -149,3 +149,17 @@ def test_learn_cli_trains_a_loadable_model(tmp_path):
     assert f"wrote {out}" in result.stdout
     model = learned.load(out, RUBRIC)
     assert model.trained_on == ["dev.jsonl"] and "empathize" in model.steps
+
+
+def test_a_quoted_kind_word_in_the_same_sentence_overrules_a_learned_dismissal():
+    reply = "I'm so sorry you've been waiting. I understand how frustrating that must be."
+    base = verdicts_for(reply)
+    assert base["empathize"].evidence == "I understand"
+    second = "I understand how frustrating that must be."
+    scores_ = learned.ReplyScores(
+        probability={"dismiss_feelings": 0.9, "make_things_up": 0.9},
+        sentence={"dismiss_feelings": second, "make_things_up": second},
+    )
+    out = learned.combine(RUBRIC, base, scores_)
+    assert out["dismiss_feelings"].verdict == "ok"  # yields_to_quotes
+    assert out["make_things_up"].verdict == "violated"  # a guess can sit next to kind words
