@@ -264,7 +264,7 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
         p = scores.probability.get(step.id)
         if current is None or p is None or not step.learned or current.evidence is not None:
             continue
-        threshold = THRESHOLD_DO if step.kind == "do" else THRESHOLD_DONT
+        threshold = step.learned_threshold or (THRESHOLD_DO if step.kind == "do" else THRESHOLD_DONT)
         if p < threshold:
             continue
         evidence = scores.sentence.get(step.id)

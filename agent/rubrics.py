@@ -128,6 +128,10 @@ class Step(BaseModel):
     # detect its situation (find_out: "I'll check with the physio lead and ring you back" counts even
     # when no "I'm not sure" was said).
     learned_outside: bool = False
+    # Probability the classifier needs to add a finding for this step; None: the component's default
+    # (0.6 for do-steps, 0.7 for don't-steps). make_things_up uses 0.5: a missed guess also hides
+    # that find_out applied (cross-validated on test4-test9).
+    learned_threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
     # Don't-step: a classifier finding is dropped when a pattern quoted good behaviour (empathy,
     # an apology, ...) in the same sentence ("I understand how frustrating that must be").
     yields_to_quotes: bool = False

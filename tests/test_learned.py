@@ -73,9 +73,16 @@ def test_dont_steps_need_a_higher_probability():
 def test_not_applicable_and_check_only_steps_are_left_alone():
     base = verdicts_for("Please take a seat.")
     assert base["set_boundary"].verdict == "not_applicable"
-    out = learned.combine(RUBRIC, base, scores(set_boundary=0.99, use_name=0.99, lose_cool=0.99))
+    out = learned.combine(RUBRIC, base, scores(set_boundary=0.99, use_name=0.99, say_i_dont_know=0.99))
     assert out["set_boundary"].verdict == "not_applicable"
-    assert out["use_name"] == base["use_name"] and out["lose_cool"] == base["lose_cool"]
+    assert out["use_name"] == base["use_name"] and out["say_i_dont_know"] == base["say_i_dont_know"]
+
+
+def test_a_step_may_set_its_own_threshold():
+    base = verdicts_for("He's next, tops ten minutes.")
+    assert RUBRIC.step("make_things_up").learned_threshold == 0.5
+    assert learned.combine(RUBRIC, base, scores(make_things_up=0.55))["make_things_up"].verdict == "violated"
+    assert learned.combine(RUBRIC, base, scores(dismiss_feelings=0.55))["dismiss_feelings"].verdict == "ok"
 
 
 def test_no_do_step_is_added_to_a_reply_that_violates_a_dont_step():
@@ -95,7 +102,7 @@ def test_a_learned_guess_makes_finding_out_apply():
 
 def test_the_shipped_model_matches_the_rubric_and_never_saw_the_held_out_file():
     model = learned.load(learned.model_path(RUBRIC), RUBRIC)
-    assert "test9.jsonl" not in model.trained_on
+    assert "test10.jsonl" not in model.trained_on
     assert {"train.jsonl", "dev.jsonl"} <= set(model.trained_on)
     expected = {s.id for s in RUBRIC.turn_steps() if s.learned}
     assert set(model.steps) == expected
