@@ -170,3 +170,9 @@ def test_a_quoted_kind_word_in_the_same_sentence_overrules_a_learned_dismissal()
     out = learned.combine(RUBRIC, base, scores_)
     assert out["dismiss_feelings"].verdict == "ok"  # yields_to_quotes
     assert out["make_things_up"].verdict == "violated"  # a guess can sit next to kind words
+
+
+def test_titles_and_decimals_do_not_end_a_sentence():
+    assert learned.sentences("I'm so sorry, Mr. Carter. Dr. Hale has a 3.40 slot.") == [
+        "I'm so sorry, Mr. Carter.", "Dr. Hale has a 3.40 slot."
+    ]  # fmt: skip
