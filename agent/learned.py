@@ -35,6 +35,7 @@ from agent.rubrics import Rubric
 BOUNDARY = re.compile(r"(?<=[.!?])\s+|\n+")
 PROTECTED_DOT = "\u2024"
 MIN_SENTENCE_WORDS = 2
+MIN_REPLY_WORDS = 2
 L2 = 1.0
 # Probability needed to add a finding, chosen by cross-validation on the tuning files (the test3
 # fold and two halves of test4, each scored by a model that never saw it): 0.5 / 0.6 / 0.7 for
@@ -207,7 +208,13 @@ class ReplyScores(BaseModel):
 
 
 def score_reply(model: LearnedModel, encoder: embed.Encoder, reply: str) -> ReplyScores:
-    """Score the reply (the verdict) and each sentence on its own (which one to quote as evidence)."""
+    """Score the reply (the verdict) and each sentence on its own (which one to quote as evidence).
+
+    A one-word reply ("Hello.", "Okay.") gets no scores: no gold reply is that short, and the
+    classifiers, which learnt that curt replies are often rude, called "Hello." losing one's cool.
+    """
+    if len(reply.split()) < MIN_REPLY_WORDS:
+        return ReplyScores(probability={}, sentence={})
     parts = sentences(reply)
     vectors = encoder.encode(reply_texts(reply))
     whole = features_of(vectors)[None, :]

@@ -119,9 +119,9 @@ def test_cli_text_shows_the_table_and_confusion(tmp_path, capsys):
 
 
 def test_the_gold_files_are_valid_and_cover_every_turn_step_in_both_polarities():
-    splits = ("train", "dev", "test", "test2", "test3", "test4", "test5", "test6")
+    splits = ("train", "dev", "test", *(f"test{i}" for i in range(2, 11)))
     rows = [e for split in splits for e in load_examples(GOLD / f"{split}.jsonl", RUBRIC)]
-    assert len(rows) >= 850
+    assert len(rows) >= 1400
     assert len({e.id for e in rows}) == len(rows)
     for step in RUBRIC.turn_steps():
         seen = {e.labels[step.id] for e in rows if step.id in e.labels}
@@ -130,38 +130,45 @@ def test_the_gold_files_are_valid_and_cover_every_turn_step_in_both_polarities()
     assert len({e.situation for e in rows}) == 9
 
 
-# Measured once each; see tests/data/gold/README.md for the protocol and the figures.
+# Measured on files no grader had seen; see tests/data/gold/README.md for the protocol and every round.
 HELD_OUT_SHORTFALL = (
-    "not met on the sixth held-out set (test6, 138 replies, scored once with the grader frozen in commit "
-    "7c83cae): macro kappa 0.732, macro accuracy 0.916; below 0.90 accuracy: find_out 0.69, "
-    "ask_questions 0.80, summarize 0.86, argue_back 0.87, empathize 0.89 "
-    "(test5: 0.740 / 0.922; test4: 0.719 / 0.905; test3, checks only: 0.714 / 0.904)"
+    "half met on the tenth held-out set (test10, 139 replies; the shipped model never saw it): macro kappa "
+    "0.854 >= 0.80, but find_out 0.891 and argue_back 0.893 are below 0.90 accuracy "
+    "(earlier rounds, each scored once: test9 0.854 with find_out 0.898; test8 0.812; test7 0.806; "
+    "test6 0.732)"
 )
 
 
 @pytest.mark.xfail(strict=True, reason=HELD_OUT_SHORTFALL)
 def test_held_out_gold_split_meets_the_issue_targets():
-    """Issue 4's targets on the newest held-out file, scored once by a grader that never saw it.
+    """Issue 4's targets on the newest held-out file (the shipped model was trained on train..test9).
 
     Strict xfail: the figures are below target today, and this starts failing (XPASS) the day a
     grader change meets them, so the marker cannot outlive the shortfall.
     """
-    report = calibrate.calibrate(GOLD / "test6.jsonl", RUBRIC)
-    assert report.examples == 138
+    report = calibrate.calibrate(GOLD / "test10.jsonl", RUBRIC)
+    assert report.examples == 139
     assert report.macro_kappa is not None and report.macro_kappa >= 0.80
     for step_id, score in report.steps.items():
         assert score.accuracy >= 0.90, (step_id, score.accuracy)
 
 
-def test_the_learned_part_adds_agreement_on_held_out_replies():
-    """On test6 (scored once, before it was used for anything) checks + classifier beat the checks alone.
+def test_macro_kappa_target_holds_on_the_held_out_file():
+    """The half of the target that is met: macro kappa >= 0.80 on test10 (measured 0.854)."""
+    report = calibrate.calibrate(GOLD / "test10.jsonl", RUBRIC)
+    assert report.macro_kappa is not None and report.macro_kappa >= 0.80
+    assert report.macro_accuracy is not None and report.macro_accuracy >= 0.95
 
-    Measured: macro kappa 0.732 vs 0.639, macro accuracy 0.916 vs 0.890. A change that loses the
+
+def test_the_learned_part_adds_agreement_on_held_out_replies():
+    """On test10, which the shipped classifier never saw, checks + classifier beat the checks alone.
+
+    Measured: macro kappa 0.854 vs 0.672, macro accuracy 0.957 vs 0.907. A change that loses the
     learned part's gain (a broken encoder, a model file that stops loading) fails here.
     """
-    both = calibrate.calibrate(GOLD / "test6.jsonl", RUBRIC)
-    checks_only = calibrate.calibrate(GOLD / "test6.jsonl", RUBRIC, use_learned=False)
+    both = calibrate.calibrate(GOLD / "test10.jsonl", RUBRIC)
+    checks_only = calibrate.calibrate(GOLD / "test10.jsonl", RUBRIC, use_learned=False)
     assert both.macro_kappa is not None and checks_only.macro_kappa is not None
-    assert both.macro_kappa >= checks_only.macro_kappa + 0.05
+    assert both.macro_kappa >= checks_only.macro_kappa + 0.10
     assert both.macro_accuracy is not None and checks_only.macro_accuracy is not None
     assert both.macro_accuracy > checks_only.macro_accuracy

@@ -176,3 +176,8 @@ def test_titles_and_decimals_do_not_end_a_sentence():
     assert learned.sentences("I'm so sorry, Mr. Carter. Dr. Hale has a 3.40 slot.") == [
         "I'm so sorry, Mr. Carter.", "Dr. Hale has a 3.40 slot."
     ]  # fmt: skip
+
+
+def test_one_word_replies_are_left_to_the_checks():
+    for reply in ("Hello.", "Okay."):
+        assert grade_fast(RUBRIC, reply).labels() == grade_fast(RUBRIC, reply, use_learned=False).labels()
