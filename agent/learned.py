@@ -3,14 +3,15 @@
 Why: phrase patterns (:mod:`agent.checks`) are exact and quotable but only know the phrasings they
 were written from; on held-out replies they missed empathy, reassurance, summaries and offers said
 in new words (tests/data/gold/README.md). A classifier over MiniLM sentence vectors
-(:mod:`agent.embed`) recognises paraphrases. It is trained on the team's hand-labelled gold
-replies plus the rubric's own good/bad examples, and stored next to the rubric it serves
+(:mod:`agent.embed`) recognises paraphrases. It is trained on the team's labelled gold replies plus
+the rubric's own good/bad examples, and stored next to the rubric it serves
 (``rubrics/<id>.learned.json``) so a trainer can retrain it with ``python -m agent learn``.
 
-How it is applied (see :func:`agent.grader.grade_fast`): each sentence of the reply is scored on
-its own and the reply's score is the highest sentence score. So adding a sentence can only add
-evidence of what that sentence itself says, and the evidence quoted for a learned verdict is the
-sentence that scored highest. The trainee's text is only ever embedded and scored, never obeyed.
+How it is applied (see :func:`agent.grader.grade_fast` and :func:`combine`): the reply's vector and
+the element-wise maximum over its sentences' vectors go into each step's classifier; a finding is
+only ever *added* where the patterns found nothing, and the sentence that scores highest on its own
+is quoted as the evidence. The trainee's text is only ever embedded and scored, never obeyed; the
+20 injection replies of tests/test_grader.py leave every verdict as it was.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 class StepClassifier(BaseModel):
-    """Logistic regression on one sentence vector: ``p = sigmoid(w . x + b)``."""
+    """Logistic regression on a reply's features (:func:`features_of`): ``p = sigmoid(w . x + b)``."""
 
     weights: list[float]
     bias: float
@@ -134,7 +135,7 @@ def rubric_examples(rubric: Rubric) -> list[TrainingRow]:
 def fit(
     rubric: Rubric,
     rows: Sequence[TrainingRow],
-    encoder: embed.Encoder,
+    encoder: embed.TextEncoder,
     *,
     trained_on: Iterable[str] = (),
     l2: float = L2,
@@ -181,13 +182,13 @@ def features_of(vectors: np.ndarray) -> np.ndarray:
     return np.concatenate([vectors[0], pooled])
 
 
-def reply_texts(reply: str) -> list[str]:
+def reply_texts(reply: str, parts: list[str] | None = None) -> list[str]:
     """What gets embedded for a reply: the reply itself, then its sentences when it has several."""
-    parts = sentences(reply)
+    parts = sentences(reply) if parts is None else parts
     return [reply] + (parts if len(parts) > 1 else [])
 
 
-def encode_all(encoder: embed.Encoder, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+def encode_all(encoder: embed.TextEncoder, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
     """One feature row per reply (see :func:`features_of`)."""
     iterator: Iterable[str] = texts
     if progress:
@@ -207,7 +208,7 @@ class ReplyScores(BaseModel):
     sentence: dict[str, str]
 
 
-def score_reply(model: LearnedModel, encoder: embed.Encoder, reply: str) -> ReplyScores:
+def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str) -> ReplyScores:
     """Score the reply (the verdict) and each sentence on its own (which one to quote as evidence).
 
     A one-word reply ("Hello.", "Okay.") gets no scores: no gold reply is that short, and the
@@ -216,7 +217,7 @@ def score_reply(model: LearnedModel, encoder: embed.Encoder, reply: str) -> Repl
     if len(reply.split()) < MIN_REPLY_WORDS:
         return ReplyScores(probability={}, sentence={})
     parts = sentences(reply)
-    vectors = encoder.encode(reply_texts(reply))
+    vectors = encoder.encode(reply_texts(reply, parts))
     whole = features_of(vectors)[None, :]
     per_sentence = np.hstack([vectors[1:], vectors[1:]]) if len(vectors) > 1 else whole
     probability: dict[str, float] = {}
@@ -368,6 +369,20 @@ def component_for(rubric: Rubric) -> Component:
         return _components[key]
 
 
+class MemoEncoder:
+    """An encoder that remembers each text's vector: cross-validation embeds the same replies per fold."""
+
+    def __init__(self, encoder: embed.TextEncoder) -> None:
+        self.encoder = encoder
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            self.vectors.update(zip(missing, self.encoder.encode(missing), strict=True))
+        return np.vstack([self.vectors[t] for t in texts]).reshape(len(texts), embed.DIMENSIONS)
+
+
 class Fold(BaseModel):
     held_out: str
     checks_kappa: float
@@ -379,14 +394,18 @@ class Fold(BaseModel):
 def cross_validate(
     rubric: Rubric,
     files: Sequence[str],
-    encoder: embed.Encoder,
+    encoder: embed.TextEncoder,
     *,
     l2: float = L2,
     extra: Sequence[TrainingRow] = (),
 ) -> list[Fold]:
-    """Leave each file out in turn: train on the others, score the left-out file with and without."""
+    """Leave each file out in turn: train on the others, score the left-out file with and without.
+
+    Every text is embedded once (the folds share :class:`MemoEncoder`), not once per fold.
+    """
     from agent import calibrate
 
+    encoder = MemoEncoder(encoder)
     folds = []
     for held_out in files:
         rows = [TrainingRow(text=e.reply, labels=e.labels) for f in files if f != held_out

@@ -181,3 +181,31 @@ def test_titles_and_decimals_do_not_end_a_sentence():
 def test_one_word_replies_are_left_to_the_checks():
     for reply in ("Hello.", "Okay."):
         assert grade_fast(RUBRIC, reply).labels() == grade_fast(RUBRIC, reply, use_learned=False).labels()
+
+
+def test_learn_cli_cross_validates_leaving_each_file_out(tmp_path):
+    out = tmp_path / "cv.learned.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "learn", str(GOLD / "dev.jsonl"), str(GOLD / "test.jsonl"), "--cv",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("dev.jsonl", "test.jsonl"))]
+    assert [r[0] for r in rows] == ["dev.jsonl", "test.jsonl"]
+    assert all(0.0 <= float(value) <= 1.0 for r in rows for value in r[1:5])
+    assert learned.load(out, RUBRIC).trained_on == ["dev.jsonl", "test.jsonl"]
+
+
+def test_memo_encoder_embeds_each_text_once():
+    calls: list[list[str]] = []
+
+    class Counting:
+        def encode(self, texts: list[str]) -> np.ndarray:
+            calls.append(list(texts))
+            return np.ones((len(texts), 384), dtype=np.float32)
+
+    memo = learned.MemoEncoder(Counting())
+    assert memo.encode(["a", "b", "a"]).shape == (3, 384)
+    assert memo.encode(["b", "c"]).shape == (2, 384)
+    assert calls == [["a", "b"], ["c"]]
