@@ -156,9 +156,9 @@ class ModelSupervisor:
         from agent import learned, runtime
         from agent.rubrics import load_rubric
 
-        # Load the grader's sentence encoder now (~0.5 s, verified by sha256), not on the first turn.
-        learned.component_for(load_rubric())
         try:
+            # Load the grader's sentence encoder now (~0.5 s, verified by sha256), not on the first turn.
+            learned.component_for(load_rubric())
             if self.server is None:
                 spec = runtime.MODELS.get(self.base.model or "default")
                 if spec is not None:
