@@ -1,4 +1,4 @@
-"""Build train/dev/test (+ test2..test10) JSONL (design.md calibration format) from the hand-written source.txt.
+"""Build train/dev/test (+ test2..test11) JSONL (design.md calibration format) from the hand-written source.txt.
 
 Run from the repository root: ``.venv/bin/python tests/data/gold/build.py``. The split is fixed
 (seeded shuffle within each situation, 60/20/20) so that every situation appears in every split
@@ -142,6 +142,8 @@ def main() -> None:
     splits["test9"] = parse(HERE / "source_test9.txt", prefix="t9-")
     # A tenth held-out set, written before the grader's next revision was scored (README.md).
     splits["test10"] = parse(HERE / "source_test10.txt", prefix="t10-")
+    # An eleventh held-out set, written before the grader's next revision was scored (README.md).
+    splits["test11"] = parse(HERE / "source_test11.txt", prefix="t11-")
     for name, rows in splits.items():
         with (HERE / f"{name}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
