@@ -102,7 +102,7 @@ def test_a_learned_guess_makes_finding_out_apply():
 
 def test_the_shipped_model_matches_the_rubric_and_never_saw_the_held_out_file():
     model = learned.load(learned.model_path(RUBRIC), RUBRIC)
-    assert "test10.jsonl" not in model.trained_on
+    assert "test11.jsonl" not in model.trained_on
     assert {"train.jsonl", "dev.jsonl"} <= set(model.trained_on)
     expected = {s.id for s in RUBRIC.turn_steps() if s.learned}
     assert set(model.steps) == expected
