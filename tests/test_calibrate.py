@@ -119,9 +119,9 @@ def test_cli_text_shows_the_table_and_confusion(tmp_path, capsys):
 
 
 def test_the_gold_files_are_valid_and_cover_every_turn_step_in_both_polarities():
-    splits = ("train", "dev", "test", *(f"test{i}" for i in range(2, 11)))
+    splits = ("train", "dev", "test", *(f"test{i}" for i in range(2, 12)))
     rows = [e for split in splits for e in load_examples(GOLD / f"{split}.jsonl", RUBRIC)]
-    assert len(rows) >= 1400
+    assert len(rows) >= 1540
     assert len({e.id for e in rows}) == len(rows)
     for step in RUBRIC.turn_steps():
         seen = {e.labels[step.id] for e in rows if step.id in e.labels}
@@ -131,43 +131,30 @@ def test_the_gold_files_are_valid_and_cover_every_turn_step_in_both_polarities()
 
 
 # Measured on files no grader had seen; see tests/data/gold/README.md for the protocol and every round.
-HELD_OUT_SHORTFALL = (
-    "half met on the tenth held-out set (test10, 139 replies; the shipped model never saw it): macro kappa "
-    "0.854 >= 0.80, but find_out 0.891 and argue_back 0.893 are below 0.90 accuracy "
-    "(earlier rounds, each scored once: test9 0.854 with find_out 0.898; test8 0.812; test7 0.806; "
-    "test6 0.732)"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=HELD_OUT_SHORTFALL)
 def test_held_out_gold_split_meets_the_issue_targets():
-    """Issue 4's targets on the newest held-out file (the shipped model was trained on train..test9).
+    """Issue 4's targets on the newest held-out file, test11 (the shipped model was trained on train..test10).
 
-    Strict xfail: the figures are below target today, and this starts failing (XPASS) the day a
-    grader change meets them, so the marker cannot outlive the shortfall.
+    Scored once, with the grader committed before the file was read (a5d9102): macro kappa 0.868,
+    macro accuracy 0.963, every step >= 0.90 (lowest: argue_back 0.902, find_out 0.909). The margins
+    are thin: the three files before it each missed the per-step target by one or two steps.
     """
-    report = calibrate.calibrate(GOLD / "test10.jsonl", RUBRIC)
-    assert report.examples == 139
+    report = calibrate.calibrate(GOLD / "test11.jsonl", RUBRIC)
+    assert report.examples == 136
     assert report.macro_kappa is not None and report.macro_kappa >= 0.80
     for step_id, score in report.steps.items():
         assert score.accuracy >= 0.90, (step_id, score.accuracy)
 
 
-def test_macro_kappa_target_holds_on_the_held_out_file():
-    """The half of the target that is met: macro kappa >= 0.80 on test10 (measured 0.854)."""
-    report = calibrate.calibrate(GOLD / "test10.jsonl", RUBRIC)
-    assert report.macro_kappa is not None and report.macro_kappa >= 0.80
-    assert report.macro_accuracy is not None and report.macro_accuracy >= 0.95
-
-
 def test_the_learned_part_adds_agreement_on_held_out_replies():
-    """On test10, which the shipped classifier never saw, checks + classifier beat the checks alone.
+    """On test11, which the shipped classifier never saw, checks + classifier beat the checks alone.
 
-    Measured: macro kappa 0.854 vs 0.672, macro accuracy 0.957 vs 0.907. A change that loses the
+    Measured: macro kappa 0.868 vs 0.699, macro accuracy 0.963 vs 0.914. A change that loses the
     learned part's gain (a broken encoder, a model file that stops loading) fails here.
     """
-    both = calibrate.calibrate(GOLD / "test10.jsonl", RUBRIC)
-    checks_only = calibrate.calibrate(GOLD / "test10.jsonl", RUBRIC, use_learned=False)
+    both = calibrate.calibrate(GOLD / "test11.jsonl", RUBRIC)
+    checks_only = calibrate.calibrate(GOLD / "test11.jsonl", RUBRIC, use_learned=False)
     assert both.macro_kappa is not None and checks_only.macro_kappa is not None
     assert both.macro_kappa >= checks_only.macro_kappa + 0.10
     assert both.macro_accuracy is not None and checks_only.macro_accuracy is not None
