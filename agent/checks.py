@@ -185,6 +185,11 @@ def judge_step(step: Step, text: Normalized, context: TurnContext, met: set[str]
     return StepVerdict(step_id=step.id, verdict="not_applicable", confidence=CONFIDENCE_NOT_APPLICABLE)
 
 
+def first_violated(verdicts: dict[str, StepVerdict], step_ids: Iterable[str]) -> str | None:
+    """The first of ``step_ids`` whose verdict is ``violated``, if any."""
+    return next((s for s in step_ids if s in verdicts and verdicts[s].verdict == "violated"), None)
+
+
 def apply_after_violations(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> dict[str, StepVerdict]:
     """A do-step with ``applies_after`` applies once one of those don't-steps is violated.
 
@@ -195,11 +200,10 @@ def apply_after_violations(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> 
         current = verdicts.get(step.id)
         if current is None or current.verdict != "not_applicable" or not step.applies_after:
             continue
-        cause = next((verdicts[s] for s in step.applies_after if s in verdicts and verdicts[s].verdict == "violated"),
-                     None)  # fmt: skip
+        cause = first_violated(verdicts, step.applies_after)
         if cause is not None:
             verdicts[step.id] = StepVerdict(step_id=step.id, verdict="missed", confidence=CONFIDENCE_ABSENT,
-                                            source=cause.source)  # fmt: skip
+                                            source=verdicts[cause].source)  # fmt: skip
     return verdicts
 
 
@@ -213,7 +217,7 @@ def apply_voids(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> dict[str, S
         current = verdicts.get(step.id)
         if current is None or current.verdict != "demonstrated" or not step.void_if:
             continue
-        cause = next((s for s in step.void_if if s in verdicts and verdicts[s].verdict == "violated"), None)
+        cause = first_violated(verdicts, step.void_if)
         if cause is not None:
             verdicts[step.id] = StepVerdict(step_id=step.id, verdict="missed", confidence=CONFIDENCE_ABSENT,
                                             evidence=f"rhetorical: the reply also violates {cause}",

@@ -177,12 +177,3 @@ def describe() -> str:
         return f"{PACKAGE} at {directory} (sha256_ok: {str(ok).lower()})"
     except EncoderUnavailable as exc:
         return str(exc)
-
-
-def available() -> bool:
-    """Whether the encoder can load here (package installed, weights verify)."""
-    try:
-        shared_encoder()
-    except EncoderUnavailable:
-        return False
-    return True

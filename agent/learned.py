@@ -23,6 +23,7 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,13 @@ class StepClassifier(BaseModel):
     positives: int
     negatives: int
 
+    @cached_property
+    def _weights(self) -> np.ndarray:
+        """The weights as an array once, not once per scored reply (twice per step per turn)."""
+        return np.asarray(self.weights, dtype=np.float32)
+
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(vectors @ np.asarray(self.weights, dtype=np.float32) + self.bias)))
+        return 1.0 / (1.0 + np.exp(-(vectors @ self._weights + self.bias)))
 
 
 class LearnedModel(BaseModel):
@@ -119,6 +125,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, iterations: int =
 class TrainingRow(BaseModel):
     text: str
     labels: dict[str, str]
+
+
+def rows_from(paths: Iterable[str | Path], rubric: Rubric) -> list[TrainingRow]:
+    """Every labelled reply of these calibration files, validated against ``rubric``."""
+    from agent.calibrate import load_examples
+
+    return [TrainingRow(text=e.reply, labels=e.labels) for path in paths for e in load_examples(path, rubric)]
 
 
 def rubric_examples(rubric: Rubric) -> list[TrainingRow]:
@@ -408,8 +421,7 @@ def cross_validate(
     encoder = MemoEncoder(encoder)
     folds = []
     for held_out in files:
-        rows = [TrainingRow(text=e.reply, labels=e.labels) for f in files if f != held_out
-                for e in calibrate.load_examples(f, rubric)]  # fmt: skip
+        rows = rows_from([f for f in files if f != held_out], rubric)
         model = fit(rubric, [*rows, *extra], encoder, l2=l2)
         reports = []
         for use in (False, True):

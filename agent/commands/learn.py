@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from agent import embed, learned
-from agent.calibrate import load_examples
 from agent.rubrics import load_rubric
 
 
@@ -33,10 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_learn)
 
 
-def _rows(paths: list[str], rubric) -> list[learned.TrainingRow]:
-    return [learned.TrainingRow(text=e.reply, labels=e.labels) for p in paths for e in load_examples(p, rubric)]
-
-
 def cmd_learn(args: argparse.Namespace) -> int:
     rubric = load_rubric(args.rubric)
     encoder = embed.shared_encoder()
@@ -50,7 +45,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
             print(f"{Path(fold.held_out).name:<28} {fold.checks_kappa:>13.3f} {fold.learned_kappa:>15.3f} "
                   f"{fold.checks_accuracy:>11.3f} {fold.learned_accuracy:>13.3f}")  # fmt: skip
         print("(a file the patterns were tuned on flatters the checks column)\n")
-    rows = _rows(args.files, rubric) + extra
+    rows = learned.rows_from(args.files, rubric) + extra
     model = learned.fit(rubric, rows, encoder, trained_on=[Path(f).name for f in args.files], l2=args.l2,
                         progress=sys.stderr.isatty())  # fmt: skip
     out = Path(args.out) if args.out else learned.model_path(rubric)
