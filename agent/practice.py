@@ -13,6 +13,7 @@ when the grade arrives.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -30,7 +31,8 @@ from agent.session import Session
 from agent.simulate import SCRIPTED, simulate
 from agent.store import NewSession, SessionRecord, Store, StoreError, TurnRecord
 
-Stage = Literal["ready", "saved", "typing", "answered", "graded", "ended", "failed"]
+log = logging.getLogger(__name__)
+Stage = Literal["ready", "saved", "typing", "answered", "tipped", "graded", "ended", "failed"]
 
 
 class TurnUpdate(BaseModel):
@@ -204,7 +206,7 @@ class Practice:
     """Start, play, retry, branch, resume and end practice sessions; everything goes to the store.
 
     The turn loop follows design.md: checks (milliseconds) -> mood update -> the patient's reply
-    streamed -> the model-written tip. State between turns is *only* what the store holds
+    streamed -> the model-written tip, then the better phrasing. State between turns is *only* what the store holds
     (transcript, last mood), so a session continues the same way after an app restart, after a
     failed turn, or from an earlier turn on a new branch.
     """
@@ -224,6 +226,7 @@ class Practice:
         self.seed = seed
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._warming: threading.Thread | None = None
 
     # -- personas and rubric ------------------------------------------------------------------
 
@@ -249,6 +252,26 @@ class Practice:
         finally:
             lock.release()
 
+    def _warm_grader(self, live: Session) -> None:
+        """While the trainee reads and types, let the local model read the next tip prompt's
+        known front (:meth:`Session.warm_grader`), so the tip comes sooner after "send".
+
+        In the background and at most one at a time; it never delays or fails a turn.
+        """
+        if not self.model.base.capabilities.warm_prompt_cache or live.ending is not None:
+            return
+        if self._warming is not None and self._warming.is_alive():
+            return
+
+        def warm() -> None:
+            try:
+                live.warm_grader(self.model.settings())
+            except Exception as exc:  # the model is not ready: the tip will read the whole prompt
+                log.info("grader warm-up skipped: %s", exc)
+
+        self._warming = threading.Thread(target=warm, name="grader-warm-up", daemon=True)
+        self._warming.start()
+
     def snapshot(self, session_id: str, stage: Stage = "ready", **extra: Any) -> TurnUpdate:
         return TurnUpdate(
             stage=stage, session=self.store.get_session(session_id), turns=self.store.turns(session_id), **extra
@@ -267,6 +290,7 @@ class Practice:
                 initial_mood=moods.initial(persona),
             )
         )
+        self._warm_grader(self._session(record.id))
         return self.snapshot(record.id)
 
     def _current_mood(self, session_id: str) -> moods.Mood:
@@ -328,6 +352,10 @@ class Practice:
                     self.store.complete_turn(turn.id, patient_reply=event.text, mood_after=event.mood,
                                              grade=event.grade)  # fmt: skip
                     yield self.snapshot(session_id, "answered")
+                elif event.kind == "tipped":
+                    self.store.set_grade(turn.id, event.grade)
+                    self.store.set_mood_after(turn.id, event.mood)
+                    yield self.snapshot(session_id, "tipped")
                 elif event.kind == "graded":
                     self.store.set_grade(turn.id, event.grade)
                     self.store.set_mood_after(turn.id, event.mood)
@@ -338,6 +366,7 @@ class Practice:
                     return
             if graded:
                 yield self.snapshot(session_id, "graded")
+            self._warm_grader(live)
         except Exception as exc:  # the model failed: the words are saved, the page offers a retry
             message = describe_error(exc)
             if self.store.get_turn(turn.id).status != "complete":

@@ -5,7 +5,8 @@ arrive, and the feedback panel filled in later. :meth:`Session.stream_turn` yiel
 :class:`TurnEvent` s in order:
 
 ``checked`` (fast verdicts + new mood, milliseconds) -> ``delta`` (patient text, sentence by
-sentence) -> ``answered`` (the whole line, mood, fast grade) -> ``graded`` (LLM tip, only with
+sentence) -> ``answered`` (the whole line, mood, fast grade) -> ``tipped`` (the model's tip, while
+it still writes the better phrasing) -> ``graded`` (tip and better phrasing; these two only with
 ``grade_with_llm``; may refine the mood) -> ``ended`` (when the mood reaches an ending).
 
 The patient never waits for the LLM grade: it is asked for after the patient has answered.
@@ -33,7 +34,7 @@ from agent.personas import Persona
 from agent.rubrics import Rubric, load_rubric
 from agent.transcript import Transcript
 
-EventKind = Literal["checked", "delta", "answered", "graded", "ended"]
+EventKind = Literal["checked", "delta", "answered", "tipped", "graded", "ended"]
 
 
 class SessionError(RuntimeError):
@@ -136,11 +137,19 @@ class Session:
     def outcome(self) -> Ending | None:
         return self.ending
 
-    def context(self, mood: Mood | None = None) -> TurnContext:
-        """What the checks need: the persona's name and channel, and the conversation so far."""
+    def context(self, mood: Mood | None = None, *, before_last_reply: bool = False) -> TurnContext:
+        """What the checks need: the persona's name and channel, and the conversation so far.
+
+        ``before_last_reply``: the conversation as the trainee saw it when writing the last
+        reply, i.e. without that reply and the patient's answer to it. The tip is graded
+        after the patient answered, but must coach the reply against the line it answered.
+        """
         mood = mood or self.mood
         history = self.transcript.messages
-        if history and history[-1].role == "trainee":
+        if before_last_reply:
+            last = max((i for i, m in enumerate(history) if m.role == "trainee"), default=len(history))
+            history = history[:last]
+        elif history and history[-1].role == "trainee":
             history = history[:-1]
         return TurnContext(
             persona_name=self.persona.name,
@@ -148,8 +157,6 @@ class Session:
             patient_abusive=self.persona.abusive and mood.anger >= 6,
             history=[m.model_copy() for m in history],
         )
-
-    # -- the turn loop ------------------------------------------------------------------------
 
     def stream_turn(self, trainee_text: str, settings: LLMSettings | None = None) -> Iterator[TurnEvent]:
         """Play one trainee turn, yielding events as they happen (see the module docstring)."""
@@ -206,28 +213,44 @@ class Session:
             turn.grade = grader.TurnGrade(verdicts=turn.verdicts)
         yield TurnEvent(kind="answered", text=reply, mood=turn.mood_after, grade=turn.grade, verdicts=turn.verdicts)
         if self.grade_with_llm and grader is not None:
-            yield self._llm_grade(grader, settings)
+            yield from self._llm_grade(grader, settings)
         if ending_kind is not None:
             turn.ending = self.ending = Ending(
                 kind=ending_kind, reason=ending_reason(ending_kind, self.mood, self.persona)
             )
             yield TurnEvent(kind="ended", ending=self.ending, mood=self.mood)
 
-    def _llm_grade(self, grader: Any, settings: LLMSettings | None) -> TurnEvent:
+    def _llm_grade(self, grader: Any, settings: LLMSettings | None) -> Iterator[TurnEvent]:
         """The slow grade (tip, better phrasing, judged verdicts) after the patient answered.
 
-        If the judged verdicts differ from the checks', this turn's mood is recomputed from them
-        (the rule is pure), so the refined mood is the one the next turn starts from.
+        ``tipped`` as soon as the tip is written, ``graded`` when the better phrasing is too. If
+        the grade's verdicts differ from the checks' (the classifier found more, or a large model
+        judged), this turn's mood is recomputed from them (the rule is pure), so the refined mood
+        is the one the next turn starts from.
         """
         turn = self.turns[-1]
-        grade = grader.grade(self.rubric, turn.trainee, self.context(turn.mood_before), settings,
-                             situation=self.persona.situation, judge=True)  # fmt: skip
-        turn.grade = grade
-        labels = {k: v.verdict for k, v in grade.verdicts.items()}
-        if labels != {k: v.verdict for k, v in turn.verdicts.items()}:
-            turn.mood_after = mood_rules.update(turn.mood_before, labels, self.persona, turn.trainee)
-            self.moods[-1] = turn.mood_after
-        return TurnEvent(kind="graded", grade=grade, mood=turn.mood_after)
+        context = self.context(turn.mood_before, before_last_reply=True)
+        stages = grader.stream_grade(self.rubric, turn.trainee, context, settings,
+                                     situation=self.persona.situation, judge=True)  # fmt: skip
+        for grade in stages:
+            if grade.tip is None:
+                continue  # verdicts only: already shown with the patient's answer
+            turn.grade = grade
+            labels = {k: v.verdict for k, v in grade.verdicts.items()}
+            if labels != {k: v.verdict for k, v in turn.verdicts.items()}:
+                turn.mood_after = mood_rules.update(turn.mood_before, labels, self.persona, turn.trainee)
+                self.moods[-1] = turn.mood_after
+            kind = "graded" if grade.advice_ms is not None else "tipped"
+            yield TurnEvent(kind=kind, grade=grade, mood=turn.mood_after)
+
+    def warm_grader(self, settings: LLMSettings | None = None) -> bool:
+        """Let a local model read the next tip prompt's known front (situation, the patient's last
+        line) while the trainee types; see :func:`agent.grader.warm_tip_prompt`."""
+        grader = _grader()
+        if not self.grade_with_llm or grader is None or self.ending is not None:
+            return False
+        settings = settings or self.settings or LLMSettings.from_env()
+        return grader.warm_tip_prompt(self.context(self.mood), settings, situation=self.persona.situation)
 
     # -- persistence ------------------------------------------------------------------------
 

@@ -151,6 +151,8 @@ def feedback_markdown(
         lines += ["", f"**Tip:** {grade['tip']}"]
     if grade.get("better_phrasing"):
         lines += ["", f"**Try saying:** _{grade['better_phrasing']}_"]
+    elif grading and grade.get("tip"):
+        lines += ["", "_Better phrasing on the way…_"]
     elif grading and shown:
         lines += ["", "_Tip and better phrasing on the way…_"]
     return "\n".join(lines)

@@ -91,7 +91,7 @@ def practice_view(practice: Practice, update: TurnUpdate, *, status: str | None 
     titles = _step_titles()
     ended = update.session.ended
     failed = update.stage == "failed" or (update.last is not None and update.last.status == "failed")
-    grading = update.stage in ("answered", "typing", "saved")
+    grading = update.stage in ("answered", "tipped", "typing", "saved")
     feedback = "\n\n---\n\n".join(
         ui.feedback_markdown(turn, step_titles=titles, grading=grading and turn is update.last)
         for turn in reversed(update.turns)
@@ -107,6 +107,8 @@ def practice_view(practice: Practice, update: TurnUpdate, *, status: str | None 
             status = "The patient is answering…"
         elif update.stage == "answered":
             status = "Grading your reply…"
+        elif update.stage == "tipped":
+            status = "Writing a better phrasing…"
         else:
             status = ""
     chat = ui.chat_messages(update.session.opening, update.turns, streaming=update.streaming)

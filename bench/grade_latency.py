@@ -1,13 +1,23 @@
 """Per-turn grading latency on the embedded model: median time until all verdicts, until the tip.
 
-Usage: ``.venv/bin/python bench/grade_latency.py [--n 8] [--model default] [--file tests/data/gold/dev.jsonl]``
+Usage: ``.venv/bin/python bench/grade_latency.py [--n 14] [--model default] [--app-turns 4] [--show]``
 
-Starts the embedded llama.cpp server (agent.runtime.EmbeddedServer), warms it with one call, then
-grades ``--n`` replies from a calibration file with :func:`agent.grader.grade`. Prints the median
-and max of: verdicts (the checks + the learned classifier, what the patient's mood update waits
-for; also split into checks alone and the learned part, and the one-off encoder load) and tip (the one model
-call for tip + better phrasing, what the feedback panel waits for). Figures depend on the CPU and
-on whatever else runs on it: the load average is printed alongside.
+Three parts, each printing medians and maxima:
+
+1. **Verdicts** (the checks + the learned classifier: what the patient's mood update waits for),
+   over every reply of ``--file``; also the checks alone, and the one-off encoder load.
+2. **Tip, one reply at a time**: replies from the held-out gold files, one per distinct patient
+   line, so no prompt is in the server's cache by accident. Timed with
+   :func:`agent.grader.stream_grade`: "tip" is when the tip is on screen (its JSON string has
+   closed), "phrasing" when the better phrasing is too. Run twice, each on a fresh server:
+   *cold* (the whole prompt is read after "send") and *warm* (first
+   :func:`agent.grader.warm_tip_prompt`, untimed, which is what the app does while the trainee
+   types).
+3. **In the app** (``--app-turns``): a real :class:`agent.practice.Practice` session on a fresh
+   server and a throwaway SQLite database, scripted trainee lines, a pause between turns for
+   "typing"; per turn the time from the patient's last word to the tip and to the phrasing.
+
+Figures depend on the CPU and whatever else runs on it: the load average is printed alongside.
 """
 
 from __future__ import annotations
@@ -15,58 +25,146 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 from agent import learned
-from agent.calibrate import load_examples
-from agent.grader import grade, grade_fast
+from agent.calibrate import Example, load_examples
+from agent.grader import grade_fast, stream_grade, warm_tip_prompt
 from agent.llm import Backend, LLMSettings
-from agent.rubrics import load_rubric
+from agent.practice import Practice
+from agent.rubrics import Rubric, load_rubric
 from agent.runtime import EmbeddedServer
+from agent.simulate import trainee_lines
+from agent.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
+GOLD = ROOT / "tests/data/gold"
+
+
+def summary(label: str, values_ms: list[float]) -> str:
+    return (f"{label}: median {statistics.median(values_ms) / 1000:4.2f} s, max {max(values_ms) / 1000:4.2f} s "
+            f"({len(values_ms)} replies)")  # fmt: skip
+
+
+def distinct_patient_lines(rubric: Rubric, n: int) -> list[Example]:
+    """One reply per distinct last patient line, from the held-out files (test*.jsonl)."""
+    seen: set[str] = set()
+    picked: list[Example] = []
+    for path in sorted(GOLD.glob("test*.jsonl")):
+        for example in load_examples(path, rubric):
+            line = example.turn_context().last_patient()
+            if line and line not in seen:
+                seen.add(line)
+                picked.append(example)
+    return picked[:n]
+
+
+def bench_verdicts(rubric: Rubric, path: str) -> None:
+    started = time.perf_counter()
+    component = learned.component_for(rubric)
+    print(f"learned component loaded in {time.perf_counter() - started:.2f} s (ready: {component.ready})")
+    examples = load_examples(path, rubric)
+    for use in (False, True):
+        times = [grade_fast(rubric, e.reply, e.turn_context(), use_learned=use).verdicts_ms for e in examples]
+        label = "checks + learned" if use else "checks alone    "
+        print(f"verdicts, {label}: median {statistics.median(times):6.1f} ms, max {max(times):6.1f} ms "
+              f"({len(times)} replies)")  # fmt: skip
+
+
+def bench_tips(
+    rubric: Rubric, examples: list[Example], model: str, warm: bool, show: bool = False
+) -> dict[str, list[float]]:
+    """Tip and phrasing times (from "send": verdicts + model) on a fresh server."""
+    out: dict[str, list[float]] = {"verdicts": [], "tip": [], "phrasing": [], "fallbacks": []}
+    with EmbeddedServer(model=model) as server:
+        settings = LLMSettings(backend=Backend.EMBEDDED, base_url=server.openai_base_url, model=model, timeout=900)
+        # One untimed call so the first timed one does not pay for loading the weights into memory.
+        warm_tip_prompt(examples[0].turn_context().model_copy(update={"history": []}), settings)
+        for example in examples:
+            context = example.turn_context()
+            if warm:
+                warm_tip_prompt(context, settings, situation=example.situation)
+            *_, result = stream_grade(rubric, example.reply, context, settings, situation=example.situation)
+            tip = result.verdicts_ms + (result.tip_ms or 0.0)
+            phrasing = result.verdicts_ms + (result.advice_ms or 0.0)
+            out["verdicts"].append(result.verdicts_ms)
+            out["tip"].append(tip)
+            out["phrasing"].append(phrasing)
+            out["fallbacks"].append(float(result.tip_source != "model"))
+            print(f"  {example.id:<30} tip {tip / 1000:5.2f} s   phrasing {phrasing / 1000:5.2f} s   "
+                  f"focus {result.focus}   from {result.tip_source}, {result.phrasing_source}")  # fmt: skip
+            if show:
+                print(f"      tip: {result.tip}\n      try: {result.better_phrasing}")
+    return out
+
+
+def bench_app(model: str, turns: int, pause: float) -> dict[str, list[float]]:
+    """A Practice session: time from the patient's answer to the tip and to the phrasing."""
+    out: dict[str, list[float]] = {"tip": [], "phrasing": []}
+    persona_id = "carter-wrong-day"
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedServer(model=model) as server:
+        store = Store(f"sqlite:///{tmp}/bench.db")
+        settings = LLMSettings(backend=Backend.EMBEDDED, base_url=server.openai_base_url, model=model, timeout=900)
+        practice = Practice(store, settings, seed=7)
+        session_id = practice.start(persona_id).session.id
+        good, bad = (trainee_lines(practice.persona(persona_id), name) for name in ("good", "bad"))
+        lines = [line for pair in zip(good, bad, strict=False) for line in pair][:turns]
+        for index, line in enumerate(lines):
+            time.sleep(pause)  # the trainee reads the answer and types; the warm-up runs meanwhile
+            answered = tipped = None
+            ended = False
+            for update in practice.turn(session_id, line):
+                now = time.perf_counter()
+                if update.stage == "answered":
+                    answered = now
+                elif update.stage == "tipped" and answered is not None:
+                    tipped = now
+                elif update.stage == "graded" and answered is not None:
+                    out["tip"].append(((tipped or now) - answered) * 1000)
+                    out["phrasing"].append((now - answered) * 1000)
+                    print(f"  turn {index + 1}: tip {out['tip'][-1] / 1000:5.2f} s   phrasing "
+                          f"{out['phrasing'][-1] / 1000:5.2f} s after the patient's answer")  # fmt: skip
+                ended = update.session.ended
+            if ended:
+                print(f"  session ended after turn {index + 1}")
+                break
+        store.close()
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=8, help="replies to grade")
+    parser.add_argument("--n", type=int, default=14, help="replies to grade, one per patient line (0: skip)")
     parser.add_argument("--model", default="default", help="embedded model: default, small or a GGUF path")
-    parser.add_argument("--file", default=str(ROOT / "tests/data/gold/dev.jsonl"))
+    parser.add_argument("--file", default=str(GOLD / "dev.jsonl"), help="replies for the verdict timing")
+    parser.add_argument("--app-turns", type=int, default=4, help="turns of the in-app session (0: skip it)")
+    parser.add_argument("--show", action="store_true", help="print each tip and better phrasing")
+    parser.add_argument("--pause", type=float, default=6.0, help="seconds of 'typing' between app turns")
     args = parser.parse_args()
 
     rubric = load_rubric()
-    examples = load_examples(args.file, rubric)[: args.n]
-    started = time.perf_counter()
-    component = learned.component_for(rubric)
-    print(f"learned component loaded in {time.perf_counter() - started:.2f} s (ready: {component.ready})")
-    everything = load_examples(args.file, rubric)
-    for use in (False, True):
-        times = [grade_fast(rubric, e.reply, e.turn_context(), use_learned=use).verdicts_ms for e in everything]
-        label = "checks + learned" if use else "checks alone    "
-        print(f"verdicts, {label}: median {statistics.median(times):6.1f} ms, max {max(times):6.1f} ms "
-              f"({len(times)} replies)")  # fmt: skip
-    started = time.perf_counter()
-    with EmbeddedServer(model=args.model) as server:
-        print(f"server up in {time.perf_counter() - started:.1f} s ({server.alias})")
-        settings = LLMSettings(backend=Backend.EMBEDDED, base_url=server.openai_base_url, model=args.model,
-                               timeout=900)  # fmt: skip
-        warm = grade(rubric, examples[0].reply, examples[0].turn_context(), settings)
-        print(f"warm-up call: {warm.tip_ms / 1000:.1f} s ({warm.tip_source})")
-        verdicts_ms: list[float] = []
-        tip_ms: list[float] = []
-        failures = 0
-        for example in examples:
-            result = grade(rubric, example.reply, example.turn_context(), settings, situation=example.situation)
-            verdicts_ms.append(result.verdicts_ms)
-            tip_ms.append(result.verdicts_ms + (result.tip_ms or 0.0))
-            failures += result.tip_source != "model"
-            print(f"  {example.id:<26} verdicts {result.verdicts_ms:7.1f} ms   tip {tip_ms[-1] / 1000:6.1f} s   "
-                  f"focus {result.focus}")  # fmt: skip
-    print(f"replies: {len(examples)}   model failures: {failures}   load average: {os.getloadavg()[0]:.1f} "
-          f"on {os.cpu_count()} cores")  # fmt: skip
-    print(f"until all verdicts: median {statistics.median(verdicts_ms):.1f} ms, max {max(verdicts_ms):.1f} ms")
-    print(f"until the tip:      median {statistics.median(tip_ms) / 1000:.1f} s, max {max(tip_ms) / 1000:.1f} s")
+    bench_verdicts(rubric, args.file)
+    examples = distinct_patient_lines(rubric, args.n)
+    results: dict[bool, dict[str, list[float]]] = {}
+    for warm in (False, True) if examples else ():
+        how = "warm (the app warms the prompt while the trainee types)" if warm else "cold"
+        print(f"\ntip, one reply at a time, {how}:")
+        results[warm] = bench_tips(rubric, examples, args.model, warm, show=args.show)
+    app = bench_app(args.model, args.app_turns, args.pause) if args.app_turns else None
+
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; model {args.model}")
+    for warm in results:
+        name = "warm" if warm else "cold"
+        verdicts = results[warm]["verdicts"]
+        print(f"until all verdicts ({name}):  median {statistics.median(verdicts):.0f} ms, max {max(verdicts):.0f} ms")
+        print(summary(f"until the tip ({name}):      ", results[warm]["tip"]))
+        print(summary(f"until the phrasing ({name}): ", results[warm]["phrasing"]))
+        print(f"tips from the rubric instead of the model ({name}): {int(sum(results[warm]['fallbacks']))}")
+    if app and app["tip"]:
+        print(summary("in the app, answer -> tip:     ", app["tip"]))
+        print(summary("in the app, answer -> phrasing:", app["phrasing"]))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def test_a_session_streams_grades_branches_and_ends_with_a_scorecard(llm_setting
 
     stages = [update.stage for update in practice.turn(session_id, GOOD_1)]
     assert stages[0] == "saved" and "typing" in stages
-    assert stages.index("typing") < stages.index("answered") < stages.index("graded")
+    assert stages.index("typing") < stages.index("answered") < stages.index("tipped") < stages.index("graded")
     [first] = store.turns(session_id)
     assert first.status == "complete" and first.patient_reply
     assert first.mood_after["anger"] < first.mood_before["anger"]  # empathy and an apology calm him

@@ -103,6 +103,30 @@ def test_restore_prefers_the_stored_mood_and_skips_unanswered_turns():
     assert len(session.turns) == 1 and session.mood.anger == 4.0 and session.mood.trust == 6.0
 
 
+@pytest.mark.vcr
+@pytest.mark.block_network
+def test_the_tip_arrives_before_the_better_phrasing(llm_settings):
+    session = Session(CARTER, settings=llm_settings.model_copy(update={"timeout": 900}), seed=7, temperature=0,
+                      grade_with_llm=True)  # fmt: skip
+    events = list(session.stream_turn("That's not my fault. You should have read the letter."))
+    kinds = [e.kind for e in events if e.kind != "delta"]
+    assert kinds == ["checked", "answered", "tipped", "graded"]
+    tipped, graded = events[-2].grade, events[-1].grade
+    assert tipped.tip and tipped.better_phrasing is None
+    assert graded.tip == tipped.tip and graded.better_phrasing
+    assert graded.labels()["argue_back"] == "violated" and graded.focus == "argue_back"
+    assert session.turns[-1].grade is graded
+
+
+def test_the_tip_coaches_the_reply_against_the_line_it_answered():
+    """Graded after the patient answered, the reply is still judged against the line before it."""
+    session = Session(CARTER, settings=DEAD)
+    session.transcript.add("trainee", "Sorry, Mr. Carter.")
+    session.transcript.add("patient", "Sorry doesn't get me seen today.")
+    assert session.context(before_last_reply=True).last_patient() == CARTER.opening_line
+    assert session.context().last_patient() == "Sorry doesn't get me seen today."
+
+
 def test_abusive_patient_context_follows_the_mood():
     boyd = load_persona("abusive-caller")
     session = Session(boyd, settings=DEAD)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import threading
 
 from agent.llm import LLMSettings
 from agent.patient import PatientUnavailable
@@ -49,6 +50,8 @@ def cmd_practice(args: argparse.Namespace) -> int:
     print(HELP)
     print(f"\n{persona.address_as}: {persona.opening_line}")
     while session.ending is None:
+        # While the trainee types, the local model reads the known front of the next tip prompt.
+        threading.Thread(target=session.warm_grader, daemon=True).start()
         try:
             text = input(f"\n{persona.staff_label}> ").strip()
         except EOFError:
@@ -59,6 +62,7 @@ def cmd_practice(args: argparse.Namespace) -> int:
             break
         try:
             events = session.retry() if text == "/retry" else session.stream_turn(text)
+            tip_shown = False
             for event in events:
                 if event.kind == "delta":
                     if not event.text.startswith(" "):
@@ -67,9 +71,12 @@ def cmd_practice(args: argparse.Namespace) -> int:
                 elif event.kind == "answered":
                     print()
                     show_feedback(session)
+                elif event.kind == "tipped":
+                    print(f"   tip: {event.grade.tip}")
+                    tip_shown = True
                 elif event.kind == "graded":
                     grade = event.grade
-                    if getattr(grade, "tip", None):
+                    if getattr(grade, "tip", None) and not tip_shown:
                         print(f"   tip: {grade.tip}")
                     if getattr(grade, "better_phrasing", None):
                         print(f"   try: {grade.better_phrasing}")
