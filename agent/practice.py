@@ -260,6 +260,8 @@ class Practice:
         """
         if not self.model.base.capabilities.warm_prompt_cache or live.ending is not None:
             return
+        if self.model.supervised and self.model.server is None:
+            return  # still being prepared: only a turn may wait for (or start) it
         if self._warming is not None and self._warming.is_alive():
             return
 

@@ -77,7 +77,7 @@ def bench_tips(
     rubric: Rubric, examples: list[Example], model: str, warm: bool, show: bool = False
 ) -> dict[str, list[float]]:
     """Tip and phrasing times (from "send": verdicts + model) on a fresh server."""
-    out: dict[str, list[float]] = {"verdicts": [], "tip": [], "phrasing": [], "fallbacks": []}
+    out: dict[str, list[float]] = {"verdicts": [], "tip": [], "phrasing": [], "tip_rubric": [], "phrasing_rubric": []}
     with EmbeddedServer(model=model) as server:
         settings = LLMSettings(backend=Backend.EMBEDDED, base_url=server.openai_base_url, model=model, timeout=900)
         # One untimed call so the first timed one does not pay for loading the weights into memory.
@@ -92,7 +92,8 @@ def bench_tips(
             out["verdicts"].append(result.verdicts_ms)
             out["tip"].append(tip)
             out["phrasing"].append(phrasing)
-            out["fallbacks"].append(float(result.tip_source != "model"))
+            out["tip_rubric"].append(float(result.tip_source != "model"))
+            out["phrasing_rubric"].append(float(result.phrasing_source != "model"))
             print(f"  {example.id:<30} tip {tip / 1000:5.2f} s   phrasing {phrasing / 1000:5.2f} s   "
                   f"focus {result.focus}   from {result.tip_source}, {result.phrasing_source}")  # fmt: skip
             if show:
@@ -161,7 +162,9 @@ def main() -> None:
         print(f"until all verdicts ({name}):  median {statistics.median(verdicts):.0f} ms, max {max(verdicts):.0f} ms")
         print(summary(f"until the tip ({name}):      ", results[warm]["tip"]))
         print(summary(f"until the phrasing ({name}): ", results[warm]["phrasing"]))
-        print(f"tips from the rubric instead of the model ({name}): {int(sum(results[warm]['fallbacks']))}")
+        tips, phrasings = (int(sum(results[warm][key])) for key in ("tip_rubric", "phrasing_rubric"))
+        print(f"shown from the rubric, the guards having turned the model's down ({name}): "
+              f"tips {tips}, phrasings {phrasings}")  # fmt: skip
     if app and app["tip"]:
         print(summary("in the app, answer -> tip:     ", app["tip"]))
         print(summary("in the app, answer -> phrasing:", app["phrasing"]))
