@@ -155,6 +155,20 @@ def _prompt(name: str) -> str:
     return (PROMPTS / f"{name}.txt").read_text(encoding="utf-8")
 
 
+@cache
+def tip_example() -> TipAdvice:
+    """The worked answer the tip prompt shows (``prompts/grader_tip_example.json``)."""
+    return TipAdvice.model_validate_json((PROMPTS / "grader_tip_example.json").read_text(encoding="utf-8"))
+
+
+@cache
+def _tip_system() -> str:
+    data = json.loads((PROMPTS / "grader_tip_example.json").read_text(encoding="utf-8"))
+    example = tip_example()
+    answer = json.dumps({"tip": example.tip, "better_phrasing": example.better_phrasing}, ensure_ascii=False)
+    return _prompt("grader_tip_system").strip().format(example_reply=data["reply"], example_answer=answer)
+
+
 def quote_block(text: str) -> str:
     """Trainee or patient text for a delimited prompt block: our delimiters cannot be forged."""
     return TAG.sub("", text).strip()
@@ -177,7 +191,7 @@ def tip_messages(
     Ordered from what changes least to what changes most (instructions, situation, the patient's
     line, the reply, the focus), so a server's prompt cache can reuse the front of it.
     """
-    return [("system", _prompt("grader_tip_system")), ("human", _tip_user(reply, context, step, situation))]
+    return [("system", _tip_system()), ("human", _tip_user(reply, context, step, situation))]
 
 
 def _tip_user(reply: str, context: TurnContext, step: Step | None, situation: str | None) -> str:
@@ -196,7 +210,7 @@ def tip_prefix_messages(context: TurnContext, situation: str | None = None) -> l
     trainee answers. The text is exactly the front of :func:`tip_messages`' (tested)."""
     user = _tip_user("", context, None, situation)
     end = user.index("</patient_message>") + len("</patient_message>")
-    return [("system", _prompt("grader_tip_system")), ("human", user[:end])]
+    return [("system", _tip_system()), ("human", user[:end])]
 
 
 def warm_tip_prompt(context: TurnContext, settings: LLMSettings, situation: str | None = None) -> bool:
@@ -237,10 +251,11 @@ def phrasing_fixes(rubric: Rubric, step: Step | None, phrasing: str, context: Tu
     """Keep the model's better phrasing only if the checks agree it is better.
 
     It must show the focus step (a do-step) and violate no don't-step, and must not parrot the
-    patient. The same deterministic checks that grade the trainee grade the suggestion, so the
-    panel never shows a "better" line that the grader itself would mark down.
+    patient or the prompt's worked example. The same deterministic checks that grade the trainee
+    grade the suggestion, so the panel never shows a "better" line that the grader itself would
+    mark down.
     """
-    if not phrasing or copies(phrasing, context.last_patient()):
+    if not phrasing or copies(phrasing, context.last_patient()) or copies(phrasing, tip_example().better_phrasing):
         return False
     verdicts = checks.run(rubric, phrasing, context)
     if any(v.verdict == "violated" for v in verdicts.values()):
@@ -297,7 +312,8 @@ def closed_string(text: str, key: str) -> str | None:
 
 def _take_tip(result: TurnGrade, tip: str, fallback: TipAdvice, context: TurnContext, reply: str) -> None:
     tip = tip.strip()
-    if tip and not copies(tip, context.last_patient()) and not copies(tip, reply):
+    echoes = (context.last_patient(), reply, tip_example().tip)
+    if tip and not any(copies(tip, source) for source in echoes):
         result.tip, result.tip_source = tip, "model"
     else:
         result.tip, result.tip_source = fallback.tip, "rubric"
