@@ -155,18 +155,23 @@ def _prompt(name: str) -> str:
     return (PROMPTS / f"{name}.txt").read_text(encoding="utf-8")
 
 
+class TipExample(TipAdvice):
+    """The worked answer in the tip prompt: a trainee's reply and what the model should write."""
+
+    reply: str
+
+
 @cache
-def tip_example() -> TipAdvice:
+def tip_example() -> TipExample:
     """The worked answer the tip prompt shows (``prompts/grader_tip_example.json``)."""
-    return TipAdvice.model_validate_json((PROMPTS / "grader_tip_example.json").read_text(encoding="utf-8"))
+    return TipExample.model_validate_json((PROMPTS / "grader_tip_example.json").read_text(encoding="utf-8"))
 
 
 @cache
 def _tip_system() -> str:
-    data = json.loads((PROMPTS / "grader_tip_example.json").read_text(encoding="utf-8"))
     example = tip_example()
     answer = json.dumps({"tip": example.tip, "better_phrasing": example.better_phrasing}, ensure_ascii=False)
-    return _prompt("grader_tip_system").strip().format(example_reply=data["reply"], example_answer=answer)
+    return _prompt("grader_tip_system").strip().format(example_reply=example.reply, example_answer=answer)
 
 
 def quote_block(text: str) -> str:

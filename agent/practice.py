@@ -206,9 +206,9 @@ class Practice:
     """Start, play, retry, branch, resume and end practice sessions; everything goes to the store.
 
     The turn loop follows design.md: checks (milliseconds) -> mood update -> the patient's reply
-    streamed -> the model-written tip, then the better phrasing. State between turns is *only* what the store holds
-    (transcript, last mood), so a session continues the same way after an app restart, after a
-    failed turn, or from an earlier turn on a new branch.
+    streamed -> the model-written tip, then the better phrasing. State between turns is *only*
+    what the store holds (transcript, last mood), so a session continues the same way after an
+    app restart, after a failed turn, or from an earlier turn on a new branch.
     """
 
     def __init__(
