@@ -9,10 +9,9 @@ Three parts, each printing medians and maxima:
 2. **Tip, one reply at a time**: replies from the held-out gold files, one per distinct patient
    line, so no prompt is in the server's cache by accident. Timed with
    :func:`agent.grader.stream_grade`: "tip" is when the tip is on screen (its JSON string has
-   closed), "phrasing" when the better phrasing is too. Run twice, each on a fresh server:
-   *cold* (the whole prompt is read after "send") and *warm* (first
-   :func:`agent.grader.warm_tip_prompt`, untimed, which is what the app does while the trainee
-   types).
+   closed), "phrasing" when the better phrasing is too. Each reply is graded *cold* (the whole
+   prompt is read after "send") and *warm* (first :func:`agent.grader.warm_tip_prompt`, untimed,
+   which is what the app does while the trainee types), on two servers used in turn.
 3. **In the app** (``--app-turns``): a real :class:`agent.practice.Practice` session on a fresh
    server and a throwaway SQLite database, scripted trainee lines, a pause between turns for
    "typing"; per turn the time from the patient's last word to the tip and to the phrasing.
@@ -31,7 +30,7 @@ from pathlib import Path
 
 from agent import learned
 from agent.calibrate import Example, load_examples
-from agent.grader import grade_fast, stream_grade, warm_tip_prompt
+from agent.grader import TurnGrade, grade_fast, stream_grade, warm_tip_prompt
 from agent.llm import Backend, LLMSettings
 from agent.practice import Practice
 from agent.rubrics import Rubric, load_rubric
@@ -73,29 +72,44 @@ def bench_verdicts(rubric: Rubric, path: str) -> None:
               f"({len(times)} replies)")  # fmt: skip
 
 
+def _record(out: dict[str, list[float]], result: TurnGrade) -> tuple[float, float]:
+    tip = result.verdicts_ms + (result.tip_ms or 0.0)
+    phrasing = result.verdicts_ms + (result.advice_ms or 0.0)
+    out["verdicts"].append(result.verdicts_ms)
+    out["tip"].append(tip)
+    out["phrasing"].append(phrasing)
+    out["tip_rubric"].append(float(result.tip_source != "model"))
+    out["phrasing_rubric"].append(float(result.phrasing_source != "model"))
+    return tip, phrasing
+
+
 def bench_tips(
-    rubric: Rubric, examples: list[Example], model: str, warm: bool, show: bool = False
-) -> dict[str, list[float]]:
-    """Tip and phrasing times (from "send": verdicts + model) on a fresh server."""
-    out: dict[str, list[float]] = {"verdicts": [], "tip": [], "phrasing": [], "tip_rubric": [], "phrasing_rubric": []}
-    with EmbeddedServer(model=model) as server:
-        settings = LLMSettings(backend=Backend.EMBEDDED, base_url=server.openai_base_url, model=model, timeout=900)
-        # One untimed call so the first timed one does not pay for loading the weights into memory.
-        warm_tip_prompt(examples[0].turn_context().model_copy(update={"history": []}), settings)
+    rubric: Rubric, examples: list[Example], model: str, show: bool = False
+) -> dict[str, dict[str, list[float]]]:
+    """Tip and phrasing times from "send" (verdicts + model), cold and warm, reply by reply.
+
+    Two fresh servers, one per mode, used in turn for each reply, so a change in the machine's
+    speed during the run (other load, throttling) hits both modes alike. Distinct patient lines
+    mean the cold server never holds a reply's prompt front from an earlier request.
+    """
+    keys = ("verdicts", "tip", "phrasing", "tip_rubric", "phrasing_rubric")
+    out: dict[str, dict[str, list[float]]] = {mode: {key: [] for key in keys} for mode in ("cold", "warm")}
+    with EmbeddedServer(model=model) as cold_server, EmbeddedServer(model=model) as warm_server:
+        servers = {"cold": cold_server, "warm": warm_server}
+        settings = {mode: LLMSettings(backend=Backend.EMBEDDED, base_url=server.openai_base_url, model=model,
+                                      timeout=900) for mode, server in servers.items()}  # fmt: skip
+        for mode in servers:  # one untimed call each, so no timed call pays for first use
+            warm_tip_prompt(examples[0].turn_context().model_copy(update={"history": []}), settings[mode])
         for example in examples:
             context = example.turn_context()
-            if warm:
-                warm_tip_prompt(context, settings, situation=example.situation)
-            *_, result = stream_grade(rubric, example.reply, context, settings, situation=example.situation)
-            tip = result.verdicts_ms + (result.tip_ms or 0.0)
-            phrasing = result.verdicts_ms + (result.advice_ms or 0.0)
-            out["verdicts"].append(result.verdicts_ms)
-            out["tip"].append(tip)
-            out["phrasing"].append(phrasing)
-            out["tip_rubric"].append(float(result.tip_source != "model"))
-            out["phrasing_rubric"].append(float(result.phrasing_source != "model"))
-            print(f"  {example.id:<30} tip {tip / 1000:5.2f} s   phrasing {phrasing / 1000:5.2f} s   "
-                  f"focus {result.focus}   from {result.tip_source}, {result.phrasing_source}")  # fmt: skip
+            line = f"  {example.id:<30}"
+            for mode in ("cold", "warm"):
+                if mode == "warm":  # what the app does while the trainee types (untimed)
+                    warm_tip_prompt(context, settings[mode], situation=example.situation)
+                *_, result = stream_grade(rubric, example.reply, context, settings[mode], situation=example.situation)
+                tip, phrasing = _record(out[mode], result)
+                line += f"   {mode}: tip {tip / 1000:4.2f} s, phrasing {phrasing / 1000:4.2f} s"
+            print(f"{line}   focus {result.focus}")
             if show:
                 print(f"      tip: {result.tip}\n      try: {result.better_phrasing}")
     return out
@@ -148,21 +162,19 @@ def main() -> None:
     rubric = load_rubric()
     bench_verdicts(rubric, args.file)
     examples = distinct_patient_lines(rubric, args.n)
-    results: dict[bool, dict[str, list[float]]] = {}
-    for warm in (False, True) if examples else ():
-        how = "warm (the app warms the prompt while the trainee types)" if warm else "cold"
-        print(f"\ntip, one reply at a time, {how}:")
-        results[warm] = bench_tips(rubric, examples, args.model, warm, show=args.show)
+    results: dict[str, dict[str, list[float]]] = {}
+    if examples:
+        print("\ntip, one reply at a time; warm = the app's warm-up ran first, as while the trainee types:")
+        results = bench_tips(rubric, examples, args.model, show=args.show)
     app = bench_app(args.model, args.app_turns, args.pause) if args.app_turns else None
 
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; model {args.model}")
-    for warm in results:
-        name = "warm" if warm else "cold"
-        verdicts = results[warm]["verdicts"]
+    for name in results:
+        verdicts = results[name]["verdicts"]
         print(f"until all verdicts ({name}):  median {statistics.median(verdicts):.0f} ms, max {max(verdicts):.0f} ms")
-        print(summary(f"until the tip ({name}):      ", results[warm]["tip"]))
-        print(summary(f"until the phrasing ({name}): ", results[warm]["phrasing"]))
-        tips, phrasings = (int(sum(results[warm][key])) for key in ("tip_rubric", "phrasing_rubric"))
+        print(summary(f"until the tip ({name}):      ", results[name]["tip"]))
+        print(summary(f"until the phrasing ({name}): ", results[name]["phrasing"]))
+        tips, phrasings = (int(sum(results[name][key])) for key in ("tip_rubric", "phrasing_rubric"))
         print(f"shown from the rubric, the guards having turned the model's down ({name}): "
               f"tips {tips}, phrasings {phrasings}")  # fmt: skip
     if app and app["tip"]:
