@@ -292,7 +292,8 @@ class Practice:
                 initial_mood=moods.initial(persona),
             )
         )
-        self._warm_grader(self._session(record.id))
+        # A new session is the persona's opening line alone: no need to rebuild it from the store.
+        self._warm_grader(Session(persona, seed=self.seed, grade_with_llm=True))
         return self.snapshot(record.id)
 
     def _current_mood(self, session_id: str) -> moods.Mood:

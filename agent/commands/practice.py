@@ -49,9 +49,12 @@ def cmd_practice(args: argparse.Namespace) -> int:
     print(f"{persona.name}, {persona.age} ({persona.channel.replace('_', ' ')}): {persona.setting}")
     print(HELP)
     print(f"\n{persona.address_as}: {persona.opening_line}")
+    warmed_at = -1
     while session.ending is None:
-        # While the trainee types, the local model reads the known front of the next tip prompt.
-        threading.Thread(target=session.warm_grader, daemon=True).start()
+        if warmed_at != len(session.transcript.messages):  # once per new patient line, not per empty input
+            # While the trainee types, the local model reads the known front of the next tip prompt.
+            warmed_at = len(session.transcript.messages)
+            threading.Thread(target=session.warm_grader, daemon=True).start()
         try:
             text = input(f"\n{persona.staff_label}> ").strip()
         except EOFError:
