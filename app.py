@@ -21,11 +21,15 @@ import gradio as gr
 
 from agent import web
 from agent.llm import LLMSettings
+from agent.models import CoachModel, PatientModel
 from agent.practice import Practice
 from agent.store import Store
 
-# One queue for everything that calls the model: a laptop runs one model server.
+# Trainer tools that call the model share one queue: a laptop runs one model server.
 MODEL_QUEUE = {"concurrency_id": "model", "concurrency_limit": 1}
+# Turns run side by side: the controller gives the patient the model first (agent/coaching.py),
+# and a trainee may send the next reply while the previous turn's tip is still being written.
+TURN_QUEUE = {"concurrency_id": "turns", "concurrency_limit": 16, "trigger_mode": "multiple", "show_progress": "hidden"}
 THEME = gr.themes.Soft()
 CSS = "#feedback {min-height: 200px} .mood-meter {font-size: 0.9em}"
 
@@ -37,10 +41,13 @@ def build_app(
     server: Any | None = None,
     personas_dir: Path | None = None,
     seed: int | None = None,
+    patient: PatientModel | None = None,
+    coach: CoachModel | None = None,
 ) -> gr.Blocks:
-    """The whole app; tests pass replay settings, a temporary store, a server they can kill, a seed."""
+    """The whole app; tests pass replay settings or a fake model, a temporary store, a server they
+    can kill, a seed."""
     practice = Practice(store or Store.from_env(), settings or LLMSettings.from_env(), server=server,
-                        personas_dir=personas_dir, seed=seed)  # fmt: skip
+                        personas_dir=personas_dir, seed=seed, patient=patient, coach=coach)  # fmt: skip
     bind = partial  # handlers take the controller first
 
     with gr.Blocks(title="deescalate") as demo:
@@ -140,9 +147,9 @@ def build_app(
         start.click(bind(web.start, practice), [persona, trainee], practice_out, api_name="ui_start",
                     api_visibility="undocumented")  # fmt: skip
         gr.on([send.click, message.submit], bind(web.send, practice), [session_id, message], practice_out,
-              api_name="ui_send", api_visibility="undocumented", **MODEL_QUEUE)  # fmt: skip
+              api_name="ui_send", api_visibility="undocumented", **TURN_QUEUE)  # fmt: skip
         retry.click(bind(web.retry, practice), session_id, practice_out, api_name="ui_retry",
-                    api_visibility="undocumented", **MODEL_QUEUE)  # fmt: skip
+                    api_visibility="undocumented", **TURN_QUEUE)  # fmt: skip
         branch.click(bind(web.branch, practice), [session_id, branch_choice], practice_out,
                      api_visibility="private")  # fmt: skip
         end.click(bind(web.end, practice), session_id, practice_out, api_visibility="private")
@@ -173,8 +180,9 @@ def build_app(
         api = web.api_endpoints(practice)
         gr.api(api["personas"], api_name="personas")
         gr.api(api["start_session"], api_name="start_session")
-        gr.api(api["practice_turn"], api_name="practice_turn", **MODEL_QUEUE)
-        gr.api(api["retry_turn"], api_name="retry_turn", **MODEL_QUEUE)
+        gr.api(api["practice_turn"], api_name="practice_turn", concurrency_id="turns", concurrency_limit=16)
+        gr.api(api["retry_turn"], api_name="retry_turn", concurrency_id="turns", concurrency_limit=16)
+        gr.api(api["turn_feedback"], api_name="turn_feedback")
         gr.api(api["end_session"], api_name="end_session")
     return demo
 

@@ -20,8 +20,8 @@ stands, and the embedded backend never judges (:func:`will_judge`). ``python -m 
 Latency (bench/grade_latency.py): the tip is the first field the model writes, so
 :func:`stream_grade` hands it over as soon as its JSON string closes, while the better phrasing is
 still being written; the prompt's fixed parts (instructions, output format) come before anything
-that changes, and :func:`warm_tip_prompt` lets a local server read the situation and the patient's
-line while the trainee is still typing, so only the reply and the focus are read after "send".
+that changes, and :func:`tip_prefix_messages` is what a local server can read while the trainee is
+still typing (the session's coach warm-up), so only the reply and the focus are read after "send".
 
 Session-level steps (let the patient vent, patience, simple to complex, agreed resolution) need the
 whole conversation and are scored at the end by :func:`grade_session`.
@@ -30,27 +30,28 @@ whole conversation and are scored at the end by :func:`grade_session`.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, Field
+import jiter
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from agent import checks, learned
 from agent.checks import StepVerdict, TurnContext
-from agent.llm import Backend, LLMSettings, chat_model, stream_json
-from agent.rubrics import Rubric, Step, Verdict
+from agent.grades import PROBLEM_VERDICTS, JudgedAdvice, TipAdvice, TurnGrade
+from agent.llm import Backend, LLMSettings
+from agent.models import COACH_SLOT, CoachModel, Preempted, ServedModel
+from agent.rubrics import Rubric, Step
 from agent.transcript import Message, Transcript
 
-log = logging.getLogger(__name__)
+__all__ = ["JudgedAdvice", "TipAdvice", "TurnGrade", "coach", "grade", "grade_fast", "stream_grade"]
+
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 TAG = re.compile(r"</?\s*(trainee_reply|patient_message)\s*>", re.IGNORECASE)
 MAX_TIP_TOKENS = 120
-PROBLEM_VERDICTS = ("missed", "violated")
 # Conditions that mark a moment the seeds single out (a transfer, abuse, a public post, not knowing).
 SITUATIONAL = {
     "transferring",
@@ -59,46 +60,6 @@ SITUATIONAL = {
     "patient_demands_manager_or_rude",
     "trainee_uncertain",
 }
-
-
-class TipAdvice(BaseModel):
-    """What the model writes: wording only, never verdicts."""
-
-    tip: str = Field(description="one sentence of advice for next time")
-    better_phrasing: str = Field(description="what the trainee could have said instead")
-
-
-class JudgedAdvice(TipAdvice):
-    """``judge=True``: the model may also name steps it sees that the patterns did not."""
-
-    also_demonstrated: list[str] = Field(default_factory=list)
-    also_violated: list[str] = Field(default_factory=list)
-
-
-class TurnGrade(BaseModel):
-    """One graded trainee turn: per-step verdicts (with evidence), coaching, and how long it took."""
-
-    verdicts: dict[str, StepVerdict]
-    tip: str | None = None
-    better_phrasing: str | None = None
-    focus: str | None = Field(default=None, description="the step the tip is about")
-    tip_source: Literal["model", "rubric"] | None = None
-    phrasing_source: Literal["model", "rubric"] | None = None
-    components: list[str] = Field(default_factory=lambda: ["checks"], description="what decided the verdicts")
-    verdicts_ms: float = 0.0
-    tip_ms: float | None = Field(default=None, description="from the verdicts until the tip was there")
-    advice_ms: float | None = Field(default=None, description="from the verdicts until tip and phrasing were done")
-    error: str | None = Field(default=None, description="why the model part failed; verdicts still hold")
-
-    def labels(self) -> dict[str, Verdict]:
-        """``{step_id: verdict}``: what :func:`agent.mood.update` consumes."""
-        return {step_id: v.verdict for step_id, v in self.verdicts.items()}
-
-    def problems(self) -> list[str]:
-        return [step_id for step_id, v in self.verdicts.items() if v.verdict in PROBLEM_VERDICTS]
-
-    def strengths(self) -> list[str]:
-        return [step_id for step_id, v in self.verdicts.items() if v.verdict == "demonstrated"]
 
 
 def grade_fast(
@@ -190,13 +151,13 @@ def _focus_line(step: Step | None) -> tuple[str, str]:
 
 def tip_messages(
     rubric: Rubric, reply: str, context: TurnContext, step: Step | None, situation: str | None = None
-) -> list[tuple[str, str]]:
-    """The (role, text) messages of the tip prompt; deterministic, so cassettes match.
+) -> list[BaseMessage]:
+    """The messages of the tip prompt; deterministic, so cassettes match.
 
     Ordered from what changes least to what changes most (instructions, situation, the patient's
     line, the reply, the focus), so a server's prompt cache can reuse the front of it.
     """
-    return [("system", _tip_system()), ("human", _tip_user(reply, context, step, situation))]
+    return [SystemMessage(_tip_system()), HumanMessage(_tip_user(reply, context, step, situation))]
 
 
 def _tip_user(reply: str, context: TurnContext, step: Step | None, situation: str | None) -> str:
@@ -210,31 +171,12 @@ def _tip_user(reply: str, context: TurnContext, step: Step | None, situation: st
     )
 
 
-def tip_prefix_messages(context: TurnContext, situation: str | None = None) -> list[tuple[str, str]]:
+def tip_prefix_messages(context: TurnContext, situation: str | None = None) -> list[BaseMessage]:
     """The tip prompt up to the end of the patient's line: all of it that is known before the
     trainee answers. The text is exactly the front of :func:`tip_messages`' (tested)."""
     user = _tip_user("", context, None, situation)
     end = user.index("</patient_message>") + len("</patient_message>")
-    return [("system", _tip_system()), ("human", user[:end])]
-
-
-def warm_tip_prompt(context: TurnContext, settings: LLMSettings, situation: str | None = None) -> bool:
-    """Have a local server read the tip prompt's known front while the trainee types.
-
-    llama.cpp keeps the last prompt of each slot and reuses the longest shared front, so the tip
-    request after "send" only reads the reply and the focus (bench/grade_latency.py measures the
-    tip with and without this). Only for backends whose capabilities say it pays (the embedded
-    server); a hosted API would bill the call. Never raises: a failed warm-up only means the next
-    tip reads the whole prompt.
-    """
-    if not settings.capabilities.warm_prompt_cache:
-        return False
-    try:
-        chat_model(settings, temperature=0.0, max_tokens=1).invoke(tip_prefix_messages(context, situation))
-    except Exception as exc:  # an optimisation only; the tip itself reports real failures
-        log.info("tip prompt warm-up failed: %s", exc)
-        return False
-    return True
+    return [SystemMessage(_tip_system()), HumanMessage(user[:end])]
 
 
 def _shingles(text: str, size: int = 5) -> set[tuple[str, ...]]:
@@ -289,30 +231,18 @@ def will_judge(settings: LLMSettings, requested: bool) -> bool:
     return requested and settings.backend is not Backend.EMBEDDED
 
 
-_STRING_FIELD = '"{key}"\\s*:\\s*"'
+def closed_field(text: str, key: str) -> str | None:
+    """String field ``key`` of the JSON ``text`` written so far, once its closing quote is in.
 
-
-def closed_string(text: str, key: str) -> str | None:
-    """The value of string field ``key`` in the JSON ``text`` so far, once its closing quote is in.
-
-    Lets the tip be shown the moment the model has finished writing it, before the rest of the
-    answer; ``None`` while the string is still open (or the field has not started).
+    jiter's partial mode drops a string that is still open, so the tip can be shown the moment
+    the model has finished writing it, before the rest of the answer.
     """
-    start = re.search(_STRING_FIELD.format(key=re.escape(key)), text)
-    if start is None:
+    try:
+        value = jiter.from_json(text.encode(), partial_mode="on")
+    except ValueError:
         return None
-    position = start.end()
-    while True:
-        quote = text.find('"', position)
-        if quote == -1:
-            return None
-        backslashes = len(text[position:quote]) - len(text[position:quote].rstrip("\\"))
-        if backslashes % 2 == 0:
-            try:
-                return json.loads(text[start.end() - 1 : quote + 1])
-            except json.JSONDecodeError:
-                return None
-        position = quote + 1
+    found = value.get(key) if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def _take_tip(result: TurnGrade, tip: str, fallback: TipAdvice, context: TurnContext, reply: str) -> None:
@@ -324,29 +254,26 @@ def _take_tip(result: TurnGrade, tip: str, fallback: TipAdvice, context: TurnCon
         result.tip, result.tip_source = fallback.tip, "rubric"
 
 
-def stream_grade(
+def coach(
     rubric: Rubric,
     reply: str,
-    context: TurnContext | None = None,
-    settings: LLMSettings | None = None,
+    context: TurnContext,
+    verdicts: TurnGrade,
+    model: CoachModel,
     *,
     situation: str | None = None,
     judge: bool = False,
 ) -> Iterator[TurnGrade]:
-    """:func:`grade`, as it fills in: verdicts first, then the tip, then the better phrasing.
+    """The tip, then the better phrasing, for verdicts already decided: one coach model call.
 
-    Yields a copy of the grade after each stage: the verdicts (``tip`` is None), the tip as soon as
-    the model has finished writing it (``better_phrasing`` still None), and the finished grade
-    last. A model failure (server down, bad JSON) never loses the verdicts or a tip already
-    shown: what is missing falls back to the rubric's own advice and ``error`` says what happened.
+    Yields a copy of the grade when the tip is there (``better_phrasing`` still None) and the
+    finished grade last (``coached``). The verdicts are never changed (``judge`` is for
+    ``calibrate --judge`` alone). A model failure never loses a tip already shown: what is missing
+    falls back to the rubric's own advice and ``error`` says what happened.
     """
-    context = context or TurnContext()
-    result = grade_fast(rubric, reply, context)
-    settings = settings or LLMSettings.from_env()
-    judge = will_judge(settings, judge)
+    result = verdicts.model_copy(deep=True)
     step = focus_step(rubric, result.verdicts)
     result.focus = step.id if step else None
-    yield result.model_copy(deep=True)
     fallback = fallback_advice(rubric, step)
     started = time.perf_counter()
 
@@ -357,8 +284,8 @@ def stream_grade(
         schema = JudgedAdvice if judge else TipAdvice
         text = ""
         messages = tip_messages(rubric, reply, context, step, situation)
-        for text in stream_json(schema, messages, settings, temperature=0.0, max_tokens=MAX_TIP_TOKENS):
-            tip = closed_string(text, "tip") if result.tip is None else None
+        for text in model.stream_json(schema, messages, max_tokens=MAX_TIP_TOKENS):
+            tip = closed_field(text, "tip") if result.tip is None else None
             if tip is not None:
                 _take_tip(result, tip, fallback, context, reply)
                 result.tip_ms = elapsed()
@@ -374,13 +301,57 @@ def stream_grade(
             result.better_phrasing, result.phrasing_source = phrasing, "model"
         else:
             result.better_phrasing, result.phrasing_source = fallback.better_phrasing, "rubric"
-    except Exception as exc:  # the model is optional for grading; the verdicts are not
+    except Preempted:
+        raise  # the patient needs the model: the caller finishes this later or drops it
+    except Exception as exc:  # the model is optional for coaching; the verdicts are not
         if result.tip is None:
             result.tip, result.tip_source, result.tip_ms = fallback.tip, "rubric", elapsed()
         result.better_phrasing, result.phrasing_source = fallback.better_phrasing, "rubric"
         result.error = f"{type(exc).__name__}: {exc}"[:300]
     result.advice_ms = elapsed()
     yield result
+
+
+def rubric_coaching(rubric: Rubric, verdicts: TurnGrade, why: str) -> TurnGrade:
+    """The rubric's own tip and phrasing, for a turn whose model coaching was dropped."""
+    result = verdicts.model_copy(deep=True)
+    step = focus_step(rubric, result.verdicts)
+    advice = fallback_advice(rubric, step)
+    result.focus = step.id if step else None
+    result.tip, result.tip_source = advice.tip, "rubric"
+    result.better_phrasing, result.phrasing_source = advice.better_phrasing, "rubric"
+    result.tip_ms = result.advice_ms = 0.0
+    result.error = why
+    return result
+
+
+def coach_model(settings: LLMSettings) -> ServedModel:
+    """The coach over ``settings`` (its own llama.cpp slot on the embedded server)."""
+    return ServedModel(settings, slot=COACH_SLOT)
+
+
+def stream_grade(
+    rubric: Rubric,
+    reply: str,
+    context: TurnContext | None = None,
+    settings: LLMSettings | None = None,
+    *,
+    situation: str | None = None,
+    judge: bool = False,
+    model: CoachModel | None = None,
+) -> Iterator[TurnGrade]:
+    """Verdicts (``tip`` None), then :func:`coach`'s stages: for calibrate and the benches.
+
+    The session computes the verdicts once and calls :func:`coach` itself.
+    """
+    context = context or TurnContext()
+    settings = settings or LLMSettings.from_env()
+    result = grade_fast(rubric, reply, context)
+    step = focus_step(rubric, result.verdicts)
+    result.focus = step.id if step else None
+    yield result.model_copy(deep=True)
+    model = model or coach_model(settings)
+    yield from coach(rubric, reply, context, result, model, situation=situation, judge=will_judge(settings, judge))
 
 
 def grade(
@@ -392,11 +363,7 @@ def grade(
     situation: str | None = None,
     judge: bool = False,
 ) -> TurnGrade:
-    """Checks' and classifier's verdicts plus ONE model call for the tip and a better phrasing.
-
-    The finished grade of :func:`stream_grade`: a model failure never loses the verdicts, the
-    tip falls back to the rubric's own advice and ``error`` says what happened.
-    """
+    """Checks' and classifier's verdicts plus ONE model call for the tip and a better phrasing."""
     *_, result = stream_grade(rubric, reply, context, settings, situation=situation, judge=judge)
     return result
 

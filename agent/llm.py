@@ -133,6 +133,7 @@ def chat_model(
     max_tokens: int = 256,
     stop: list[str] | None = None,
     seed: int | None = None,
+    extra_body: dict[str, object] | None = None,
 ) -> ChatOpenAI:
     """A LangChain chat model for ``settings`` (default: from the environment).
 
@@ -144,6 +145,8 @@ def chat_model(
     kwargs: dict[str, object] = {}
     if seed is not None:
         kwargs["seed"] = seed
+    if extra_body:
+        kwargs["extra_body"] = extra_body
     return ChatOpenAI(
         model=model,
         base_url=base_url,
@@ -178,6 +181,7 @@ def stream_json(
     *,
     temperature: float = 0.0,
     max_tokens: int = 512,
+    extra_body: dict[str, object] | None = None,
 ) -> Iterator[str]:
     """Ask for a ``schema`` answer and yield its JSON text as it grows (validate the last one).
 
@@ -189,7 +193,7 @@ def stream_json(
     arguments of one forced tool call.
     """
     settings = settings or LLMSettings.from_env()
-    model = chat_model(settings, temperature=temperature, max_tokens=max_tokens)
+    model = chat_model(settings, temperature=temperature, max_tokens=max_tokens, extra_body=extra_body)
     method = settings.capabilities.structured_method
     if method == "function_calling":
         bound = model.bind_tools([schema], tool_choice=schema.__name__)

@@ -7,9 +7,11 @@ Prompting follows the backend (``settings.capabilities.prompt_style``):
   continue a transcript. The transcript goes in as an *assistant prefill* (the last message is an
   assistant message ending in ``"Mr. Carter:"``), which llama.cpp continues; a stop at the newline
   ends the line. The mood appears as a stage direction just before that line, where a small model
-  cannot miss it.
-* ``chat`` (large hosted models): a system prompt describing the character and the mood, with
-  the trainee as the user and the patient as the assistant.
+  cannot miss it, and every earlier line keeps the direction it was written under: the prompt only
+  ever grows at its end, so the server's prompt cache holds all of it but the new trainee line,
+  the new direction and the speaker tag (a few dozen tokens to read per turn).
+* ``chat`` (large hosted models): a system prompt describing the character, the conversation with
+  the trainee as the user and the patient as the assistant, and the mood last, as a system note.
 
 All prompt text lives in ``agent/prompts/patient_*.txt`` and the persona YAML.
 
@@ -26,13 +28,14 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-import openai
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from agent.llm import LLMSettings, PromptStyle, chat_model
+from agent import tokens
+from agent.llm import LLMSettings, PromptStyle
+from agent.models import PATIENT_SLOT, ModelUnavailable, PatientModel, ServedModel
 from agent.mood import Mood, Outcome, describe
 from agent.personas import Persona
-from agent.transcript import Transcript
+from agent.transcript import Message, Transcript
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 MAX_SENTENCES = 3
@@ -47,8 +50,11 @@ _SCENES = {
 }
 
 
-class PatientUnavailable(RuntimeError):
+class PatientUnavailable(ModelUnavailable):
     """The model server could not produce the patient's reply (down, timed out, refused)."""
+
+
+OMITTED = "[... earlier conversation not shown ...]"
 
 
 @cache
@@ -105,6 +111,19 @@ def _staff_phrase(persona: Persona) -> str:
     }[persona.channel]
 
 
+def direction(persona: Persona, mood: Mood, ending: Outcome | None = None) -> str:
+    """The stage direction for the patient's next line: the mood in words, or how the session ends."""
+    fields = _fields(persona, mood)
+    return fields["mood"] if ending is None else _endings()[ending].format(**fields)
+
+
+def _line(persona: Persona, message: Message) -> str:
+    if message.role == "trainee":
+        return f"{persona.staff_label}: {' '.join(message.content.split())}\n"
+    cue = prompt("mood_direction").format(label=persona.address_as, mood=message.direction) if message.direction else ""
+    return f"{cue}{persona.address_as}: {' '.join(message.content.split())}\n"
+
+
 def build_messages(
     persona: Persona,
     transcript: Transcript,
@@ -112,28 +131,40 @@ def build_messages(
     style: PromptStyle = "transcript",
     ending: Outcome | None = None,
 ) -> list[BaseMessage]:
-    """The messages for the patient's next line (pure: no model call)."""
+    """The messages for the patient's next line (pure: no model call).
+
+    ``transcript`` is what the patient remembers (the session trims it to the model's context);
+    each patient line carries the direction it was written under, so this prompt is the previous
+    turn's prompt plus the patient's answer, the trainee's new line and the new direction.
+    """
     fields = _fields(persona, mood)
-    direction = fields["mood"] if ending is None else _endings()[ending].format(**fields)
+    cue = direction(persona, mood, ending)
     if style == "chat":
-        system = prompt("chat").format(**fields)
-        if ending is not None:
-            system += f"\n\nThis is your last line: {direction}."
-        messages: list[BaseMessage] = [SystemMessage(system)]
+        messages: list[BaseMessage] = [SystemMessage(prompt("chat").format(**fields))]
         for message in transcript.messages:
             messages.append(AIMessage(message.content) if message.role == "patient" else HumanMessage(message.content))
+        note = f"Right now you are {cue}." if ending is None else f"This is your last line: {cue}."
+        # Last, not in the system prompt: what changes every turn stays out of the cached front.
+        messages.append(SystemMessage(note))
         return messages
-    lines = [prompt("transcript").format(**fields)]
-    for message in transcript.messages:
-        speaker = persona.address_as if message.role == "patient" else persona.staff_label
-        lines.append(f"{speaker}: {' '.join(message.content.split())}\n")
-    if ending is None:
-        lines.append(prompt("mood_direction").format(label=persona.address_as, mood=direction))
-    else:
-        lines.append(f"[{direction}.]\n")
+    lines = [prompt("transcript").format(**fields), *(_line(persona, m) for m in transcript.messages)]
+    lines.append(prompt("mood_direction").format(label=persona.address_as, mood=cue))
     lines.append(f"{persona.address_as}:")
     instruction = prompt("transcript_instruction").format(**fields).strip()
     return [HumanMessage(instruction), AIMessage("".join(lines))]
+
+
+def prefix_messages(persona: Persona, transcript: Transcript, mood: Mood) -> list[BaseMessage]:
+    """The part of the next transcript-style prompt known before the trainee answers (for a prefill):
+    exactly the front of :func:`build_messages`' prompt, up to the end of the patient's last line."""
+    fields = _fields(persona, mood)
+    lines = [prompt("transcript").format(**fields), *(_line(persona, m) for m in transcript.messages)]
+    return [HumanMessage(prompt("transcript_instruction").format(**fields).strip()), AIMessage("".join(lines))]
+
+
+def prompt_tokens(messages: list[BaseMessage]) -> int:
+    """Tokens of a prompt, counted with tiktoken (a close estimate of the served model's count)."""
+    return tokens.count_messages(messages)
 
 
 def _clean_start(text: str, persona: Persona) -> str:
@@ -162,23 +193,17 @@ def _sentences(stream: Iterator[str]) -> Iterator[str]:
         yield buffer.strip()
 
 
-def _model_chunks(persona: Persona, messages: list[BaseMessage], settings: LLMSettings, *, style: PromptStyle,
-                  temperature: float, seed: int | None) -> Iterator[str]:  # fmt: skip
-    stop = ["\n"] if style == "transcript" else None
-    model = chat_model(settings, temperature=temperature, max_tokens=MAX_TOKENS, stop=stop, seed=seed)
+def _model_chunks(model: PatientModel, messages: list[BaseMessage], *, temperature: float,
+                  seed: int | None) -> Iterator[str]:  # fmt: skip
+    stop = ["\n"] if model.prompt_style == "transcript" else None
     try:
-        for chunk in model.stream(messages):
-            text = chunk.content if isinstance(chunk.content, str) else ""
+        for text in model.stream(messages, temperature=temperature, seed=seed, max_tokens=MAX_TOKENS, stop=stop):
             if "\n" in text:  # a chat-style reply may run into a second speaker's line
                 yield text.split("\n", 1)[0]
                 return
             yield text
-    except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as exc:
-        raise PatientUnavailable(
-            f"the patient model is not answering ({type(exc).__name__}: {exc}); your message is kept, try again"
-        ) from exc
-    except openai.APIStatusError as exc:
-        raise PatientUnavailable(f"the patient model refused the request (HTTP {exc.status_code}): {exc}") from exc
+    except ModelUnavailable as exc:
+        raise PatientUnavailable(f"{exc}; your message is kept, try again") from exc
 
 
 def _fallback(persona: Persona, mood: Mood) -> str:
@@ -210,16 +235,20 @@ def release(chunks: Iterator[str], persona: Persona, notes: list[str] | None = N
             return
 
 
+def patient_model(settings: LLMSettings | None = None) -> ServedModel:
+    """The patient over ``settings`` (its own llama.cpp slot on the embedded server)."""
+    return ServedModel(settings or LLMSettings.from_env(), slot=PATIENT_SLOT)
+
+
 def stream_reply(
     persona: Persona,
     transcript: Transcript,
     mood: Mood,
-    settings: LLMSettings | None = None,
+    model: PatientModel,
     *,
     ending: Outcome | None = None,
     temperature: float = 0.7,
     seed: int | None = None,
-    style: PromptStyle | None = None,
     notes: list[str] | None = None,
 ) -> Iterator[str]:
     """The patient's next line as it arrives, sentence by sentence, already filtered for role.
@@ -229,13 +258,10 @@ def stream_reply(
     fallback line; what the filter did is appended to ``notes``.
     Raises :class:`PatientUnavailable` when the server fails; callers keep nothing partial.
     """
-    settings = settings or LLMSettings.from_env()
-    style = style or settings.capabilities.prompt_style
-    messages = build_messages(persona, transcript, mood, style, ending)
+    messages = build_messages(persona, transcript, mood, model.prompt_style, ending)
     attempts = [(seed, temperature), (None if seed is None else seed + 1, max(temperature, 0.8))]
     for attempt_seed, attempt_temperature in attempts:
-        chunks = _model_chunks(persona, messages, settings, style=style, temperature=attempt_temperature,
-                               seed=attempt_seed)  # fmt: skip
+        chunks = _model_chunks(model, messages, temperature=attempt_temperature, seed=attempt_seed)
         released = 0
         try:
             for sentence in release(chunks, persona, notes):
@@ -250,12 +276,6 @@ def stream_reply(
     yield _fallback(persona, mood)
 
 
-def reply(
-    persona: Persona,
-    transcript: Transcript,
-    mood: Mood,
-    settings: LLMSettings | None = None,
-    **options: object,
-) -> str:
+def reply(persona: Persona, transcript: Transcript, mood: Mood, model: PatientModel, **options: object) -> str:
     """The whole line at once (see :func:`stream_reply`)."""
-    return "".join(stream_reply(persona, transcript, mood, settings, **options))  # type: ignore[arg-type]
+    return "".join(stream_reply(persona, transcript, mood, model, **options))  # type: ignore[arg-type]

@@ -1,14 +1,16 @@
-"""The app's controller: practice sessions on top of the turn loop, the store and the model server.
+"""The app's controller: live practice sessions, written through to the store, coached in the background.
 
-Why this layer exists between ``app.py`` and ``agent.session``: the web page needs more than the
-turn loop. Every turn must be saved *before* the model is called (so a dead model server loses
-nothing), a failed turn must be retryable after the server restarts, a session must be resumable
-from the database after an app restart, and a trainee may branch from an earlier turn. None of
-that involves Gradio, so it lives here and is tested without a browser.
+Why this layer exists between ``app.py`` and :mod:`agent.session`: the page needs more than the
+turn pipeline. Every turn is saved *before* the model is called (so a dead model server loses
+nothing) and completed after; a failed turn can be retried after the server restarts; a session
+can be resumed from the database after an app restart, or branched from an earlier turn; and the
+coach writes its tip after the patient answered, on the same model server, without ever delaying
+the patient (:mod:`agent.coaching`). None of that involves Gradio, so it lives here and is tested
+without a browser, through a fake model behind the model protocols.
 
-A turn yields :class:`TurnUpdate` snapshots as it goes (saved -> patient typing -> answered ->
-graded -> maybe ended) so the page can stream the patient's reply and fill the feedback panel in
-when the grade arrives.
+A session lives in memory while it is active; the store is written through and read back only to
+resume. :meth:`Practice.turn` yields :class:`TurnUpdate` snapshots (graded -> typing ... ->
+answered, or ended), then :meth:`Practice.coaching` follows that turn's tip (tipped -> coached).
 """
 
 from __future__ import annotations
@@ -17,40 +19,48 @@ import logging
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from agent import grader, personas, ui
+from agent import grader, personas, report
 from agent import mood as moods
+from agent.coaching import Coaching, CoachJob, Lane, YieldingCoach
+from agent.grades import TurnGrade
 from agent.llm import Backend, LLMSettings
-from agent.session import Session
+from agent.models import COACH_SLOT, PATIENT_SLOT, CoachModel, PatientModel, ServedModel
+from agent.mood import Mood
+from agent.session import Answered, Graded, Session, Spoken, Turn, TurnEvent, decide_ending
 from agent.simulate import SCRIPTED, simulate
 from agent.store import NewSession, SessionRecord, Store, StoreError, TurnRecord
 
 log = logging.getLogger(__name__)
-Stage = Literal["ready", "saved", "typing", "answered", "tipped", "graded", "ended", "failed"]
+Stage = Literal["ready", "graded", "typing", "answered", "tipped", "coached", "ended", "failed"]
+# Sessions kept in memory; the least recently used idle one is let go (it resumes from the store).
+MAX_LIVE = 64
 
 
 class TurnUpdate(BaseModel):
-    """A snapshot of the session for the page after each stage of a turn."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    """What the page shows after one stage of a turn: the session, its turns, the text streaming."""
 
     stage: Stage
     session: SessionRecord
     turns: list[TurnRecord]
     streaming: str | None = None
     error: str | None = None
+    note: str | None = None
+    coaching: bool = False
 
     @property
     def last(self) -> TurnRecord | None:
         return self.turns[-1] if self.turns else None
 
-    def _moods(self) -> list[dict[str, Any]]:
+    def _moods(self) -> list[Mood]:
         """Moods the trainee has seen: answered turns, plus the turn in progress (not a failed one)."""
         seen = []
         for turn in self.turns:
@@ -60,12 +70,12 @@ class TurnUpdate(BaseModel):
         return seen
 
     @property
-    def mood(self) -> dict[str, Any] | None:
+    def mood(self) -> Mood | None:
         seen = self._moods()
         return seen[-1] if seen else self.session.initial_mood
 
     @property
-    def mood_before(self) -> dict[str, Any] | None:
+    def mood_before(self) -> Mood | None:
         seen = self._moods()
         if len(seen) >= 2:
             return seen[-2]
@@ -202,13 +212,46 @@ ENDINGS = {
 }
 
 
-class Practice:
-    """Start, play, retry, branch, resume and end practice sessions; everything goes to the store.
+ENDINGS = {
+    "resolved": "{name} accepted what you offered and calmed down.",
+    "walked_out": "{name} walked out: the anger stayed too high for too long.",
+    "hung_up": "{name} hung up: the anger stayed too high for too long.",
+    "escalated": "A manager took over the conversation with {name}.",
+}
 
-    The turn loop follows design.md: checks (milliseconds) -> mood update -> the patient's reply
-    streamed -> the model-written tip, then the better phrasing. State between turns is *only*
-    what the store holds (transcript, last mood), so a session continues the same way after an
-    app restart, after a failed turn, or from an earlier turn on a new branch.
+
+@dataclass(eq=False)
+class Live:
+    """An active session: the pipeline's state, and the stored records it was written to."""
+
+    session: Session
+    record: SessionRecord
+    turns: list[TurnRecord]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    jobs: dict[int, CoachJob] = field(default_factory=dict)
+
+    def replace(self, record: TurnRecord) -> None:
+        for position, turn in enumerate(self.turns):
+            if turn.id == record.id:
+                self.turns[position] = record
+                return
+
+
+def turn_from_record(record: TurnRecord, persona: personas.Persona, session: Session) -> Turn:
+    """A stored turn as the pipeline's :class:`Turn` (only on resume)."""
+    grade = record.grade or grader.grade_fast(session.rubric, record.trainee_text, session.context())
+    before = record.mood_before or session.mood
+    after = record.mood_after or moods.update(before, grade.labels(), persona, record.trainee_text)
+    answered = record.status == "complete" and record.patient_reply is not None
+    return Turn(trainee=record.trainee_text, grade=grade, mood_before=before, mood_after=after,
+                ending=decide_ending(after, persona), patient=record.patient_reply if answered else None)  # fmt: skip
+
+
+class Practice:
+    """Start, play, coach, retry, branch, resume and end practice sessions; everything is stored.
+
+    ``patient`` and ``coach`` are the models (protocols of :mod:`agent.models`); by default both
+    are the configured server, each on its own slot of the embedded one. Tests pass a fake.
     """
 
     def __init__(
@@ -219,68 +262,106 @@ class Practice:
         server: Any | None = None,
         personas_dir: Path | None = None,
         seed: int | None = None,
+        patient: PatientModel | None = None,
+        coach: CoachModel | None = None,
     ) -> None:
         self.store = store
         self.model = ModelSupervisor(settings or LLMSettings.from_env(), server=server)
+        self.patient = patient or ServedModel(self.model.base, resolve=self.model.settings, slot=PATIENT_SLOT)
+        self.coach = coach or ServedModel(self.model.base, resolve=self.model.settings, slot=COACH_SLOT)
         self.personas_dir = personas_dir
         self.seed = seed
-        self._locks: dict[str, threading.Lock] = {}
+        self.lane = Lane()
+        self.coaching_worker = Coaching(self.lane)
+        self._live: OrderedDict[str, Live] = OrderedDict()
         self._guard = threading.Lock()
-        self._warming: threading.Thread | None = None
 
-    # -- personas and rubric ------------------------------------------------------------------
+    # -- personas -----------------------------------------------------------------------------
 
     def personas(self) -> list[personas.Persona]:
         return personas.load_personas(self.personas_dir)
 
     def persona(self, persona_id: str) -> personas.Persona:
-        """A persona by id only. ``load_persona`` also takes file paths (handy on the command line);
-        ids from the page or the API must never name a file outside the personas folder."""
+        """A persona by id only: ids from the page or the API never name a file."""
         return personas.load_persona(check_persona_id(persona_id), self.personas_dir)
 
-    # -- sessions -----------------------------------------------------------------------------
+    # -- live sessions --------------------------------------------------------------------------
+
+    def _model_ready(self) -> bool:
+        """False while the embedded server is still being prepared: only a turn waits for it."""
+        served = isinstance(self.patient, ServedModel) or isinstance(self.coach, ServedModel)
+        return not (served and self.model.supervised and self.model.server is None)
+
+    def _new_session(self, persona: personas.Persona) -> Session:
+        return Session(persona, self.patient, seed=self.seed)
+
+    def _remember(self, session_id: str, live: Live) -> Live:
+        with self._guard:
+            self._live[session_id] = live
+            self._live.move_to_end(session_id)
+            for old_id in list(self._live)[:-MAX_LIVE]:
+                if not self._live[old_id].lock.locked():
+                    del self._live[old_id]
+        return live
+
+    def live(self, session_id: str) -> Live:
+        """The session in memory; rebuilt from the store only when it is not (resume, restart)."""
+        with self._guard:
+            found = self._live.get(session_id)
+            if found is not None:
+                self._live.move_to_end(session_id)
+                return found
+        record = self.store.get_session(session_id)
+        stored = self.store.turns(session_id)
+        persona = self.persona(record.persona_id)
+        session = self._new_session(persona)
+        for turn in stored:
+            session.add_played(turn_from_record(turn, persona, session))
+        return self._remember(session_id, Live(session=session, record=record, turns=stored))
 
     @contextmanager
-    def _exclusive(self, session_id: str) -> Iterator[None]:
+    def _exclusive(self, live: Live) -> Iterator[None]:
         """One turn at a time per session; a second request gets a clear error instead of a hang."""
-        with self._guard:
-            lock = self._locks.setdefault(session_id, threading.Lock())
-        if not lock.acquire(timeout=5):
+        if not live.lock.acquire(timeout=5):
             raise StoreError("this session is still answering the previous reply")
         try:
             yield
         finally:
-            lock.release()
+            live.lock.release()
 
-    def _warm_grader(self, live: Session) -> None:
-        """While the trainee reads and types, let the local model read the next tip prompt's
-        known front (:meth:`Session.warm_grader`), so the tip comes sooner after "send".
+    def update(self, live: Live, stage: Stage, **extra: Any) -> TurnUpdate:
+        return TurnUpdate(stage=stage, session=live.record, turns=list(live.turns), **extra)
 
-        In the background and at most one at a time; it never delays or fails a turn.
-        """
-        if not self.model.base.capabilities.warm_prompt_cache or live.ending is not None:
+    def snapshot(self, session_id: str, stage: Stage = "ready") -> TurnUpdate:
+        live = self.live(session_id)
+        return self.update(live, stage, coaching=self._coaching_pending(live))
+
+    # -- warm-ups ------------------------------------------------------------------------------
+
+    def _prefill_patient(self, live: Live) -> None:
+        """While the trainee reads the patient's line, the patient model reads the prompt so far."""
+        if not self._model_ready():
             return
-        if self.model.supervised and self.model.server is None:
-            return  # still being prepared: only a turn may wait for (or start) it
-        if self._warming is not None and self._warming.is_alive():
-            return
 
-        def warm() -> None:
+        def prefill() -> None:
             try:
-                live.warm_grader(self.model.settings())
-            except Exception as exc:  # the model is not ready: the tip will read the whole prompt
-                log.info("grader warm-up skipped: %s", exc)
+                with self.lane.patient():
+                    live.session.prefill()
+            except Exception as exc:  # only an optimisation: the turn reads the whole prompt then
+                log.info("patient prefill skipped: %s", exc)
 
-        self._warming = threading.Thread(target=warm, name="grader-warm-up", daemon=True)
-        self._warming.start()
+        threading.Thread(target=prefill, name="patient-prefill", daemon=True).start()
 
-    def snapshot(self, session_id: str, stage: Stage = "ready", **extra: Any) -> TurnUpdate:
-        return TurnUpdate(
-            stage=stage, session=self.store.get_session(session_id), turns=self.store.turns(session_id), **extra
-        )
+    def _warm_coach(self, live: Live) -> None:
+        if self._model_ready() and live.session.ending is None:
+            coach = YieldingCoach(self.coach, self.lane)
+            self.coaching_worker.warm(lambda: live.session.coach_prefill(coach))
+
+    # -- sessions -----------------------------------------------------------------------------
 
     def start(self, persona_id: str, trainee_name: str | None = None) -> TurnUpdate:
         persona = self.persona(persona_id)
+        session = self._new_session(persona)
         record = self.store.create_session(
             NewSession(
                 persona_id=persona.id,
@@ -289,141 +370,171 @@ class Practice:
                 backend=self.model.base.backend.value,
                 model=self.model.base.model,
                 opening=persona.opening_line,
-                initial_mood=moods.initial(persona),
-            )
+                initial_mood=session.initial_mood,
+            )  # fmt: skip
         )
-        # A new session is the persona's opening line alone: no need to rebuild it from the store.
-        self._warm_grader(Session(persona, seed=self.seed, grade_with_llm=True))
-        return self.snapshot(record.id)
-
-    def _current_mood(self, session_id: str) -> moods.Mood:
-        """The mood the next turn starts from: the last answered turn's, else the persona's start."""
-        answered = [t for t in self.store.turns(session_id) if t.status == "complete" and t.mood_after]
-        data = answered[-1].mood_after if answered else self.store.get_session(session_id).initial_mood
-        return moods.Mood.model_validate(data)
+        live = self._remember(record.id, Live(session=session, record=record, turns=[]))
+        self._prefill_patient(live)
+        self._warm_coach(live)
+        return self.update(live, "ready")
 
     def turn(self, session_id: str, text: str) -> Iterator[TurnUpdate]:
+        """Play one reply: verdicts and mood first, then the patient's answer as it streams."""
         text = (text or "").strip()
         if not text:
             raise StoreError("say something to the patient first")
-        with self._exclusive(session_id):
-            turn = self.store.begin_turn(session_id, text, mood_before=self._current_mood(session_id))
-            yield self.snapshot(session_id, "saved")
-            yield from self._play(session_id, turn)
+        live = self.live(session_id)
+        with self._exclusive(live):
+            if live.record.ended:
+                raise StoreError(f"session {session_id} has ended")
+            if live.session.pending:
+                raise StoreError("your last reply never got an answer: press Retry first")
+            events = live.session.stream_turn(text)
+            graded = next(events)
+            assert isinstance(graded, Graded)
+            turn = graded.turn
+            record = self.store.begin_turn(session_id, turn.trainee, mood_before=turn.mood_before,
+                                           mood_after=turn.mood_after, grade=turn.grade)  # fmt: skip
+            live.turns.append(record)
+            yield self.update(live, "graded")
+            yield from self._play(live, events, record)
 
     def retry(self, session_id: str) -> Iterator[TurnUpdate]:
         """Replay the last turn that failed (or was cut off by a restart) with the same words."""
-        with self._exclusive(session_id):
+        live = self.live(session_id)
+        with self._exclusive(live):
+            if live.record.ended:
+                raise StoreError(f"session {session_id} has ended")
             pending = self.store.open_turn(session_id)
-            if pending is None:
+            if pending is None or not live.session.pending:
                 raise StoreError("there is no failed turn to retry")
-            turn = self.store.retry_turn(pending.id)
-            yield self.snapshot(session_id, "saved")
-            yield from self._play(session_id, turn)
+            record = self.store.retry_turn(pending.id)
+            live.replace(record)
+            yield self.update(live, "graded", note="Retrying…")
+            yield from self._play(live, live.session.retry(), record)
+
+    def _play(self, live: Live, events: Iterator[TurnEvent], record: TurnRecord) -> Iterator[TurnUpdate]:
+        reply = ""
+        answered: Answered | None = None
+        try:
+            with self.lane.patient():
+                for event in events:
+                    if isinstance(event, Spoken):
+                        reply += event.text
+                        yield self.update(live, "typing", streaming=reply)
+                    elif isinstance(event, Answered):
+                        answered = event
+        except GeneratorExit:  # the page went away mid-turn: say so, so Retry is offered on return
+            events.close()
+            live.replace(self.store.fail_turn(record.id, "The page closed before the patient answered; press Retry."))
+            raise
+        except Exception as exc:  # the model failed: the words are saved, the page offers a retry
+            message = describe_error(exc)
+            live.replace(self.store.fail_turn(record.id, message))
+            yield self.update(live, "failed", error=message)
+            return
+        assert answered is not None
+        turn = answered.turn
+        live.replace(self.store.complete_turn(record.id, patient_reply=turn.patient or "", mood_after=turn.mood_after,
+                                              grade=turn.grade))  # fmt: skip
+        note = None
+        if answered.trimmed:
+            note = (f"The patient now remembers the opening and the last exchanges: {answered.trimmed} earlier "
+                    "ones no longer fit the model's memory.")  # fmt: skip
+        live.jobs[answered.index] = self.coaching_worker.submit(self._coach_job(live, answered.index, record.id))
+        if turn.ending is not None:
+            reason = ENDINGS[turn.ending.kind].format(name=live.session.persona.address_as)
+            self._end(live, outcome=turn.ending.kind, reason=f"{reason} ({turn.ending.reason})")
+            yield self.update(live, "ended", note=note, coaching=True)
+            return
+        yield self.update(live, "answered", note=note, coaching=True)
+
+    # -- coaching ------------------------------------------------------------------------------
+
+    def _coach_job(self, live: Live, index: int, record_id: int) -> CoachJob:
+        session = live.session
+
+        def publish(stage: TurnGrade) -> None:
+            live.replace(self.store.set_grade(record_id, stage))
+
+        def drop(why: str) -> TurnGrade:
+            turn = session.turns[index]
+            turn.grade = grader.rubric_coaching(session.rubric, turn.grade, why)
+            return turn.grade
+
+        def run() -> Iterator[TurnGrade]:
+            yield from session.coach(index, YieldingCoach(self.coach, self.lane))
+            self._warm_coach(live)
+
+        return CoachJob(key=(live.record.id, index), run=run, publish=publish, drop=drop)
+
+    def _coaching_pending(self, live: Live) -> bool:
+        return any(not job.done for job in live.jobs.values())
+
+    def coaching(self, session_id: str, index: int | None = None) -> Iterator[TurnUpdate]:
+        """Follow the tip for turn ``index`` (default: the last): ``tipped``, then ``coached``."""
+        live = self.live(session_id)
+        index = len(live.session.turns) - 1 if index is None else index
+        job = live.jobs.get(index)
+        if job is None:
+            return
+        for stage in job.stages():
+            final = stage.coached
+            yield self.update(
+                live, "coached" if final else "tipped", coaching=not final or self._coaching_pending(live)
+            )
+
+    def wait_for_coaching(self, session_id: str, timeout: float = 120.0) -> None:
+        """Block until every queued tip of this session is written (the API and the terminal)."""
+        live = self.live(session_id)
+        deadline = time.monotonic() + timeout
+        for job in list(live.jobs.values()):
+            for _ in job.stages(timeout=max(deadline - time.monotonic(), 0.1)):
+                pass
+
+    # -- branches and endings --------------------------------------------------------------------
 
     def branch(self, session_id: str, index: int) -> TurnUpdate:
         """Retry from trainee turn ``index``: the conversation continues from just before it."""
-        with self._exclusive(session_id):
+        live = self.live(session_id)
+        with self._exclusive(live):
             self.store.branch_from(session_id, index)
-            return self.snapshot(session_id)
-
-    def _session(self, session_id: str) -> Session:
-        """The turn loop rebuilt from the store's answered turns on the active branch.
-
-        Rebuilding every turn (milliseconds: checks are pattern matches) means the store is the
-        only state: an app restart, a failed turn or a branch all continue the same way.
-        """
-        record = self.store.get_session(session_id)
-        answered = [t for t in self.store.turns(session_id) if t.status == "complete"]
-        return Session.restore(self.persona(record.persona_id), answered, seed=self.seed, grade_with_llm=True)
-
-    def _play(self, session_id: str, turn: TurnRecord) -> Iterator[TurnUpdate]:
-        live = self._session(session_id)
-        reply = ""
-        graded = False
-        try:
-            settings = self.model.settings()
-            for event in live.stream_turn(turn.trainee_text, settings):
-                if event.kind == "checked":
-                    # The mood moves as soon as the checks have read the reply, before the patient speaks.
-                    self.store.set_mood_after(turn.id, event.mood)
-                    yield self.snapshot(session_id, "saved")
-                elif event.kind == "delta":
-                    reply += event.text
-                    yield self.snapshot(session_id, "typing", streaming=reply)
-                elif event.kind == "answered":
-                    self.store.complete_turn(turn.id, patient_reply=event.text, mood_after=event.mood,
-                                             grade=event.grade)  # fmt: skip
-                    yield self.snapshot(session_id, "answered")
-                elif event.kind == "tipped":
-                    self.store.set_grade(turn.id, event.grade)
-                    self.store.set_mood_after(turn.id, event.mood)
-                    yield self.snapshot(session_id, "tipped")
-                elif event.kind == "graded":
-                    self.store.set_grade(turn.id, event.grade)
-                    self.store.set_mood_after(turn.id, event.mood)
-                    graded = True  # shown below, together with the ending if one follows at once
-                elif event.kind == "ended" and event.ending is not None:
-                    reason = ENDINGS[event.ending.kind].format(name=live.persona.address_as)
-                    yield self.end(session_id, outcome=event.ending.kind, reason=f"{reason} ({event.ending.reason})")
-                    return
-            if graded:
-                yield self.snapshot(session_id, "graded")
-            self._warm_grader(live)
-        except Exception as exc:  # the model failed: the words are saved, the page offers a retry
-            message = describe_error(exc)
-            if self.store.get_turn(turn.id).status != "complete":
-                self.store.fail_turn(turn.id, message)
-                yield self.snapshot(session_id, "failed", error=message)
-            else:  # the patient answered; only the tip failed
-                yield self.snapshot(session_id, "graded", error=message)
+            with self._guard:
+                self._live.pop(session_id, None)  # the new path is read back from the store
+        return self.snapshot(session_id)
 
     def end(
         self, session_id: str, *, outcome: str | None = "ended_by_trainee", reason: str | None = None
     ) -> TurnUpdate:
-        record = self.store.get_session(session_id)
-        if record.ended:
-            return self.snapshot(session_id, "ended")
-        scorecard = self.scorecard(session_id, outcome=outcome, reason=reason)
-        self.store.end_session(session_id, outcome=outcome, reason=reason, scorecard=scorecard)
-        return self.snapshot(session_id, "ended")
+        live = self.live(session_id)
+        with self._exclusive(live):
+            if not live.record.ended:
+                self._end(live, outcome=outcome, reason=reason)
+        return self.update(live, "ended")
 
-    def scorecard(self, session_id: str, *, outcome: str | None, reason: str | None) -> dict[str, Any]:
-        """Per-step rates over the answered turns, the session-level steps, and the mood path."""
-        record = self.store.get_session(session_id)
-        turns = [t for t in self.store.turns(session_id) if t.status == "complete"]
-        rates = ui.step_rates(turns)
-        score = sum(rates.values()) / len(rates) if rates else None
-        try:
-            live = self._session(session_id)
-            grades = [grader.TurnGrade.model_validate(t.grade) for t in turns if t.grade]
-            complete = grades if len(grades) == len(turns) else None
-            verdicts = grader.grade_session(live.rubric, live.transcript, live.context(), complete)
-            session_steps: dict[str, Any] = {k: v.model_dump(mode="json") for k, v in verdicts.items()}
-        except Exception as exc:  # a scorecard without session steps beats no scorecard
-            session_steps = {"error": f"{type(exc).__name__}: {exc}"}
-        return {
-            "score": score,
-            "steps": rates,
-            "session_steps": session_steps,
-            "turns": len(turns),
-            "outcome": outcome,
-            "reason": reason,
-            "mood": [[n, a, t] for n, a, t in ui.mood_trajectory(record, turns)],
-        }
+    def _end(self, live: Live, *, outcome: str | None, reason: str | None) -> None:
+        card = self.scorecard(live, outcome=outcome, reason=reason)
+        live.record = self.store.end_session(live.record.id, outcome=outcome, reason=reason, scorecard=card)
+
+    def scorecard(self, live: Live, *, outcome: str | None, reason: str | None) -> report.Scorecard:
+        """Per-step coverage over the answered turns, the session-level steps, and the mood path."""
+        session = live.session
+        answered = [t for t in session.turns if t.patient is not None]
+        points = [report.MoodPoint(turn=number, anger=mood.anger / 10, trust=mood.trust / 10)
+                  for number, mood in enumerate([session.initial_mood, *(t.mood_after for t in answered)])]  # fmt: skip
+        return report.build_scorecard(session.rubric, [t.grade for t in answered], session.transcript,
+                                      session.context(), outcome=outcome, reason=reason, mood=points)  # fmt: skip
 
     # -- trainer --------------------------------------------------------------------------------
 
     def test_run(self, persona: personas.Persona) -> Iterator[dict[str, dict[str, Any]]]:
-        """Play the scripted good and bad trainee (:func:`agent.simulate.simulate`) with the model.
-
-        Yields the runs so far after each script, so the page can plot the first one while the
-        second plays.
-        """
-        settings = self.model.settings()
+        """Play the scripted good and bad trainee (:func:`agent.simulate.simulate`) through the same
+        pipeline as a practice session. Yields the runs so far after each script, so the page can
+        plot the first one while the second plays."""
         runs: dict[str, dict[str, Any]] = {}
         for name in SCRIPTED:
-            session = simulate(persona, name, persona.thresholds.max_turns, settings)
+            with self.lane.patient():
+                session = simulate(persona, name, persona.thresholds.max_turns, self.patient)
             runs[name] = {
                 "trajectory": [(i, m.anger / 10, m.trust / 10) for i, m in enumerate(session.moods)],
                 "outcome": session.ending.kind if session.ending else None,

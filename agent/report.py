@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from agent.checks import StepVerdict, TurnContext
-from agent.grader import TurnGrade, grade_session
+from agent.grader import grade_session
+from agent.grades import TurnGrade
 from agent.rubrics import Rubric
 from agent.transcript import Transcript
 
@@ -57,9 +58,22 @@ class Focus(BaseModel):
     sources: list[str] = Field(default_factory=list)
 
 
+class MoodPoint(BaseModel):
+    """The mood after ``turn`` trainee turns (0: the start), as 0-1 fractions for plots."""
+
+    turn: int
+    anger: float
+    trust: float
+
+
 class Scorecard(BaseModel):
+    """The end-of-session result: the one scorecard type the store, the page and the exports share."""
+
     rubric: str
     turns: int
+    outcome: str | None = None
+    reason: str | None = None
+    mood: list[MoodPoint] = Field(default_factory=list)
     score: float | None = Field(default=None, description="share of applicable step verdicts that went well, 0-1")
     steps: list[StepCoverage]
     session: dict[str, StepVerdict] = Field(default_factory=dict)
@@ -140,6 +154,10 @@ def build_scorecard(
     transcript: Transcript,
     context: TurnContext | None = None,
     session: dict[str, StepVerdict] | None = None,
+    *,
+    outcome: str | None = None,
+    reason: str | None = None,
+    mood: Sequence[MoodPoint] = (),
 ) -> Scorecard:
     """The scorecard for one finished session (session steps are graded here unless given)."""
     rows = _coverage(rubric, grades)
@@ -153,6 +171,9 @@ def build_scorecard(
     return Scorecard(
         rubric=rubric.id,
         turns=len(grades),
+        outcome=outcome,
+        reason=reason,
+        mood=list(mood),
         score=good / applicable if applicable else None,
         steps=rows,
         session=session,

@@ -1,40 +1,51 @@
-"""One practice session: the turn loop over checks -> mood -> patient -> (optional) LLM grade.
+"""One practice session in memory: the turn pipeline every surface shares.
 
-Why a generator of events: the UI and the terminal both need the patient's words the moment they
-arrive, and the feedback panel filled in later. :meth:`Session.stream_turn` yields
-:class:`TurnEvent` s in order:
+For each trainee reply, in this order and each exactly once (design.md, "One trainee turn"):
 
-``checked`` (fast verdicts + new mood, milliseconds) -> ``delta`` (patient text, sentence by
-sentence) -> ``answered`` (the whole line, mood, fast grade) -> ``tipped`` (the model's tip, while
-it still writes the better phrasing) -> ``graded`` (tip and better phrasing; these two only with
-``grade_with_llm``; may refine the mood) -> ``ended`` (when the mood reaches an ending).
+1. verdicts: the checks and the learned classifier (:func:`agent.grader.grade_fast`), milliseconds;
+2. mood: :func:`agent.mood.update` on those verdicts (pure), which also decides an ending;
+3. the patient's answer, streamed, written from that mood (:func:`agent.patient.stream_reply`);
+4. coaching (tip, better phrasing) from the coach model, *after* the answer and off the critical
+   path: :meth:`Session.coach`, which the caller runs when the model is free. It never changes a
+   verdict or the mood the patient answered from.
 
-The patient never waits for the LLM grade: it is asked for after the patient has answered.
+:meth:`Session.stream_turn` yields typed events: :class:`Graded` (verdicts, new mood, ending if
+one was reached) -> :class:`Spoken` (patient text, sentence by sentence) -> :class:`Answered`.
+The page, the terminal ``practice``, ``simulate`` and the trainer's test run all play turns
+through here, so the same words move the mood the same way everywhere.
 
-If the model server dies mid-turn, the trainee's message stays in the transcript, the partial
-patient text is dropped, :class:`~agent.patient.PatientUnavailable` propagates with a message the
-UI can show, and :meth:`retry` (or the next :meth:`stream_turn`, which replaces the unanswered
-message) plays the turn again.
+What the patient model reads is kept within its context: when the conversation would outgrow it,
+the oldest exchanges after the opening line are left out of the patient's prompt (``trimmed``
+says how many), once, with room to spare, so the cached prompt stays stable afterwards.
+
+If the model server dies mid-turn, the trainee's message and its verdicts stay, the partial
+patient text is dropped, :class:`~agent.patient.PatientUnavailable` propagates, and :meth:`retry`
+(or the next :meth:`stream_turn`, which replaces the unanswered message) plays the answer again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import Iterator
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, Field
 
-from agent import checks
+from agent import grader
 from agent import mood as mood_rules
 from agent.checks import StepVerdict, TurnContext
-from agent.llm import LLMSettings
+from agent.grades import TurnGrade
+from agent.models import CoachModel, PatientModel
 from agent.mood import Mood, Outcome
-from agent.patient import stream_reply
+from agent.patient import MAX_TOKENS as PATIENT_MAX_TOKENS
+from agent.patient import build_messages, direction, prefix_messages, prompt_tokens, stream_reply
 from agent.personas import Persona
 from agent.rubrics import Rubric, load_rubric
 from agent.transcript import Transcript
 
-EventKind = Literal["checked", "delta", "answered", "tipped", "graded", "ended"]
+# tiktoken counts a little under the served model's tokenizer: leave this much headroom.
+TOKEN_SAFETY = 1.2
+# After a trim the patient's prompt fills at most this share of the context, so trims are rare.
+TRIM_TO = 0.6
 
 
 class SessionError(RuntimeError):
@@ -46,39 +57,47 @@ class Ending(BaseModel):
     reason: str
 
 
-class TurnEvent(BaseModel):
-    """One step of a turn, for streaming UIs. Fields beyond ``kind`` are set where they apply."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-    kind: EventKind
-    text: str = ""
-    verdicts: dict[str, StepVerdict] | None = None
-    mood: Mood | None = None
-    grade: Any = None  # agent.grader.TurnGrade when the grader is installed
-    ending: Ending | None = None
-
-
 class Turn(BaseModel):
-    """A finished (or pending) trainee turn."""
+    """One trainee turn; ``patient`` is None while the answer is pending (or failed)."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
     trainee: str
-    patient: str | None = None
-    verdicts: dict[str, StepVerdict]
+    grade: TurnGrade
     mood_before: Mood
     mood_after: Mood
-    grade: Any = None
-    ending: Ending | None = None
-    filter_notes: list[str] = []  # what the role filter did to the patient's reply
+    ending: Ending | None = Field(default=None, description="decided with the mood, before the patient answers")
+    patient: str | None = None
+    notes: list[str] = Field(default_factory=list, description="what the role filter did to the answer")
+
+    @property
+    def verdicts(self) -> dict[str, StepVerdict]:
+        return self.grade.verdicts
 
 
-def _grader() -> Any | None:
-    """``agent.grader`` if present: the session runs without the LLM grader (checks only)."""
-    try:
-        from agent import grader
-    except ImportError:
-        return None
-    return grader
+class Graded(BaseModel):
+    """Stage 1-2: the verdicts and the mood they moved to (shown before the patient speaks)."""
+
+    kind: Literal["graded"] = "graded"
+    index: int
+    turn: Turn
+
+
+class Spoken(BaseModel):
+    """Stage 3, streaming: the next piece of the patient's answer."""
+
+    kind: Literal["spoken"] = "spoken"
+    text: str
+
+
+class Answered(BaseModel):
+    """Stage 3 done: the whole answer; ``turn.ending`` says whether the session ended with it."""
+
+    kind: Literal["answered"] = "answered"
+    index: int
+    turn: Turn
+    trimmed: int = Field(default=0, description="exchanges left out of the patient's prompt so far")
+
+
+TurnEvent = Graded | Spoken | Answered
 
 
 def ending_reason(kind: Outcome, mood: Mood, persona: Persona) -> str:
@@ -94,201 +113,185 @@ def ending_reason(kind: Outcome, mood: Mood, persona: Persona) -> str:
     return f"anger stayed at {mood.anger:g} (>= {limits.leave_anger:g}) for {mood.hot_turns} turns"
 
 
+def decide_ending(mood: Mood, persona: Persona) -> Ending | None:
+    kind = mood_rules.outcome(mood, persona)
+    return None if kind is None else Ending(kind=kind, reason=ending_reason(kind, mood, persona))
+
+
 class Session:
-    """A practice conversation with one persona; usable from the terminal, the web UI and tests."""
+    """A practice conversation with one persona, held in memory while it is active."""
 
     def __init__(
         self,
         persona: Persona,
+        patient: PatientModel,
         *,
-        settings: LLMSettings | None = None,
         rubric: Rubric | None = None,
         seed: int | None = None,
         temperature: float = 0.7,
-        grade_with_llm: bool = False,
+        use_learned: bool = True,
     ) -> None:
         self.persona = persona
-        self.settings = settings
+        self.patient = patient
         self.rubric = rubric or load_rubric(persona.rubric)
         self.seed = seed
         self.temperature = temperature
-        self.grade_with_llm = grade_with_llm
+        self.use_learned = use_learned
+        self.initial_mood = mood_rules.initial(persona)
         self.transcript = Transcript()
-        self.transcript.add("patient", persona.opening_line)
-        self.moods: list[Mood] = [mood_rules.initial(persona)]
+        self.transcript.add("patient", persona.opening_line, direction(persona, self.initial_mood))
         self.turns: list[Turn] = []
         self.ending: Ending | None = None
+        self.trimmed = 0  # trainee/patient exchanges left out of the patient's prompt
 
     # -- state -----------------------------------------------------------------------------
 
     @property
-    def mood(self) -> Mood:
-        return self.moods[-1]
+    def moods(self) -> list[Mood]:
+        """The starting mood and the mood after each turn."""
+        return [self.initial_mood, *(turn.mood_after for turn in self.turns)]
 
     @property
-    def grades(self) -> list[Any]:
-        return [turn.grade for turn in self.turns]
+    def mood(self) -> Mood:
+        return self.turns[-1].mood_after if self.turns else self.initial_mood
 
     @property
     def pending(self) -> bool:
         """The last trainee message has no patient reply yet (the model failed mid-turn)."""
         return bool(self.turns) and self.turns[-1].patient is None
 
-    def outcome(self) -> Ending | None:
-        return self.ending
-
-    def context(self, mood: Mood | None = None, *, before_last_reply: bool = False) -> TurnContext:
-        """What the checks need: the persona's name and channel, and the conversation so far.
-
-        ``before_last_reply``: the conversation as the trainee saw it when writing the last
-        reply, i.e. without that reply and the patient's answer to it. The tip is graded
-        after the patient answered, but must coach the reply against the line it answered.
-        """
-        mood = mood or self.mood
-        history = self.transcript.messages
-        if before_last_reply:
-            last = max((i for i, m in enumerate(history) if m.role == "trainee"), default=len(history))
-            history = history[:last]
-        elif history and history[-1].role == "trainee":
-            history = history[:-1]
+    def context(self, index: int | None = None) -> TurnContext:
+        """What the grader needs for trainee turn ``index`` (default: the next one): the persona's
+        name, channel and conditions, and the conversation as the trainee saw it then."""
+        index = len(self.turns) if index is None else index
+        mood = self.turns[index].mood_before if index < len(self.turns) else self.mood
+        history = self.transcript.messages[: 1 + 2 * index]
         return TurnContext(
             persona_name=self.persona.name,
             channel=self.persona.channel,
             patient_abusive=self.persona.abusive and mood.anger >= 6,
+            transferring=self.persona.transferring,
             history=[m.model_copy() for m in history],
         )
 
-    def stream_turn(self, trainee_text: str, settings: LLMSettings | None = None) -> Iterator[TurnEvent]:
-        """Play one trainee turn, yielding events as they happen (see the module docstring)."""
+    # -- the turn ----------------------------------------------------------------------------
+
+    def stream_turn(self, trainee_text: str) -> Iterator[TurnEvent]:
+        """Play one trainee turn, yielding its stages as they happen (see the module docstring)."""
         text = " ".join((trainee_text or "").split())
         if not text:
             raise SessionError("say something to the patient first")
         if self.ending is not None:
             raise SessionError(f"the session has ended ({self.ending.kind}); start a new one")
         if self.pending:  # the trainee rephrased instead of retrying: forget the unanswered turn
-            self._drop_pending()
+            self.turns.pop()
+            self.transcript.messages.pop()
         before = self.mood
-        context = self.context(before)
-        verdicts = checks.run(self.rubric, text, context)
-        after = mood_rules.update(before, verdicts, self.persona, text)
+        grade = grader.grade_fast(self.rubric, text, self.context(), use_learned=self.use_learned)
+        after = mood_rules.update(before, grade.labels(), self.persona, text)
+        turn = Turn(trainee=text, grade=grade, mood_before=before, mood_after=after,
+                    ending=decide_ending(after, self.persona))  # fmt: skip
+        self.turns.append(turn)
         self.transcript.add("trainee", text)
-        self.moods.append(after)
-        self.turns.append(Turn(trainee=text, verdicts=verdicts, mood_before=before, mood_after=after))
-        yield TurnEvent(kind="checked", verdicts=verdicts, mood=after)
-        yield from self._answer(settings)
+        yield Graded(index=len(self.turns) - 1, turn=turn)
+        yield from self._answer()
 
-    def retry(self, settings: LLMSettings | None = None) -> Iterator[TurnEvent]:
+    def retry(self) -> Iterator[TurnEvent]:
         """Ask the patient again for the unanswered last turn (after the model server failed)."""
         if not self.pending:
             raise SessionError("there is no unanswered turn to retry")
-        yield from self._answer(settings)
+        yield from self._answer()
 
-    def turn(self, trainee_text: str, settings: LLMSettings | None = None) -> Turn:
-        """:meth:`stream_turn` without streaming: the finished turn."""
-        for _ in self.stream_turn(trainee_text, settings):
+    def turn(self, trainee_text: str) -> Turn:
+        """:meth:`stream_turn` without streaming: the answered turn."""
+        for _ in self.stream_turn(trainee_text):
             pass
         return self.turns[-1]
 
-    def _drop_pending(self) -> None:
-        self.turns.pop()
-        self.moods.pop()
-        self.transcript.messages.pop()
-
-    def _answer(self, settings: LLMSettings | None) -> Iterator[TurnEvent]:
-        settings = settings or self.settings
+    def _answer(self) -> Iterator[TurnEvent]:
         turn = self.turns[-1]
-        ending_kind = mood_rules.outcome(turn.mood_after, self.persona)
+        kind = turn.ending.kind if turn.ending else None
         seed = None if self.seed is None else self.seed + len(self.turns)
+        self._fit_memory(turn.mood_after, kind)
         parts: list[str] = []
         notes: list[str] = []
-        for piece in stream_reply(self.persona, self.transcript, turn.mood_after, settings, ending=ending_kind,
+        for piece in stream_reply(self.persona, self.memory(), turn.mood_after, self.patient, ending=kind,
                                   temperature=self.temperature, seed=seed, notes=notes):  # fmt: skip
             parts.append(piece)
-            yield TurnEvent(kind="delta", text=piece)
-        reply = "".join(parts).strip()
-        self.transcript.add("patient", reply)
-        turn.patient, turn.filter_notes = reply, notes
-        grader = _grader()
-        if grader is not None:
-            turn.grade = grader.TurnGrade(verdicts=turn.verdicts)
-        yield TurnEvent(kind="answered", text=reply, mood=turn.mood_after, grade=turn.grade, verdicts=turn.verdicts)
-        if self.grade_with_llm and grader is not None:
-            yield from self._llm_grade(grader, settings)
-        if ending_kind is not None:
-            turn.ending = self.ending = Ending(
-                kind=ending_kind, reason=ending_reason(ending_kind, self.mood, self.persona)
-            )
-            yield TurnEvent(kind="ended", ending=self.ending, mood=self.mood)
+            yield Spoken(text=piece)
+        turn.patient, turn.notes = "".join(parts).strip(), notes
+        self.transcript.add("patient", turn.patient, direction(self.persona, turn.mood_after, kind))
+        self.ending = turn.ending
+        yield Answered(index=len(self.turns) - 1, turn=turn, trimmed=self.trimmed)
 
-    def _llm_grade(self, grader: Any, settings: LLMSettings | None) -> Iterator[TurnEvent]:
-        """The slow grade (tip, better phrasing, judged verdicts) after the patient answered.
+    # -- what the patient model reads ----------------------------------------------------------
 
-        ``tipped`` as soon as the tip is written, ``graded`` when the better phrasing is too. If
-        the grade's verdicts differ from the checks' (the classifier found more, or a large model
-        judged), this turn's mood is recomputed from them (the rule is pure), so the refined mood
-        is the one the next turn starts from.
-        """
-        turn = self.turns[-1]
-        context = self.context(turn.mood_before, before_last_reply=True)
-        stages = grader.stream_grade(self.rubric, turn.trainee, context, settings,
-                                     situation=self.persona.situation, judge=True)  # fmt: skip
-        for grade in stages:
-            if grade.tip is None:
-                continue  # verdicts only: already shown with the patient's answer
-            turn.grade = grade
-            labels = {k: v.verdict for k, v in grade.verdicts.items()}
-            if labels != {k: v.verdict for k, v in turn.verdicts.items()}:
-                turn.mood_after = mood_rules.update(turn.mood_before, labels, self.persona, turn.trainee)
-                self.moods[-1] = turn.mood_after
-            kind = "graded" if grade.advice_ms is not None else "tipped"
-            yield TurnEvent(kind=kind, grade=grade, mood=turn.mood_after)
+    def memory(self) -> Transcript:
+        """The conversation as the patient model reads it: the opening line and the exchanges
+        after the trimmed ones."""
+        opening, rest = self.transcript.messages[:1], self.transcript.messages[1:]
+        return Transcript(messages=[*opening, *rest[2 * self.trimmed :]])
 
-    def warm_grader(self, settings: LLMSettings | None = None) -> bool:
-        """Let a local model read the next tip prompt's known front (situation, the patient's last
-        line) while the trainee types; see :func:`agent.grader.warm_tip_prompt`."""
-        grader = _grader()
-        if not self.grade_with_llm or grader is None or self.ending is not None:
+    def _estimate(self, mood: Mood, ending: Outcome | None) -> int:
+        messages = build_messages(self.persona, self.memory(), mood, self.patient.prompt_style, ending)
+        return int(prompt_tokens(messages) * TOKEN_SAFETY) + PATIENT_MAX_TOKENS
+
+    def _fit_memory(self, mood: Mood, ending: Outcome | None) -> None:
+        """Leave the oldest exchanges out of the patient's prompt before it could overflow."""
+        budget = self.patient.context_tokens
+        if self._estimate(mood, ending) <= budget:
+            return
+        exchanges = (len(self.transcript.messages) - 1) // 2
+        while self.trimmed < exchanges - 1 and self._estimate(mood, ending) > budget * TRIM_TO:
+            self.trimmed += 1
+
+    def prefill(self) -> bool:
+        """Have the patient model read what is known of the next prompt (while the trainee reads
+        and types), so the turn only reads the trainee's new line."""
+        if self.ending is not None or self.patient.prompt_style != "transcript":
             return False
-        settings = settings or self.settings or LLMSettings.from_env()
-        return grader.warm_tip_prompt(self.context(self.mood), settings, situation=self.persona.situation)
+        return self.patient.prefill(prefix_messages(self.persona, self.memory(), self.mood))
+
+    # -- coaching ------------------------------------------------------------------------------
+
+    def coach(self, index: int, model: CoachModel) -> Iterator[TurnGrade]:
+        """Tip, then better phrasing, for answered turn ``index``; each stage is kept on the turn.
+
+        Coaches the reply against the patient line it answered (not the answer it got).
+        """
+        turn = self.turns[index]
+        for stage in grader.coach(self.rubric, turn.trainee, self.context(index), turn.grade, model,
+                                  situation=self.persona.situation):  # fmt: skip
+            turn.grade = stage
+            yield stage
+
+    def coach_prefill(self, model: CoachModel) -> bool:
+        """Have the coach model read the next tip prompt's known front (situation, patient line)."""
+        if self.ending is not None:
+            return False
+        return model.prefill(grader.tip_prefix_messages(self.context(), situation=self.persona.situation))
 
     # -- persistence ------------------------------------------------------------------------
 
-    @classmethod
-    def restore(cls, persona: Persona, turns: Sequence[Any], **options: Any) -> Session:
-        """Rebuild a session from stored turns (``agent.store.TurnRecord`` or :class:`Turn`).
+    def add_played(self, turn: Turn) -> None:
+        """Append a turn played earlier (resuming a stored session): verdicts and mood as they were
+        then, since that is what the trainee saw. A turn without an answer is left for :meth:`retry`."""
+        if self.pending:
+            raise SessionError("the last turn has no answer yet: retry it before adding more")
+        self.turns.append(turn)
+        self.transcript.add("trainee", turn.trainee)
+        if turn.patient is not None:
+            kind = turn.ending.kind if turn.ending else None
+            self.transcript.add("patient", turn.patient, direction(self.persona, turn.mood_after, kind))
+            self.ending = turn.ending
+        self._fit_memory(self.mood, None)
 
-        Verdicts and moods are recomputed from the words (checks and the mood rule are
-        deterministic); a stored ``mood_after`` wins where present, since that is what the
-        trainee saw. Turns without a patient reply are left out: the caller retries them.
-        """
-        session = cls(persona, **options)
-        for record in turns:
-            trainee = getattr(record, "trainee_text", None) or getattr(record, "trainee", "")
-            patient = getattr(record, "patient_reply", None) or getattr(record, "patient", None)
-            if not trainee or not patient:
-                continue
-            before = session.mood
-            verdicts = checks.run(session.rubric, trainee, session.context(before))
-            stored = getattr(record, "mood_after", None)
-            after = (Mood.model_validate(stored) if isinstance(stored, dict) else stored) or mood_rules.update(
-                before, verdicts, persona, trainee
-            )
-            session.transcript.add("trainee", trainee)
-            session.transcript.add("patient", patient)
-            session.moods.append(after)
-            session.turns.append(Turn(trainee=trainee, patient=patient, verdicts=verdicts, mood_before=before,
-                                      mood_after=after, grade=getattr(record, "grade", None)))  # fmt: skip
-            kind = mood_rules.outcome(after, persona)
-            if kind is not None:
-                session.ending = Ending(kind=kind, reason=ending_reason(kind, after, persona))
-        return session
-
-    def summary(self) -> dict[str, Any]:
-        """The figures ``simulate --json`` prints."""
+    def summary(self) -> dict[str, object]:
+        """The figures ``simulate --json`` prints, with the patient's lines."""
         return {
             "persona": self.persona.id,
             "anger": [m.anger for m in self.moods],
             "trust": [m.trust for m in self.moods],
             "outcome": self.ending.kind if self.ending else "ongoing",
+            "patient": [self.persona.opening_line, *(t.patient or "" for t in self.turns)],
         }

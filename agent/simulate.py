@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from agent.llm import LLMSettings
+from agent.models import PatientModel
+from agent.patient import patient_model
 from agent.personas import Persona, PersonaError, personas_dir
 from agent.session import Session, TurnEvent
 
@@ -59,7 +60,7 @@ def simulate(
     persona: Persona,
     trainee: str,
     turns: int,
-    settings: LLMSettings | None = None,
+    model: PatientModel | None = None,
     *,
     seed: int | None = 7,
     temperature: float = 0.0,
@@ -67,15 +68,17 @@ def simulate(
 ) -> Session:
     """Play up to ``turns`` scripted trainee turns (fewer if the session ends) and return the session.
 
-    Defaults are deterministic (temperature 0, fixed seed) so that runs replay from cassettes.
+    The same pipeline as a practice session (verdicts from the checks and the classifier, mood,
+    patient), without coaching. Defaults are deterministic (temperature 0, fixed seed), so runs
+    replay from cassettes; ``model`` defaults to the configured server.
     """
     lines = trainee_lines(persona, trainee)
-    session = Session(persona, settings=settings, seed=seed, temperature=temperature)
+    session = Session(persona, model or patient_model(), seed=seed, temperature=temperature)
     for index in range(turns):
         if session.ending is not None:
             break
         line = lines[index % len(lines)]
-        for event in session.stream_turn(line):
+        for event in session.stream_turn(line):  # graded, spoken..., answered
             if on_event:
                 on_event(index, line, event)
     return session

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -48,6 +48,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from agent.grades import TurnGrade
+from agent.mood import Mood
+from agent.report import Scorecard
 from agent.transcript import Transcript
 
 TurnStatus = Literal["pending", "complete", "failed"]
@@ -78,9 +81,20 @@ class SessionRecord(BaseModel):
     backend: str | None = None
     model: str | None = None
     opening: str | None = Field(default=None, description="the patient's first line, said before any trainee turn")
-    initial_mood: JsonDict | None = None
-    scorecard: JsonDict | None = None
+    initial_mood: Mood | None = None
+    scorecard: Scorecard | None = None
     active_branch: int = 0
+
+    @field_validator("scorecard", mode="before")
+    @classmethod
+    def _old_scorecard(cls, value: object) -> object:
+        """A scorecard saved in an older shape is not shown (its session and turns still are)."""
+        if value is None or isinstance(value, Scorecard):
+            return value
+        try:
+            return Scorecard.model_validate(value)
+        except ValidationError:
+            return None
 
     @property
     def ended(self) -> bool:
@@ -99,9 +113,9 @@ class TurnRecord(BaseModel):
     parent_id: int | None = Field(default=None, description="the previous turn on this path; None for the first")
     trainee_text: str
     patient_reply: str | None = None
-    mood_before: JsonDict | None = None
-    mood_after: JsonDict | None = None
-    grade: JsonDict | None = None
+    mood_before: Mood | None = None
+    mood_after: Mood | None = None
+    grade: TurnGrade | None = None
     status: TurnStatus = "pending"
     error: str | None = None
     created_at: datetime
@@ -117,13 +131,7 @@ class NewSession(BaseModel):
     backend: str | None = None
     model: str | None = None
     opening: str | None = None
-    initial_mood: JsonDict | None = None
-
-    @field_validator("initial_mood", mode="before")
-    @classmethod
-    def _dump_model(cls, value: object) -> object:
-        """Callers pass the persona's starting ``Mood`` as is; it is stored as its JSON."""
-        return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    initial_mood: Mood | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,8 +429,11 @@ class Store:
 
     def begin_turn(
         self, session_id: str, trainee_text: str, *, mood_before: BaseModel | Mapping[str, Any] | None = None,
+        mood_after: BaseModel | Mapping[str, Any] | None = None, grade: BaseModel | Mapping[str, Any] | None = None,
     ) -> TurnRecord:  # fmt: skip
         """Save what the trainee said, as a ``pending`` turn, *before* any model is called.
+
+        The verdicts (``grade``) and the mood they moved to are known by then and saved with it.
 
         The turn continues the session's active branch. A session may not take a new turn while
         its last one is still pending or failed: that one must be retried (:meth:`retry_turn`) or
@@ -443,6 +454,8 @@ class Store:
                 parent_id=parent_id,
                 trainee_text=trainee_text,
                 mood_before=_jsonable(mood_before),
+                mood_after=_jsonable(mood_after),
+                grade=_jsonable(grade),
                 status="pending",
                 created_at=_now(),
                 updated_at=_now(),

@@ -16,13 +16,16 @@ Role = Literal["patient", "trainee"]
 class Message(BaseModel):
     role: Role
     content: str = Field(min_length=0)
+    direction: str | None = Field(
+        default=None, description="the stage direction the patient model was given before this patient line"
+    )
 
 
 class Transcript(BaseModel):
     messages: list[Message] = Field(default_factory=list)
 
-    def add(self, role: Role, content: str) -> Message:
-        message = Message(role=role, content=content)
+    def add(self, role: Role, content: str, direction: str | None = None) -> Message:
+        message = Message(role=role, content=content, direction=direction)
         self.messages.append(message)
         return message
 
@@ -31,13 +34,3 @@ class Transcript(BaseModel):
 
     def trainee_turns(self) -> list[Message]:
         return [m for m in self.messages if m.role == "trainee"]
-
-    def upto_trainee_turn(self, index: int) -> Transcript:
-        """The transcript just before trainee turn ``index`` (0-based): the branch point for a retry."""
-        seen = -1
-        for position, message in enumerate(self.messages):
-            if message.role == "trainee":
-                seen += 1
-                if seen == index:
-                    return Transcript(messages=[m.model_copy() for m in self.messages[:position]])
-        raise IndexError(f"no trainee turn {index}")

@@ -4,9 +4,8 @@ Why a separate module: ``app.py`` is wiring only (layout and events). Everything
 Python over pydantic records and JSON dicts (no Gradio import), so it is testable on its own and
 the same rendering serves the live turn, a resumed session and the History tab.
 
-Moods and grades arrive as the JSON the store keeps (``Mood.model_dump()``,
-``TurnGrade.model_dump()``); reading them as dicts keeps old sessions viewable when those models
-gain fields.
+Moods, grades and scorecards arrive typed (:class:`~agent.mood.Mood`,
+:class:`~agent.grades.TurnGrade`, :class:`~agent.report.Scorecard`), as the store reads them back.
 """
 
 from __future__ import annotations
@@ -26,6 +25,9 @@ from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from agent.grades import TurnGrade  # noqa: E402
+from agent.mood import Mood  # noqa: E402
+from agent.report import Scorecard, to_markdown  # noqa: E402
 from agent.store import SessionRecord, TurnRecord  # noqa: E402
 
 # Plain symbols (DejaVu has them): emoji need a colour-emoji font the page cannot count on.
@@ -45,11 +47,11 @@ POSITIVE = {"demonstrated", "ok"}
 MOOD_SCALE = 10.0  # agent.mood keeps anger and trust on 0-10
 
 
-def mood_value(mood: Mapping[str, Any] | None, key: str) -> float | None:
+def mood_value(mood: Mood | None, key: str) -> float | None:
     """A mood dimension (0-10 in ``agent.mood``) as a 0..1 fraction for bars and plots."""
-    if not mood or mood.get(key) is None:
+    if mood is None:
         return None
-    return min(max(float(mood[key]) / MOOD_SCALE, 0.0), 1.0)
+    return min(max(float(getattr(mood, key)) / MOOD_SCALE, 0.0), 1.0)
 
 
 def _bar(label: str, value: float | None, before: float | None, colour: str, elem_class: str) -> str:
@@ -71,7 +73,7 @@ def _bar(label: str, value: float | None, before: float | None, colour: str, ele
     )
 
 
-def mood_meter_html(mood: Mapping[str, Any] | None, before: Mapping[str, Any] | None = None) -> str:
+def mood_meter_html(mood: Mood | None, before: Mood | None = None) -> str:
     """Two bars (anger, trust) with the change since the previous turn; data-value for tests."""
     if not mood:
         return '<div class="mood-meter"><em>Pick a patient and start a session.</em></div>'
@@ -112,48 +114,38 @@ def chat_messages(
 # Feedback
 
 
-def verdicts_of(grade: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """``{step_id: {"verdict": ..., "evidence": ...}}`` from a stored grade (verdict strings accepted too)."""
-    if not grade:
-        return {}
-    raw = grade.get("verdicts") or {}
-    result: dict[str, dict[str, Any]] = {}
-    for step_id, value in raw.items():
-        result[step_id] = dict(value) if isinstance(value, Mapping) else {"verdict": str(value)}
-    return result
-
-
 def feedback_markdown(
-    turn: TurnRecord | None, *, step_titles: Mapping[str, str] | None = None, grading: bool = False
+    turn: TurnRecord | None, *, step_titles: Mapping[str, str] | None = None, coaching: bool = False
 ) -> str:
-    """The feedback panel for one trainee turn: verdicts with quoted evidence, tip, better phrasing."""
+    """The feedback panel for one trainee turn: verdicts with quoted evidence, tip, better phrasing.
+
+    ``coaching``: the tip or the better phrasing is still being written for this turn.
+    """
     if turn is None:
         return "_Feedback on each of your replies appears here._"
     titles = step_titles or {}
     lines = [f"### Turn {turn.index + 1}", f"> {turn.trainee_text}", ""]
-    verdicts = verdicts_of(turn.grade)
-    shown = {k: v for k, v in verdicts.items() if v.get("verdict") != "not_applicable"}
-    if not shown and (grading or turn.grade is None):
-        lines.append("_Grading…_")
+    grade = turn.grade or TurnGrade(verdicts={})
+    shown = {k: v for k, v in grade.verdicts.items() if v.verdict != "not_applicable"}
+    if not shown:
+        lines.append("_Grading…_" if turn.grade is None else "_Nothing to grade in this reply._")
     order = {"violated": 0, "demonstrated": 1, "missed": 2, "ok": 3}
-    for step_id, item in sorted(shown.items(), key=lambda kv: (order.get(kv[1].get("verdict"), 9), kv[0])):
-        verdict = item.get("verdict", "?")
+    for step_id, item in sorted(shown.items(), key=lambda kv: (order.get(kv[1].verdict, 9), kv[0])):
         title = titles.get(step_id, step_id.replace("_", " "))
-        line = f"- {VERDICT_ICON.get(verdict, '?')} **{title}**: {verdict.replace('_', ' ')}"
-        if item.get("evidence"):
-            line += f' — "{item["evidence"]}"'
-        if item.get("source") == "learned":
+        line = f"- {VERDICT_ICON.get(item.verdict, '?')} **{title}**: {item.verdict.replace('_', ' ')}"
+        if item.evidence:
+            line += f' — "{item.evidence}"'
+        if item.source == "learned":
             # Found by the classifier, not by a phrase the rubric lists: say so, with its confidence.
-            line += f" _(classifier, {float(item.get('confidence') or 0):.0%})_"
+            line += f" _(classifier, {item.confidence:.0%})_"
         lines.append(line)
-    grade = turn.grade or {}
-    if grade.get("tip"):
-        lines += ["", f"**Tip:** {grade['tip']}"]
-    if grade.get("better_phrasing"):
-        lines += ["", f"**Try saying:** _{grade['better_phrasing']}_"]
-    elif grading and grade.get("tip"):
+    if grade.tip:
+        lines += ["", f"**Tip:** {grade.tip}"]
+    if grade.better_phrasing:
+        lines += ["", f"**Try saying:** _{grade.better_phrasing}_"]
+    elif coaching and grade.tip:
         lines += ["", "_Better phrasing on the way…_"]
-    elif grading and shown:
+    elif coaching:
         lines += ["", "_Tip and better phrasing on the way…_"]
     return "\n".join(lines)
 
@@ -166,8 +158,8 @@ def step_counts(turns: Iterable[TurnRecord]) -> dict[str, Counter[str]]:
     """Per step, how often each verdict was given over ``turns``."""
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for turn in turns:
-        for step_id, item in verdicts_of(turn.grade).items():
-            counts[step_id][item.get("verdict", "?")] += 1
+        for step_id, item in (turn.grade.verdicts if turn.grade else {}).items():
+            counts[step_id][item.verdict] += 1
     return dict(counts)
 
 
@@ -190,10 +182,10 @@ def mood_trajectory(session: SessionRecord, turns: Sequence[TurnRecord]) -> list
     """(turn number, anger, trust) from the starting mood through each answered turn."""
     points: list[tuple[int, float, float]] = []
     start = session.initial_mood or (turns[0].mood_before if turns else None)
-    if start and mood_value(start, "anger") is not None:
+    if start is not None:
         points.append((0, mood_value(start, "anger") or 0.0, mood_value(start, "trust") or 0.0))
     for turn in turns:
-        if turn.mood_after:
+        if turn.mood_after is not None and turn.status == "complete":
             points.append((turn.index + 1, mood_value(turn.mood_after, "anger") or 0.0,
                            mood_value(turn.mood_after, "trust") or 0.0))  # fmt: skip
     return points
@@ -270,7 +262,7 @@ def progress_figure(points: Mapping[str, Sequence[tuple[int, float]]]) -> Figure
 def history_rows(sessions: Sequence[SessionRecord], turn_counts: Mapping[str, int]) -> list[list[Any]]:
     rows = []
     for session in sessions:
-        score = (session.scorecard or {}).get("score")
+        score = session.scorecard.score if session.scorecard else None
         rows.append([
             session.started_at.strftime("%Y-%m-%d %H:%M"),
             session.trainee_name or "",
@@ -345,41 +337,27 @@ def escape(text: str) -> str:
 # Scorecard and report
 
 
-def scorecard_markdown(
-    session: SessionRecord, turns: Sequence[TurnRecord], step_titles: Mapping[str, str] | None = None
-) -> str:
-    """End-of-session summary: outcome and why, overall score, and per step how often it was done right."""
-    titles = step_titles or {}
-    card = session.scorecard or {}
-    graded = [t for t in turns if t.status == "complete"]
-    outcome = (session.outcome or card.get("outcome") or "in progress").replace("_", " ")
+def scorecard_markdown(session: SessionRecord, step_titles: Mapping[str, str] | None = None) -> str:
+    """End-of-session summary: outcome and why, then the scorecard (:func:`agent.report.to_markdown`)."""
+    outcome = (session.outcome or "in progress").replace("_", " ")
     lines = [f"## Scorecard — {outcome}"]
     if session.end_reason:
         lines.append(f"_{session.end_reason}_")
-    score = card.get("score")
-    lines.append("")
-    lines.append(f"- replies: **{len(graded)}**")
-    if isinstance(score, int | float):
-        lines.append(f"- steps done right: **{score:.0%}** (average over the steps that applied)")
-    counts = step_counts(graded)
-    if counts:
-        lines += ["", "| step | done right | missed / violated |", "|---|---|---|"]
-        for step_id, counter in sorted(counts.items()):
-            good = counter["demonstrated"] + counter["ok"]
-            bad = counter["missed"] + counter["violated"]
-            if good + bad == 0:
-                continue
-            lines.append(f"| {titles.get(step_id, step_id)} | {good} | {bad} |")
+    card: Scorecard | None = session.scorecard
+    if card is not None:
+        body = to_markdown(card).split("\n", 1)[1]  # its own title repeats what the heading says
+        lines += ["", body.replace("\n## ", "\n### ")]
     return "\n".join(lines)
 
 
 def report_markdown(
-    session: SessionRecord, turns: Sequence[TurnRecord], step_titles: Mapping[str, str] | None = None
-) -> str:
+    session: SessionRecord, turns: Sequence[TurnRecord], step_titles: Mapping[str, str] | None = None,
+    patient_name: str = "Patient",
+) -> str:  # fmt: skip
     """Scorecard followed by each turn with its feedback: the file a trainee takes to a debrief."""
-    parts = [scorecard_markdown(session, turns, step_titles), "", "## Turn by turn", ""]
+    parts = [scorecard_markdown(session, step_titles), "", "## Turn by turn", ""]
     for turn in turns:
         parts.append(feedback_markdown(turn, step_titles=step_titles))
         if turn.patient_reply:
-            parts.append(f"\n**Patient:** {turn.patient_reply}\n")
+            parts.append(f"\n**{patient_name}:** {turn.patient_reply}\n")
     return "\n".join(parts)

@@ -8,7 +8,6 @@ the pieces (mood bars, feedback, plots, exports) lives in :mod:`agent.ui`.
 from __future__ import annotations
 
 import hmac
-import json
 import os
 import re
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from agent import ui
+from agent.personas import PersonaError
 from agent.practice import Practice, TurnUpdate, check_persona_id
 from agent.store import StoreError
 
@@ -68,8 +68,8 @@ def _export_files(practice: Practice, update: TurnUpdate) -> list[str]:
     files = {
         "transcript.md": ui.transcript_markdown(session, update.turns, patient_name),
         "transcript.json": ui.transcript_json(session, update.turns),
-        "report.md": ui.report_markdown(session, update.turns, _step_titles()),
-        "report.json": json.dumps(session.scorecard or {}, indent=2, ensure_ascii=False),
+        "report.md": ui.report_markdown(session, update.turns, _step_titles(), patient_name),
+        "report.json": session.scorecard.model_dump_json(indent=2) if session.scorecard else "{}",
     }
     paths = []
     for name, text in files.items():
@@ -86,52 +86,68 @@ def _branch_choices(update: TurnUpdate) -> list[tuple[str, int]]:
     ]
 
 
-def practice_view(practice: Practice, update: TurnUpdate, *, status: str | None = None) -> tuple[Any, ...]:
-    """All practice-tab values for one snapshot, in ``PRACTICE_OUTPUTS`` order."""
+def _feedback(update: TurnUpdate) -> str:
+    """Every turn's feedback, newest first: answered turns, and the turn in progress once graded."""
     titles = _step_titles()
+    shown = [
+        turn for turn in update.turns
+        if turn.status == "complete" or (turn is update.last and turn.status == "pending" and update.stage != "failed")
+    ]  # fmt: skip
+    parts = [
+        ui.feedback_markdown(turn, step_titles=titles,
+                             coaching=turn.status == "complete" and not (turn.grade and turn.grade.coached))
+        for turn in reversed(shown)
+    ]  # fmt: skip
+    return "\n\n---\n\n".join(parts) or ui.feedback_markdown(None)
+
+
+def _status(update: TurnUpdate) -> str:
+    if update.session.ended:
+        why = update.session.end_reason or ""
+        return f"**Session ended — {(update.session.outcome or 'ended').replace('_', ' ')}.** {why}"
+    if update.stage == "failed" or (update.last is not None and update.last.status == "failed"):
+        return f"⚠ {update.error or (update.last.error if update.last else '') or 'The model failed.'}"
+    if update.stage in ("graded", "typing"):
+        return update.note or "The patient is answering…"
+    return update.note or ""
+
+
+def practice_view(practice: Practice, update: TurnUpdate, *, status: str | None = None) -> tuple[Any, ...]:
+    """All practice-tab values for one snapshot, in ``PRACTICE_OUTPUTS`` order.
+
+    A streamed piece of the patient's answer (stage ``typing``) updates the chat alone, and a tip
+    (``tipped``/``coached``) the feedback panel alone: the rest of the page is left as it is, so
+    each token costs one small update and a tip never overwrites a newer turn on the page.
+    """
+    if update.stage == "typing":
+        return _only(chat=ui.chat_messages(update.session.opening, update.turns, streaming=update.streaming))
+    if update.stage in ("tipped", "coached"):
+        return _only(feedback=_feedback(update))
     ended = update.session.ended
     failed = update.stage == "failed" or (update.last is not None and update.last.status == "failed")
-    grading = update.stage in ("answered", "tipped", "typing", "saved")
-    feedback = "\n\n---\n\n".join(
-        ui.feedback_markdown(turn, step_titles=titles, grading=grading and turn is update.last)
-        for turn in reversed(update.turns)
-        if turn.status == "complete"
-    ) or ui.feedback_markdown(None)
-    if status is None:
-        if ended:
-            why = update.session.end_reason or ""
-            status = f"**Session ended — {(update.session.outcome or 'ended').replace('_', ' ')}.** {why}"
-        elif failed:
-            status = f"⚠ {update.error or (update.last.error if update.last else '') or 'The model failed.'}"
-        elif update.stage == "typing":
-            status = "The patient is answering…"
-        elif update.stage == "answered":
-            status = "Grading your reply…"
-        elif update.stage == "tipped":
-            status = "Writing a better phrasing…"
-        else:
-            status = ""
     chat = ui.chat_messages(update.session.opening, update.turns, streaming=update.streaming)
     if ended:
-        trajectory = ui.mood_trajectory(update.session, update.turns)
-        rates = ui.step_rates([t for t in update.turns if t.status == "complete"])
-        scorecard = ui.scorecard_markdown(update.session, update.turns, titles)
+        titles = _step_titles()
+        card = update.session.scorecard
+        trajectory = [(p.turn, p.anger, p.trust) for p in card.mood] if card else []
+        rates = {row.step_id: row.rate for row in card.steps if row.rate is not None} if card else {}
+        scorecard = ui.scorecard_markdown(update.session, titles)
         mood_plot = ui.mood_figure({"mood": trajectory}, title="Mood over the session")
         steps_plot = ui.steps_figure(rates, titles)
         downloads = _export_files(practice, update)
     else:
         scorecard, mood_plot, steps_plot, downloads = "", None, None, None
-    busy = update.stage in ("saved", "typing")
+    busy = update.stage == "graded"
     # Clear the reply box once, when the reply is taken; later updates must not wipe the next one being typed.
     message = gr.update(interactive=not ended)
-    if update.stage in ("ready", "saved"):
+    if update.stage in ("ready", "graded"):
         message = gr.update(value="", interactive=not ended)
     return (
         update.session.id,
         chat,
         ui.mood_meter_html(update.mood, update.mood_before),
-        feedback,
-        status,
+        _feedback(update),
+        _status(update) if status is None else status,
         gr.update(visible=failed and not ended),
         gr.update(choices=_branch_choices(update), value=None, interactive=not ended and not busy),
         message,
@@ -144,11 +160,14 @@ def practice_view(practice: Practice, update: TurnUpdate, *, status: str | None 
     )
 
 
+def _only(**values: Any) -> tuple[Any, ...]:
+    """Leave every practice output as it is except ``values`` (by ``PRACTICE_OUTPUTS`` name)."""
+    return tuple(values.get(name, gr.update()) for name in PRACTICE_OUTPUTS)
+
+
 def _message_only(practice: Practice, session_id: str | None, message: str) -> tuple[Any, ...]:
     """Leave everything as it is and show ``message`` in the status line."""
-    values = [gr.update()] * len(PRACTICE_OUTPUTS)
-    values[PRACTICE_OUTPUTS.index("status")] = message
-    return tuple(values)
+    return _only(status=message)
 
 
 def start(practice: Practice, persona_id: str | None, trainee_name: str | None) -> tuple[Any, ...]:
@@ -166,8 +185,14 @@ def send(practice: Practice, session_id: str | None, message: str) -> Iterator[t
         yield _message_only(practice, session_id, "Type a reply to the patient first.")
         return
     try:
+        answered: TurnUpdate | None = None
         for update in practice.turn(session_id, message):
             yield practice_view(practice, update)
+            answered = update
+        # Send is enabled again by now; the tip and the better phrasing follow into the feedback panel.
+        if answered is not None and answered.coaching:
+            for update in practice.coaching(session_id, len(answered.turns) - 1):
+                yield practice_view(practice, update)
     except StoreError as exc:
         yield _message_only(practice, session_id, f"⚠ {exc}")
 
@@ -177,8 +202,13 @@ def retry(practice: Practice, session_id: str | None) -> Iterator[tuple[Any, ...
         yield _message_only(practice, None, "Start a session first.")
         return
     try:
+        answered: TurnUpdate | None = None
         for update in practice.retry(session_id):
-            yield practice_view(practice, update, status="Retrying…" if update.stage == "saved" else None)
+            yield practice_view(practice, update)
+            answered = update
+        if answered is not None and answered.coaching:
+            for update in practice.coaching(session_id, len(answered.turns) - 1):
+                yield practice_view(practice, update)
     except StoreError as exc:
         yield _message_only(practice, session_id, f"⚠ {exc}")
 
@@ -205,7 +235,7 @@ def resume(practice: Practice, session_id: str | None) -> tuple[Any, ...]:
         return _message_only(practice, None, "Pick a session in the table first.")
     try:
         update = practice.snapshot(session_id)
-    except StoreError as exc:
+    except (StoreError, PersonaError) as exc:
         return _message_only(practice, None, f"⚠ {exc}")
     note: str | None = "Session resumed."
     if update.session.ended:
@@ -236,10 +266,12 @@ def history(practice: Practice, trainee: str | None) -> tuple[list[list[Any]], A
     sessions = practice.store.list_sessions(trainee_name=name)
     counts = {s.id: len(practice.store.turns(s.id)) for s in sessions}
     series: dict[str, list[tuple[int, float]]] = {}
-    finished = [s for s in sorted(sessions, key=lambda s: s.started_at) if s.ended]
+    finished = [s for s in sorted(sessions, key=lambda s: s.started_at) if s.ended and s.scorecard]
     for number, session in enumerate(finished, start=1):
-        for step_id, rate in ui.step_rates(practice.store.turns(session.id)).items():
-            series.setdefault(step_id, []).append((number, rate))
+        assert session.scorecard is not None
+        for row in session.scorecard.steps:
+            if row.rate is not None:
+                series.setdefault(row.step_id, []).append((number, row.rate))
     return ui.history_rows(sessions, counts), ui.progress_figure(series)
 
 
@@ -257,7 +289,7 @@ def history_detail_handler(practice: Practice) -> Callable[..., tuple[str, str]]
         except Exception:
             return "", ""
         turns = practice.store.turns(session_id)
-        text = ui.scorecard_markdown(session, turns, _step_titles()) if session.ended else "_Session not finished._"
+        text = ui.scorecard_markdown(session, _step_titles()) if session.ended else "_Session not finished._"
         return session_id, text + "\n\n" + ui.transcript_markdown(session, turns)
 
     return history_detail
@@ -401,19 +433,22 @@ def calibration(unlocked: bool, file: Any) -> tuple[Any, str]:
 
 
 def _api_state(update: TurnUpdate) -> dict[str, Any]:
+    """The JSON an API call returns (documented in docs/api.md)."""
     last = update.last
+    session = update.session
     return {
-        "session_id": update.session.id,
+        "session_id": session.id,
         "stage": update.stage,
-        "patient_reply": last.patient_reply if last else update.session.opening,
-        "mood": update.mood,
-        "grade": last.grade if last else None,
+        "patient_reply": last.patient_reply if last else session.opening,
+        "mood": update.mood.model_dump(mode="json") if update.mood else None,
+        "grade": last.grade.model_dump(mode="json") if last and last.grade else None,
         "turn_status": last.status if last else None,
         "error": update.error or (last.error if last else None),
-        "ended": update.session.ended,
-        "outcome": update.session.outcome,
-        "end_reason": update.session.end_reason,
-        "scorecard": update.session.scorecard,
+        "note": update.note,
+        "ended": session.ended,
+        "outcome": session.outcome,
+        "end_reason": session.end_reason,
+        "scorecard": session.scorecard.model_dump(mode="json") if session.scorecard else None,
     }
 
 
@@ -436,21 +471,35 @@ def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
         except PersonaError as exc:
             raise gr.Error(str(exc)) from exc
 
-    def practice_turn(session_id: str, message: str) -> dict[str, Any]:
-        """One trainee reply: the patient's answer, the new mood, the grade, and whether the session ended."""
+    def finish(updates: Iterator[TurnUpdate], session_id: str, with_tip: bool) -> dict[str, Any]:
         try:
-            *_, final = practice.turn(session_id, message)
+            *_, final = updates
+            if with_tip and final.coaching:
+                practice.wait_for_coaching(session_id)
+                final = practice.snapshot(session_id, final.stage)
         except StoreError as exc:
             raise gr.Error(str(exc)) from exc
         return _api_state(final)
 
-    def retry_turn(session_id: str) -> dict[str, Any]:
+    def practice_turn(session_id: str, message: str, with_tip: bool = True) -> dict[str, Any]:
+        """One trainee reply: the patient's answer, the new mood, the grade, and whether the session ended.
+
+        ``with_tip`` (default): return once the tip and better phrasing are written too; otherwise
+        right after the patient's answer (``grade`` has the verdicts; ``turn_feedback`` the tip later).
+        """
+        return finish(practice.turn(session_id, message), session_id, with_tip)
+
+    def retry_turn(session_id: str, with_tip: bool = True) -> dict[str, Any]:
         """Retry the last turn after a model failure (same words)."""
+        return finish(practice.retry(session_id), session_id, with_tip)
+
+    def turn_feedback(session_id: str) -> dict[str, Any]:
+        """The session now, after waiting for the tips still being written."""
         try:
-            *_, final = practice.retry(session_id)
+            practice.wait_for_coaching(session_id)
+            return _api_state(practice.snapshot(session_id))
         except StoreError as exc:
             raise gr.Error(str(exc)) from exc
-        return _api_state(final)
 
     def end_session(session_id: str) -> dict[str, Any]:
         """End the session now; returns the scorecard."""
@@ -461,5 +510,6 @@ def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
         "start_session": start_session,
         "practice_turn": practice_turn,
         "retry_turn": retry_turn,
+        "turn_feedback": turn_feedback,
         "end_session": end_session,
     }

@@ -1,14 +1,14 @@
-"""The app's controller: turns saved before the model answers, retry, branches, resume, scorecard.
-
-Model traffic is real: replayed from cassettes (recorded against the embedded default model), a
-dead port for the failure path, and a live small-model server killed mid-turn.
+"""The app's controller on a deterministic fake model: write-through, coaching off the critical path,
+retry, branches, resume, endings and the scorecard. The live tests kill a real small-model server.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
+from fakes import PHRASING, TIP, FakeModel
 
 from agent import web
 from agent.llm import Backend, LLMSettings
@@ -22,13 +22,8 @@ GOOD_2 = (
     "Let me see what I can do for you: I can check for a cancellation today, or book the first slot after "
     "you're back and give you a home exercise sheet. Would that help?"
 )
+BAD = "That's not my problem, you should have read the letter."
 REPO = Path(__file__).resolve().parents[1]
-DEAD = LLMSettings(backend=Backend.EMBEDDED, base_url="http://127.0.0.1:9/v1")
-
-
-def patient_and_tip(settings: LLMSettings) -> LLMSettings:
-    """Recording runs on a busy 2-core machine: the tip's long prompt can take minutes there."""
-    return settings.model_copy(update={"timeout": 900.0})
 
 
 @pytest.fixture
@@ -38,41 +33,108 @@ def store(tmp_path):
     db.close()
 
 
-@pytest.mark.vcr
-def test_a_session_streams_grades_branches_and_ends_with_a_scorecard(llm_settings, store):
-    practice = Practice(store, patient_and_tip(llm_settings), seed=7)
+def practice_with(store: Store, fake: FakeModel, **options) -> Practice:
+    return Practice(store, patient=fake, coach=fake, seed=7, **options)
+
+
+def values_of(practice: Practice, update) -> dict:
+    return dict(zip(web.PRACTICE_OUTPUTS, web.practice_view(practice, update), strict=True))
+
+
+def test_a_turn_is_written_through_and_coached_after_the_answer(store):
+    fake = FakeModel()
+    practice = practice_with(store, fake)
     session_id = practice.start(PERSONA, "Sam").session.id
+    seen = []
+    for update in practice.turn(session_id, GOOD_1):
+        stored = store.turns(session_id)[-1]
+        seen.append((update.stage, stored.status))
+        if update.stage == "graded":  # before the model is asked: pending, with verdicts and the new mood
+            assert stored.grade.verdicts["apologize"].verdict == "demonstrated"
+            assert stored.mood_after.anger < stored.mood_before.anger
+            assert fake.patient_requests == []
+    assert seen[0] == ("graded", "pending") and ("typing", "pending") in seen and seen[-1] == ("answered", "complete")
+    assert update.coaching and update.last.grade.tip is None  # the tip comes after the answer
+    stages = [u.stage for u in practice.coaching(session_id)]
+    assert stages[-1] == "coached"
+    [turn] = store.turns(session_id)
+    assert turn.grade.tip == TIP and turn.grade.better_phrasing
+    assert turn.mood_after == update.last.mood_after  # coaching never moves the mood
 
-    stages = [update.stage for update in practice.turn(session_id, GOOD_1)]
-    assert stages[0] == "saved" and "typing" in stages
-    assert stages.index("typing") < stages.index("answered") < stages.index("tipped") < stages.index("graded")
-    [first] = store.turns(session_id)
-    assert first.status == "complete" and first.patient_reply
-    assert first.mood_after["anger"] < first.mood_before["anger"]  # empathy and an apology calm him
-    assert first.grade["verdicts"]["apologize"]["verdict"] == "demonstrated"
-    assert first.grade["tip"] and first.grade["better_phrasing"]
 
-    *_, last = practice.turn(session_id, "That's not my problem, you should have read the letter.")
-    assert last.turns[-1].mood_after["anger"] > first.mood_after["anger"]
-    assert last.turns[-1].grade["verdicts"]["argue_back"]["verdict"] == "violated"
+def test_the_session_lives_in_memory_between_turns(store, monkeypatch):
+    """No state is rebuilt from the database per turn or per token: the store is only written."""
+    practice = practice_with(store, FakeModel())
+    session_id = practice.start(PERSONA).session.id
+    reads = []
+    for name in ("turns", "get_session", "all_turns", "transcript"):
+        original = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *a, _o=original, _n=name, **k: reads.append(_n) or _o(*a, **k))
+    for text in (GOOD_1, GOOD_2):
+        updates = list(practice.turn(session_id, text))
+        practice.wait_for_coaching(session_id)
+    assert reads == []
+    assert [t.trainee_text for t in updates[-1].turns] == [GOOD_1, GOOD_2]
 
-    # Retry from turn 2: a new branch continues after turn 1; the bad answer stays in the database.
-    practice.branch(session_id, 1)
+
+def test_the_next_reply_goes_while_a_tip_is_still_on_its_way(store):
+    fake = FakeModel(hold_coach=True)
+    practice = practice_with(store, fake)
+    session_id = practice.start(PERSONA).session.id
+    *_, first = practice.turn(session_id, GOOD_1)
+    assert fake.coach_started.wait(5)  # turn 1's tip is being written, its phrasing held back
+    *_, second = practice.turn(session_id, GOOD_2)  # not blocked by it
+    assert second.stage == "answered" and len(second.turns) == 2
+    assert not store.turns(session_id)[0].grade.coached
+    fake.coach_released.set()
+    practice.wait_for_coaching(session_id)
+    assert [t.grade.better_phrasing is not None for t in store.turns(session_id)] == [True, True]
+
+
+def test_the_patient_stops_a_running_tip_which_is_finished_afterwards(store):
+    fake = FakeModel(hold_coach=True)
+    practice = practice_with(store, fake)
+    session_id = practice.start(PERSONA).session.id
+    list(practice.turn(session_id, GOOD_1))
+    assert fake.coach_started.wait(5)
+    job = practice.live(session_id).jobs[0]
+    for update in practice.turn(session_id, GOOD_2):
+        if update.stage == "typing" and not fake.coach_released.is_set():
+            fake.coach_released.set()  # the held tip could go on now, but the patient is answering
+            for _ in range(250):
+                if job.preemptions:
+                    break
+                threading.Event().wait(0.02)
+    assert job.preemptions == 1
+    practice.wait_for_coaching(session_id)
+    first_tip_requests = [r for r in fake.coach_requests if GOOD_1.split(",")[0] in r[-1].content]
+    assert len(first_tip_requests) == 2  # stopped once for the patient, then written again
+    assert store.turns(session_id)[0].grade.tip_source == "model"
+
+
+def test_branches_and_the_scorecard(store):
+    practice = practice_with(store, FakeModel())
+    session_id = practice.start(PERSONA, "Sam").session.id
+    *_, first = practice.turn(session_id, GOOD_1)
+    *_, last = practice.turn(session_id, BAD)
+    assert last.turns[-1].mood_after.anger > first.turns[-1].mood_after.anger
+    assert last.turns[-1].grade.verdicts["argue_back"].verdict == "violated"
+    practice.wait_for_coaching(session_id)
+
+    practice.branch(session_id, 1)  # answer turn 2 differently; the argument stays in the database
     *_, last = practice.turn(session_id, GOOD_2)
     assert [t.trainee_text for t in last.turns] == [GOOD_1, GOOD_2]
     assert len(store.all_turns(session_id)) == 3
 
-    ended = practice.end(session_id)
-    card = ended.session.scorecard
-    assert ended.session.ended and card["turns"] == 2
-    assert card["steps"]["apologize"] == 0.5  # apologised in turn 1, not in turn 2
-    assert card["steps"]["argue_back"] == 1.0  # the argument was on the abandoned branch
-    assert card["mood"][0][1] == pytest.approx(0.8)  # anger 8/10 at the start
-    assert "let_vent" in card["session_steps"]
+    card = practice.end(session_id).session.scorecard
+    assert card.turns == 2 and card.outcome == "ended_by_trainee"
+    rates = {row.step_id: row.rate for row in card.steps}
+    assert rates["apologize"] == 0.5 and rates["argue_back"] == 1.0
+    assert card.mood[0].anger == pytest.approx(0.8) and len(card.mood) == 3
+    assert "let_vent" in card.session
 
 
-@pytest.mark.vcr
-def test_the_session_ends_by_itself_and_the_page_says_why(llm_settings, store, tmp_path):
+def test_the_session_ends_by_itself_and_the_page_says_why(store, tmp_path):
     """A persona tuned to accept the first concrete offer: the session resolves after one turn."""
     folder = tmp_path / "personas"
     folder.mkdir()
@@ -81,50 +143,108 @@ def test_the_session_ends_by_itself_and_the_page_says_why(llm_settings, store, t
         "  resolve_trust: 6\n", "  resolve_trust: 3\n"
     )
     (folder / f"{PERSONA}.yaml").write_text(text, encoding="utf-8")
-    practice = Practice(store, patient_and_tip(llm_settings), personas_dir=folder, seed=5)
+    practice = practice_with(store, FakeModel(), personas_dir=folder)
     session_id = practice.start(PERSONA).session.id
     *_, last = practice.turn(session_id, GOOD_2)
-    assert last.stage == "ended"
-    assert last.session.outcome == "resolved" and last.session.ended
+    assert last.stage == "ended" and last.session.outcome == "resolved"
     assert "accepted what you offered" in last.session.end_reason
-    assert last.turns[-1].patient_reply and last.turns[-1].grade["tip"]
-    values = dict(zip(web.PRACTICE_OUTPUTS, web.practice_view(practice, last), strict=True))
+    assert store.get_session(session_id).ended and store.turns(session_id)[-1].status == "complete"
+    values = values_of(practice, last)
     assert values["status"].startswith("**Session ended — resolved.**")
     assert values["scorecard_box"]["visible"] is True and values["send"]["interactive"] is False
+    with pytest.raises(StoreError, match="has ended"):
+        list(practice.turn(session_id, GOOD_1))
 
 
 def test_a_dead_model_server_keeps_the_words_and_offers_retry(store):
-    practice = Practice(store, DEAD)
+    fake = FakeModel()
+    fake.fail_patient = 1
+    practice = practice_with(store, fake)
     session_id = practice.start(PERSONA).session.id
     *_, last = practice.turn(session_id, GOOD_1)
-    assert last.stage == "failed"
-    assert "Your words are saved" in last.error
+    assert last.stage == "failed" and "Your words are saved" in last.error
     [turn] = store.turns(session_id)
-    assert turn.trainee_text == GOOD_1 and turn.status == "failed"
-    with pytest.raises(StoreError, match="retry it first"):
+    assert turn.trainee_text == GOOD_1 and turn.status == "failed" and turn.grade is not None
+    with pytest.raises(StoreError, match="press Retry"):
         list(practice.turn(session_id, "Hello?"))
-    # The page: the Retry button shows, the trainee's words stay in the chat.
-    values = dict(zip(web.PRACTICE_OUTPUTS, web.practice_view(practice, last), strict=True))
+    values = values_of(practice, last)
     assert values["retry"]["visible"] is True
     assert values["chat"][-1] == {"role": "user", "content": GOOD_1}
 
+    *_, retried = practice.retry(session_id)
+    assert retried.stage == "answered" and store.turns(session_id)[0].status == "complete"
+    assert retried.turns[0].mood_after == turn.mood_after  # the same verdicts and mood as before
 
-def test_a_session_resumes_in_a_new_app_with_its_failed_turn(store, tmp_path):
-    first_app = Practice(store, DEAD)
+
+def test_a_session_resumes_in_a_new_app_with_its_failed_turn(store):
+    fake = FakeModel()
+    fake.fail_patient = 1
+    first_app = practice_with(store, fake)
     session_id = first_app.start(PERSONA, "Sam").session.id
     list(first_app.turn(session_id, GOOD_1))
-    restarted = Practice(Store(store.url), DEAD)
+    restarted = practice_with(Store(store.url), FakeModel())
     values = dict(zip(web.PRACTICE_OUTPUTS, web.resume(restarted, session_id), strict=True))
-    assert "press Retry" in values["status"]
-    assert values["retry"]["visible"] is True
+    assert "press Retry" in values["status"] and values["retry"]["visible"] is True
     assert [m["content"] for m in values["chat"]] == [restarted.persona(PERSONA).opening_line, GOOD_1]
+    *_, retried = restarted.retry(session_id)
+    assert retried.turns[-1].patient_reply
+
+
+def test_a_page_that_goes_away_mid_turn_leaves_a_retryable_turn(store):
+    practice = practice_with(store, FakeModel())
+    session_id = practice.start(PERSONA).session.id
+    updates = practice.turn(session_id, GOOD_1)
+    for update in updates:
+        if update.stage == "typing":
+            break
+    updates.close()  # what Gradio does when the browser disconnects
+    [turn] = store.turns(session_id)
+    assert turn.status == "failed" and "press Retry" in turn.error
+    *_, retried = practice.retry(session_id)
+    assert retried.turns[-1].status == "complete"
+
+
+def test_start_prefills_the_patient_prompt_and_warms_the_coach(store):
+    fake = FakeModel()
+    practice = practice_with(store, fake)
+    session_id = practice.start(PERSONA).session.id
+    for _ in range(100):
+        if len(fake.prefills) >= 2:
+            break
+        threading.Event().wait(0.02)
+    opening = practice.persona(PERSONA).opening_line
+    assert any(opening in str(m[-1].content) and "Receptionist:" not in str(m[-1].content) for m in fake.prefills)
+    *_, answered = practice.turn(session_id, GOOD_1)
+    prefill = next(m for m in fake.prefills if "Mr. Carter:" in str(m[-1].content))
+    assert str(fake.patient_requests[0][-1].content).startswith(str(prefill[-1].content))
+
+
+def test_trainer_test_run_plays_both_scripts_through_the_pipeline(store):
+    practice = practice_with(store, FakeModel())
+    text = (REPO / "personas" / f"{PERSONA}.yaml").read_text(encoding="utf-8")
+    results = list(web.trainer_test_run(practice, True, text))
+    figure, note = results[-1]
+    assert len(figure.axes[0].lines) == 4  # anger and trust for each script
+    assert "**good trainee**" in note and "**bad trainee**" in note
 
 
 def test_trainer_test_run_says_why_it_failed(store):
-    practice = Practice(store, DEAD)
+    fake = FakeModel()
+    fake.fail_patient = 1000
+    practice = practice_with(store, fake)
     text = practice.persona(PERSONA).model_dump_json()  # JSON is YAML too
     *_, (figure, note) = web.trainer_test_run(practice, True, text)
     assert figure is None and note.startswith("✗ The test run failed")
+
+
+def test_the_coach_phrasing_is_checked_before_it_is_shown(store):
+    practice = practice_with(store, FakeModel())
+    session_id = practice.start(PERSONA).session.id
+    list(practice.turn(session_id, BAD))
+    practice.wait_for_coaching(session_id)
+    grade = store.turns(session_id)[0].grade
+    assert grade.focus == "argue_back"
+    assert grade.better_phrasing == PHRASING and grade.phrasing_source == "model"
 
 
 @pytest.mark.live
@@ -138,7 +258,7 @@ def test_model_server_killed_mid_turn_then_retry_restarts_it(tmp_path, store):
         outputs = []
         for number, values in enumerate(web.send(practice, session_id, GOOD_1)):
             outputs.append(dict(zip(web.PRACTICE_OUTPUTS, values, strict=True)))
-            if number == 1:  # saved, checked: the patient's request is next
+            if number == 0:  # graded: the patient's request is next
                 server.kill()
         final = outputs[-1]
         assert "stopped answering" in final["status"]
@@ -147,13 +267,12 @@ def test_model_server_killed_mid_turn_then_retry_restarts_it(tmp_path, store):
         [turn] = store.turns(session_id)
         assert turn.trainee_text == GOOD_1 and turn.status == "failed"
 
-        *_, values = web.retry(practice, session_id)
-        retried = dict(zip(web.PRACTICE_OUTPUTS, values, strict=True))
+        outputs = [dict(zip(web.PRACTICE_OUTPUTS, v, strict=True)) for v in web.retry(practice, session_id)]
+        answered = next(v for v in outputs if v["send"] != {"__type__": "update"} and v["retry"].get("visible") is False)
         assert server.alive() and practice.model.state().state == "ready"
-        assert retried["retry"]["visible"] is False
         [turn] = store.turns(session_id)
         assert turn.status == "complete" and turn.patient_reply
-        assert retried["chat"][-1] == {"role": "assistant", "content": turn.patient_reply}
+        assert answered["chat"][-1] == {"role": "assistant", "content": turn.patient_reply}
     finally:
         server.stop()
 

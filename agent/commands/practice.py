@@ -1,14 +1,22 @@
-"""`python -m agent practice PERSONA`: a full practice session in the terminal, no browser."""
+"""`python -m agent practice PERSONA`: a full practice session in the terminal, no browser.
+
+The same pipeline as the page (:class:`agent.session.Session`): verdicts and mood, the patient's
+answer streamed, then the coach's tip, printed when it is written while the trainee reads the
+answer; the next reply never waits for it (a reply sent sooner stops the tip, which is finished
+after the patient's answer, or replaced by the rubric's advice).
+"""
 
 from __future__ import annotations
 
 import argparse
-import threading
 
+from agent.coaching import Coaching, CoachJob, Lane, YieldingCoach
+from agent.grader import coach_model, rubric_coaching
+from agent.grades import TurnGrade
 from agent.llm import LLMSettings
-from agent.patient import PatientUnavailable
+from agent.patient import PatientUnavailable, patient_model
 from agent.personas import load_persona
-from agent.session import Session, SessionError
+from agent.session import Answered, Graded, Session, SessionError, Spoken, Turn
 
 HELP = "Type your reply and press Enter. /retry re-asks the patient after an error, /quit ends."
 
@@ -26,35 +34,35 @@ def bar(value: float) -> str:
     return "#" * filled + "." * (10 - filled)
 
 
-def show_feedback(session: Session) -> None:
-    turn = session.turns[-1]
+def show_verdicts(turn: Turn) -> None:
     mood = turn.mood_after
     print(f"   anger [{bar(mood.anger)}] {mood.anger:g}   trust [{bar(mood.trust)}] {mood.trust:g}")
-    good = [k for k, v in turn.verdicts.items() if v.verdict == "demonstrated"]
-    bad = [k for k, v in turn.verdicts.items() if v.verdict == "violated"]
-    if good:
-        print(f"   + {', '.join(good)}")
-    if bad:
-        print(f"   - {', '.join(bad)}")
-    grade = turn.grade
-    if getattr(grade, "tip", None):
+    if turn.grade.strengths():
+        print(f"   + {', '.join(turn.grade.strengths())}")
+    violated = [k for k, v in turn.verdicts.items() if v.verdict == "violated"]
+    if violated:
+        print(f"   - {', '.join(violated)}")
+
+
+def show_tip(grade: TurnGrade) -> None:
+    if grade.tip:
         print(f"   tip: {grade.tip}")
-    if getattr(grade, "better_phrasing", None):
+    if grade.better_phrasing:
         print(f"   try: {grade.better_phrasing}")
 
 
 def cmd_practice(args: argparse.Namespace) -> int:
     persona = load_persona(args.persona)
-    session = Session(persona, settings=LLMSettings.from_env(), seed=args.seed, grade_with_llm=not args.no_feedback)
+    settings = LLMSettings.from_env()
+    session = Session(persona, patient_model(settings), seed=args.seed)
+    lane = Lane()
+    coaching = Coaching(lane)
+    coach = YieldingCoach(coach_model(settings), lane)
     print(f"{persona.name}, {persona.age} ({persona.channel.replace('_', ' ')}): {persona.setting}")
     print(HELP)
     print(f"\n{persona.address_as}: {persona.opening_line}")
-    warmed_at = -1
+    coaching.warm(session.prefill)
     while session.ending is None:
-        if warmed_at != len(session.transcript.messages):  # once per new patient line, not per empty input
-            # While the trainee types, the local model reads the known front of the next tip prompt.
-            warmed_at = len(session.transcript.messages)
-            threading.Thread(target=session.warm_grader, daemon=True).start()
         try:
             text = input(f"\n{persona.staff_label}> ").strip()
         except EOFError:
@@ -65,26 +73,20 @@ def cmd_practice(args: argparse.Namespace) -> int:
             break
         try:
             events = session.retry() if text == "/retry" else session.stream_turn(text)
-            tip_shown = False
-            for event in events:
-                if event.kind == "delta":
-                    if not event.text.startswith(" "):
-                        print(f"{persona.address_as}: ", end="")
-                    print(event.text, end="", flush=True)
-                elif event.kind == "answered":
-                    print()
-                    show_feedback(session)
-                elif event.kind == "tipped":
-                    print(f"   tip: {event.grade.tip}")
-                    tip_shown = True
-                elif event.kind == "graded":
-                    grade = event.grade
-                    if getattr(grade, "tip", None) and not tip_shown:
-                        print(f"   tip: {grade.tip}")
-                    if getattr(grade, "better_phrasing", None):
-                        print(f"   try: {grade.better_phrasing}")
-                elif event.kind == "ended":
-                    print(f"\n== {event.ending.kind}: {event.ending.reason}")
+            with lane.patient():
+                for event in events:
+                    if isinstance(event, Graded):
+                        show_verdicts(event.turn)
+                    elif isinstance(event, Spoken):
+                        if not event.text.startswith(" "):
+                            print(f"{persona.address_as}: ", end="")
+                        print(event.text, end="", flush=True)
+                    elif isinstance(event, Answered):
+                        print()
+                        if event.turn.ending is not None:
+                            print(f"\n== {event.turn.ending.kind}: {event.turn.ending.reason}")
+                        elif not args.no_feedback:
+                            coaching.submit(_job(session, event.index, coach))
         except PatientUnavailable as exc:
             print(f"\n[the patient could not answer: {exc}]  (/retry to try again)")
         except SessionError as exc:
@@ -92,3 +94,15 @@ def cmd_practice(args: argparse.Namespace) -> int:
     summary = session.summary()
     print(f"\nanger {summary['anger']}\noutcome: {summary['outcome']}")
     return 0
+
+
+def _job(session: Session, index: int, coach: YieldingCoach) -> CoachJob:
+    def drop(why: str) -> TurnGrade:
+        return rubric_coaching(session.rubric, session.turns[index].grade, why)
+
+    def publish(stage: TurnGrade) -> None:
+        if stage.coached:
+            print(f"\n   (turn {index + 1})")
+            show_tip(stage)
+
+    return CoachJob(key=("terminal", index), run=lambda: session.coach(index, coach), publish=publish, drop=drop)

@@ -7,8 +7,9 @@ import json
 import sys
 
 from agent.llm import LLMSettings
+from agent.patient import patient_model
 from agent.personas import load_persona
-from agent.session import TurnEvent
+from agent.session import Answered, Graded, Spoken, TurnEvent
 from agent.simulate import simulate
 
 
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--turns", type=int, default=6, help="trainee turns (fewer if the session ends)")
     parser.add_argument("--seed", type=int, default=7, help="model seed (deterministic runs)")
     parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--json", action="store_true", help='print {"persona", "anger", "trust", "outcome"}')
+    parser.add_argument("--json", action="store_true", help='print {"persona", "anger", "trust", "outcome", "patient"}')
     parser.set_defaults(handler=cmd_simulate)
 
 
@@ -27,18 +28,18 @@ def _printer(json_mode: bool):
     def show(index: int, line: str, event: TurnEvent) -> None:
         if json_mode:
             return
-        if event.kind == "checked":
+        if isinstance(event, Graded):
             print(f"\nTrainee: {line}")
-            mood = event.mood
+            mood = event.turn.mood_after
             moved = ", ".join(f"{e.source} {e.anger:+.2g}" for e in mood.effects) or "nothing"
             print(f"  [anger {mood.previous_anger:g} -> {mood.anger:g}, trust {mood.trust:g}; {moved}]")
             print("Patient: ", end="", flush=True)
-        elif event.kind == "delta":
+        elif isinstance(event, Spoken):
             print(event.text, end="", flush=True)
-        elif event.kind == "answered":
+        elif isinstance(event, Answered):
             print()
-        elif event.kind == "ended":
-            print(f"\n== {event.ending.kind}: {event.ending.reason}")
+            if event.turn.ending is not None:
+                print(f"\n== {event.turn.ending.kind}: {event.turn.ending.reason}")
 
     return show
 
@@ -48,7 +49,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"{persona.name} ({persona.id}), anger {persona.anger:g}, trust {persona.trust:g}")
         print(f"Patient: {persona.opening_line}")
-    session = simulate(persona, args.trainee, args.turns, LLMSettings.from_env(), seed=args.seed,
+    session = simulate(persona, args.trainee, args.turns, patient_model(LLMSettings.from_env()), seed=args.seed,
                        temperature=args.temperature, on_event=_printer(args.json))  # fmt: skip
     summary = session.summary()
     if args.json:

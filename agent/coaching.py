@@ -1,0 +1,219 @@
+"""Coaching off the critical path: the patient always goes first on the one model server.
+
+Why: on a laptop one llama.cpp server on two cores serves both the patient and the coach, and
+running both at once halves the speed of each. The trainee waits for the patient, not for the
+tip. So the controller plays the patient's answer under :meth:`Lane.patient`, and a single
+background worker (:class:`Coaching`) writes tips only while no patient answer is being written.
+A coach request that is running when the patient needs the model is stopped between two chunks
+(the HTTP stream is closed, so the server stops generating) and queued again to be finished
+later; a turn whose tip waited too long behind newer turns gets the rubric's own advice instead,
+so a tip is finished later or dropped, and never blocks a reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel
+
+from agent.grades import TurnGrade
+from agent.models import CoachModel, Preempted
+
+log = logging.getLogger(__name__)
+# Turns whose tips may wait; an older one is dropped (the rubric's advice) when more queue up.
+MAX_WAITING = 6
+# A tip stopped this many times for the patient is dropped rather than started again.
+MAX_PREEMPTIONS = 2
+
+
+class Lane:
+    """Who may use the model server now: patient answers first, coaching when none is running."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._patients = 0
+
+    @contextmanager
+    def patient(self) -> Iterator[None]:
+        """Hold while the patient's answer is being written; a running tip stops at its next chunk."""
+        with self._changed:
+            self._patients += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._patients -= 1
+                self._changed.notify_all()
+
+    @property
+    def patient_busy(self) -> bool:
+        return self._patients > 0
+
+    def wait_until_free(self, stop: threading.Event) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._patients == 0 or stop.is_set())
+
+
+class YieldingCoach:
+    """A :class:`CoachModel` that stops (raises :class:`Preempted`) when the patient needs the model."""
+
+    def __init__(self, model: CoachModel, lane: Lane) -> None:
+        self.model = model
+        self.lane = lane
+
+    def stream_json(
+        self, schema: type[BaseModel], messages: Sequence[BaseMessage], *, max_tokens: int
+    ) -> Iterator[str]:
+        stream = self.model.stream_json(schema, messages, max_tokens=max_tokens)
+        try:
+            for text in stream:
+                if self.lane.patient_busy:
+                    raise Preempted("the patient needs the model")
+                yield text
+        finally:
+            stream.close()  # closes the HTTP stream: the server stops writing this tip
+
+    def prefill(self, messages: Sequence[BaseMessage]) -> bool:
+        return False if self.lane.patient_busy else self.model.prefill(messages)
+
+
+@dataclass(eq=False)
+class CoachJob:
+    """Coaching for one answered turn; pages wait on :meth:`stages` for what it writes."""
+
+    key: tuple[str, int]  # (session id, turn index)
+    run: Callable[[], Iterator[TurnGrade]]
+    publish: Callable[[TurnGrade], None]
+    drop: Callable[[str], TurnGrade]
+    preemptions: int = 0
+    done: bool = False
+    latest: TurnGrade | None = None
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def _post(self, stage: TurnGrade, *, final: bool = False) -> None:
+        with self._changed:
+            self.latest = stage
+            self.done = self.done or final or stage.coached
+            self._changed.notify_all()
+
+    def stages(self, timeout: float = 300.0) -> Iterator[TurnGrade]:
+        """Each new stage (tip, then the finished grade) as it is published; ends when done."""
+        seen: TurnGrade | None = None
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda seen=seen: self.latest is not seen or self.done, timeout=timeout)
+                latest, done = self.latest, self.done
+            if latest is seen and not done:
+                return  # timed out: the page keeps what it has
+            if latest is not seen and latest is not None:
+                seen = latest
+                yield latest
+            if done:
+                return
+
+
+class Coaching:
+    """One background worker that coaches answered turns when the patient does not need the model."""
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+        self._queue: deque[CoachJob] = deque()
+        self._warmups: deque[Callable[[], object]] = deque(maxlen=1)
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: CoachJob) -> CoachJob:
+        with self._wake:
+            self._queue.append(job)
+            while len(self._queue) > MAX_WAITING:
+                self._drop(self._queue.popleft(), "dropped: newer turns were waiting for their tips")
+            self._wake.notify_all()
+        self._ensure_thread()
+        return job
+
+    def warm(self, task: Callable[[], object]) -> None:
+        """Run ``task`` (a prompt prefill) when no tip is waiting; a newer warm-up replaces it."""
+        with self._wake:
+            self._warmups.append(task)
+            self._wake.notify_all()
+        self._ensure_thread()
+
+    def idle(self) -> bool:
+        with self._wake:
+            return not self._queue and not self._warmups and not self._busy
+
+    _busy = False
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify_all()
+        self.lane.wait_until_free(self._stop)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="coaching", daemon=True)
+            self._thread.start()
+
+    def _drop(self, job: CoachJob, why: str) -> None:
+        try:
+            stage = job.drop(why)
+            job.publish(stage)
+            job._post(stage, final=True)
+        except Exception as exc:  # a dropped tip must not take the worker down
+            log.warning("could not drop coaching for %s: %s", job.key, exc)
+            job._post(job.latest or TurnGrade(verdicts={}), final=True)
+
+    def _next(self) -> CoachJob | Callable[[], object] | None:
+        with self._wake:
+            self._wake.wait_for(lambda: self._queue or self._warmups or self._stop.is_set())
+            if self._stop.is_set():
+                return None
+            self._busy = True
+            return self._queue.popleft() if self._queue else self._warmups.popleft()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            item = self._next()
+            if item is None:
+                return
+            try:
+                self.lane.wait_until_free(self._stop)
+                if isinstance(item, CoachJob):
+                    self._coach(item)
+                else:
+                    try:
+                        item()
+                    except Exception as exc:  # a warm-up only saves time; its failure costs none
+                        log.info("warm-up skipped: %s", exc)
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
+
+    def _coach(self, job: CoachJob) -> None:
+        try:
+            for stage in job.run():
+                job.publish(stage)
+                job._post(stage)
+        except Preempted:
+            job.preemptions += 1
+            if job.preemptions >= MAX_PREEMPTIONS:
+                self._drop(job, "dropped: the patient needed the model")
+                return
+            with self._wake:
+                self._queue.appendleft(job)  # finished later, before newer turns' tips
+            return
+        except Exception as exc:  # coach() already turns model failures into rubric advice
+            log.warning("coaching %s failed: %s", job.key, exc)
+            self._drop(job, f"{type(exc).__name__}: {exc}"[:300])
+            return
+        if not job.done:
+            job._post(job.latest or job.drop("the coach wrote nothing"), final=True)
