@@ -216,3 +216,90 @@ def test_void_if_must_name_dont_steps(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RubricError, match="void_if names 'empathize', which is not a don't-step"):
         load_rubric(path)
+
+
+# -- hostile input: long replies are checked in time that grows linearly (issue 11, finding 5) ----
+
+
+def _best_time(function, *args, repeat: int = 5) -> float:
+    import time
+
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        function(*args)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _grows_linearly(function, unit: str, small: int = 20_000, large_limit: float | None = 1.0) -> None:
+    """Time ``function`` on ``unit`` repeated to ``small`` and to ten times as many characters.
+
+    Fails fast on a quadratic finder: it takes seconds on the small text already (``[^.?!\\n]*\\?``
+    took 2 s on 20 KB), so the test does not spend minutes on the large one.
+    """
+
+    def text(n: int) -> str:
+        return (unit * (n // len(unit) + 1))[:n]
+
+    t_small = _best_time(function, text(small), repeat=3)
+    assert t_small < 0.5, f"{small} characters took {t_small:.2f} s"
+    t_large = _best_time(function, text(10 * small), repeat=2)
+    # Linear growth is about 10x; quadratic would be about 100x. 30x leaves room for timer noise.
+    assert t_large < max(30 * t_small, 0.05), f"{small}: {t_small * 1000:.1f} ms, {10 * small}: {t_large * 1000:.1f} ms"
+    if large_limit is not None:
+        assert t_large < large_limit, f"{10 * small} characters took {t_large:.2f} s"
+
+
+def _evidence(step_id: str):
+    step = RUBRIC.step(step_id)
+    return lambda text: checks.evidence_for(step, Normalized(text), ctx())
+
+
+@pytest.mark.parametrize("unit", ["word ", "a, b, "], ids=["words", "commas"])
+def test_a_reply_without_a_question_mark_is_searched_for_questions_in_linear_time(unit):
+    # 20 KB then 200 KB with no sentence end: the old regex retried from every character (2 s at 20 KB).
+    _grows_linearly(_evidence("ask_questions"), unit, large_limit=None)
+
+
+def test_finding_the_questions_in_200_kb_takes_milliseconds():
+    for text in ("word " * 40_000, "Why? " * 40_000, "a" * 200_000, "\n" * 200_000):
+        assert _best_time(lambda t: list(checks.question_spans(t)), text, repeat=2) < 0.5
+
+
+def test_question_spans_are_the_sentences_ending_in_a_question_mark():
+    text = "Hello. Which day? ?Why! No\nwhen was it?? and"
+    assert [text[a:b] for a, b in checks.question_spans(text)] == [" Which day?", " ?", "when was it?", "?"]
+    assert list(checks.question_spans("no question. at all!")) == []
+
+
+@pytest.mark.parametrize(
+    ("step_id", "unit"),
+    [("apologize", "I'm sorry you feel that way. "), ("apologize", "We're so sorry if that happened. "),
+     ("ask_questions", "Did you even read it? ")],
+    ids=["non-apology", "sorry-if", "rhetorical"],
+)  # fmt: skip
+def test_many_matches_voided_by_unless_are_checked_in_linear_time(step_id, unit):
+    # Each match overlapped by an ``unless`` hit: comparing every match with every blocked span was
+    # quadratic (one step: 0.1 s at 20 KB, 4-8 s at 200 KB).
+    _grows_linearly(_evidence(step_id), unit, large_limit=None)
+
+
+@pytest.mark.parametrize("unit", ["sorry if ", "Did you even read it? "], ids=["sorry-if", "rhetorical"])
+def test_the_whole_rubric_checks_a_reply_in_time_linear_in_its_length(unit):
+    # No rubric pattern backtracks catastrophically; but the rubric's 400-odd patterns each scan the
+    # whole reply (about 40 ms per 1,000 characters in all), so replies must be capped before the checks.
+    _grows_linearly(lambda text: checks.run(RUBRIC, text, ctx()), unit, small=2_000, large_limit=None)
+
+
+def test_blocked_spans_overlap_like_the_pairwise_test():
+    import random
+
+    rnd = random.Random(11)
+    for _ in range(300):
+        spans = [(a, a + rnd.randint(1, 6)) for a in (rnd.randint(0, 40) for _ in range(rnd.randint(0, 8)))]
+        blocked = checks.Blocked(spans)
+        for start in range(45):
+            for end in range(start + 1, start + 8):
+                expected = any(start < b and a < end for a, b in spans)
+                assert blocked.overlaps((start, end)) == expected, (spans, start, end)
