@@ -1,12 +1,14 @@
 """Scorecard: coverage counts, what to practise next, the debrief line, and the exports."""
 
 import json
+from functools import cache
 
 import pytest
 
 from agent import report
 from agent.checks import TurnContext
 from agent.grader import grade_fast
+from agent.grades import TurnGrade
 from agent.rubrics import load_rubric
 from agent.transcript import Transcript
 
@@ -14,15 +16,16 @@ RUBRIC = load_rubric()
 CONTEXT = TurnContext(persona_name="Ms. Nguyen")
 
 
-def session(*turns: tuple[str, str]) -> tuple[Transcript, list]:
+@cache  # grading runs the classifier; each scripted session is graded once per module
+def session(*turns: tuple[str, str]) -> tuple[Transcript, tuple[TurnGrade, ...]]:
     transcript = Transcript()
-    grades = []
+    grades: list[TurnGrade] = []
     for role, content in turns:
         if role == "trainee":
             history = list(transcript.messages)
             grades.append(grade_fast(RUBRIC, content, CONTEXT.model_copy(update={"history": history})))
         transcript.add(role, content)
-    return transcript, grades
+    return transcript, tuple(grades)
 
 
 ROUGH = (
@@ -101,3 +104,28 @@ def test_step_chart_draws_one_bar_per_applicable_step():
     bars = figure.axes[0].patches
     assert len(bars) == sum(1 for row in card.steps if row.rate is not None)
     assert all(0.0 <= bar.get_width() <= 1.0 for bar in bars)
+
+
+def test_the_card_carries_outcome_reason_and_mood_through_its_exports():
+    """The one scorecard type: what the store saves and the page shows needs no second dict beside it."""
+    transcript, grades = session(*ROUGH)
+    mood = [report.MoodPoint(turn=0, anger=0.7, trust=0.3), report.MoodPoint(turn=1, anger=0.85, trust=0.2),
+            report.MoodPoint(turn=2, anger=1.0, trust=0.1)]  # fmt: skip
+    card = report.build_scorecard(
+        RUBRIC, grades, transcript, CONTEXT, outcome="walked_out", reason="Anger stayed at 10.", mood=mood
+    )
+    assert card.outcome == "walked_out"
+    assert card.reason == "Anger stayed at 10."
+    assert card.mood == mood
+    assert [point.turn for point in card.mood] == [0, 1, 2]
+    assert card.turns == 2 and card.steps  # the rest of the card is still built from the grades
+    data = json.loads(report.to_json(card))
+    assert data["outcome"] == "walked_out" and data["reason"] == "Anger stayed at 10."
+    assert data["mood"][2] == {"turn": 2, "anger": 1.0, "trust": 0.1}
+    assert report.Scorecard.model_validate(data) == card
+
+
+def test_a_card_built_without_an_ending_says_so():
+    transcript, grades = session(*GOOD)
+    card = report.build_scorecard(RUBRIC, grades, transcript, CONTEXT)
+    assert card.outcome is None and card.reason is None and card.mood == []

@@ -10,17 +10,45 @@ from pathlib import Path
 
 import pytest
 from pg_server import pg_server  # noqa: F401  (session fixture used by the "postgresql" param)
-from pydantic import BaseModel
+from sqlalchemy import JSON, column, table, update
 
+from agent.checks import StepVerdict
+from agent.grades import TurnGrade
+from agent.mood import Effect, Mood
+from agent.report import MoodPoint, Scorecard, StepCoverage
 from agent.store import NewSession, Store, StoreError, database_url
 
-
-class FakeMood(BaseModel):
-    """Stands in for mood.Mood: the store must accept any pydantic model and give back its JSON."""
-
-    anger: float
-    trust: float
-    turn: int = 0
+START = Mood(anger=8.0, trust=2.0)
+# A mood as the update rule leaves it: credits, effects and the previous anger must survive the JSON.
+AFTER = Mood(
+    anger=6.5, trust=3.0, turn=1, credits={"empathize": 1.0}, previous_anger=8.0,
+    effects=[Effect(source="step:empathize", anger=-1.5, trust=1.0)],
+)  # fmt: skip
+VERDICTS = TurnGrade(
+    verdicts={
+        "empathize": StepVerdict(step_id="empathize", verdict="demonstrated", evidence="sorry you had to wait"),
+        "argue_back": StepVerdict(step_id="argue_back", verdict="ok"),
+        "reassure": StepVerdict(step_id="reassure", verdict="missed", source="learned", confidence=0.31),
+    },
+    components=["checks", "classifier"],
+    verdicts_ms=4.2,
+)
+COACHED = VERDICTS.model_copy(
+    update={"tip": "Say what happens next.", "better_phrasing": "I'm sorry, I'll find out now.", "focus": "reassure",
+            "tip_source": "model", "phrasing_source": "model", "tip_ms": 900.0, "advice_ms": 1800.0}
+)  # fmt: skip
+CARD = Scorecard(
+    rubric="deescalation",
+    turns=1,
+    outcome="resolved",
+    reason="Patient calmed down.",
+    mood=[MoodPoint(turn=0, anger=0.8, trust=0.2), MoodPoint(turn=1, anger=0.65, trust=0.3)],
+    score=0.75,
+    steps=[StepCoverage(step_id="empathize", title="Acknowledge", kind="do", demonstrated=1, rate=1.0)],
+    session={"agreed_resolution": StepVerdict(step_id="agreed_resolution", verdict="demonstrated")},
+    strengths=["Acknowledge (1 of 1 turns)"],
+    debrief="Take a minute before your next patient.",
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -42,10 +70,15 @@ def new_session(store: Store, **overrides) -> str:
         "backend": "embedded",
         "model": "qwen",
         "opening": "I've been waiting for an hour!",
-        "initial_mood": FakeMood(anger=0.8, trust=0.2),
+        "initial_mood": START,
     }
     values.update(overrides)
     return store.create_session(NewSession(**values)).id
+
+
+def reopened(store: Store) -> Store:
+    """A second Store on the same database: what it sees was committed, and read back from JSON."""
+    return Store(store.url)
 
 
 def test_session_round_trip(store):
@@ -53,16 +86,17 @@ def test_session_round_trip(store):
     record = store.get_session(session_id)
     assert record.persona_id == "angry-parent"
     assert record.trainee_name == "Sam"
-    assert record.initial_mood == {"anger": 0.8, "trust": 0.2, "turn": 0}
+    assert isinstance(record.initial_mood, Mood)
+    assert record.initial_mood == START
+    assert record.scorecard is None
     assert record.started_at.tzinfo is not None
     assert not record.ended
 
 
 def test_trainee_text_is_saved_before_the_model_answers(store):
     session_id = new_session(store)
-    turn = store.begin_turn(session_id, "I'm sorry you had to wait.", mood_before=FakeMood(anger=0.8, trust=0.2))
-    # A second Store on the same database sees the pending turn: it is committed, not buffered.
-    other = Store(store.url)
+    turn = store.begin_turn(session_id, "I'm sorry you had to wait.", mood_before=START)
+    other = reopened(store)
     try:
         [seen] = other.turns(session_id)
     finally:
@@ -71,18 +105,75 @@ def test_trainee_text_is_saved_before_the_model_answers(store):
     assert seen.status == "pending"
     assert seen.trainee_text == "I'm sorry you had to wait."
     assert seen.patient_reply is None
-    assert seen.mood_before == {"anger": 0.8, "trust": 0.2, "turn": 0}
+    assert seen.mood_before == START
+    assert seen.mood_after is None and seen.grade is None
 
 
-def test_complete_turn_then_grade_arrives_later(store):
+def test_begin_turn_saves_the_verdicts_and_the_mood_they_moved_to(store):
+    """Verdicts and the new mood are known before the patient is asked: a pending turn carries them."""
     session_id = new_session(store)
-    turn = store.begin_turn(session_id, "Sorry, Mr. Carter.")
-    done = store.complete_turn(turn.id, patient_reply="Fine.", mood_after=FakeMood(anger=0.6, trust=0.3, turn=1))
+    turn = store.begin_turn(
+        session_id, "I'm sorry you had to wait.", mood_before=START, mood_after=AFTER, grade=VERDICTS
+    )
+    assert turn.status == "pending"
+    other = reopened(store)
+    try:
+        [seen] = other.turns(session_id)
+    finally:
+        other.close()
+    assert seen.status == "pending" and seen.patient_reply is None
+    assert isinstance(seen.grade, TurnGrade) and isinstance(seen.mood_after, Mood)
+    assert seen.grade == VERDICTS
+    assert seen.grade.verdicts["reassure"].source == "learned"
+    assert seen.grade.labels() == {"empathize": "demonstrated", "argue_back": "ok", "reassure": "missed"}
+    assert not seen.grade.coached
+    assert seen.mood_before == START
+    assert seen.mood_after == AFTER
+    assert seen.mood_after.effects == [Effect(source="step:empathize", anger=-1.5, trust=1.0)]
+
+    # The patient's answer completes the turn without wiping what begin_turn saved.
+    done = store.complete_turn(turn.id, patient_reply="Fine.")
     assert done.status == "complete"
-    assert done.grade is None
-    graded = store.set_grade(turn.id, {"verdicts": {"apologize": {"verdict": "demonstrated"}}, "tip": "Good."})
-    assert graded.grade["verdicts"]["apologize"]["verdict"] == "demonstrated"
-    assert store.get_turn(turn.id).mood_after == {"anger": 0.6, "trust": 0.3, "turn": 1}
+    assert done.grade == VERDICTS and done.mood_after == AFTER
+
+
+def test_a_failed_turn_keeps_its_verdicts_and_mood_for_the_retry(store):
+    session_id = new_session(store)
+    turn = store.begin_turn(session_id, "Let me check.", mood_before=START, mood_after=AFTER, grade=VERDICTS)
+    store.fail_turn(turn.id, "model server died")
+    retried = store.retry_turn(turn.id)
+    assert retried.status == "pending"
+    assert retried.grade == VERDICTS and retried.mood_after == AFTER and retried.mood_before == START
+
+
+def test_coaching_arrives_after_the_answer_and_is_added_in_place(store):
+    session_id = new_session(store)
+    turn = store.begin_turn(session_id, "Sorry, Mr. Carter.", mood_before=START, mood_after=AFTER, grade=VERDICTS)
+    done = store.complete_turn(turn.id, patient_reply="Fine.")
+    assert done.status == "complete"
+    assert done.grade.tip is None and not done.grade.coached
+    coached = store.set_grade(turn.id, COACHED)
+    assert isinstance(coached.grade, TurnGrade)
+    assert coached.grade == COACHED
+    other = reopened(store)
+    try:
+        seen = other.get_turn(turn.id)
+    finally:
+        other.close()
+    assert seen.grade.coached
+    assert seen.grade.tip == "Say what happens next."
+    assert seen.grade.verdicts == VERDICTS.verdicts  # coaching never changes the verdicts
+    assert seen.mood_after == AFTER
+    assert seen.patient_reply == "Fine." and seen.status == "complete"
+
+
+def test_complete_turn_may_set_the_mood_and_grade(store):
+    session_id = new_session(store)
+    turn = store.begin_turn(session_id, "Sorry.")
+    done = store.complete_turn(turn.id, patient_reply="Fine.", mood_after=AFTER, grade=VERDICTS)
+    assert done.mood_after == AFTER and done.grade == VERDICTS
+    assert store.set_mood_after(turn.id, START).mood_after == START
+    assert store.get_turn(turn.id).mood_after == START
 
 
 def test_failed_turn_keeps_text_blocks_new_turns_and_can_be_retried(store):
@@ -160,14 +251,67 @@ def test_branch_from_a_turn_that_does_not_exist_is_an_error(store):
 def test_end_session_with_scorecard_and_list(store):
     first = new_session(store, trainee_name="Ana")
     second = new_session(store, trainee_name="Ben", persona_id="late-patient")
-    ended = store.end_session(first, outcome="resolved", reason="Patient calmed down.", scorecard={"score": 0.75})
-    assert ended.ended and ended.outcome == "resolved" and ended.scorecard == {"score": 0.75}
+    ended = store.end_session(first, outcome="resolved", reason="Patient calmed down.", scorecard=CARD)
+    assert ended.ended and ended.outcome == "resolved"
+    assert isinstance(ended.scorecard, Scorecard) and ended.scorecard == CARD
+    other = reopened(store)
+    try:
+        seen = other.get_session(first).scorecard
+    finally:
+        other.close()
+    assert seen == CARD
+    assert seen.outcome == "resolved" and seen.mood[1] == MoodPoint(turn=1, anger=0.65, trust=0.3)
+    assert seen.session["agreed_resolution"].verdict == "demonstrated"
     with pytest.raises(StoreError, match="ended"):
         store.begin_turn(first, "Hello?")
     assert [s.id for s in store.list_sessions()] == [second, first]
     assert [s.id for s in store.list_sessions(trainee_name="Ana")] == [first]
     assert [s.id for s in store.list_sessions(ended=False)] == [second]
     assert [s.id for s in store.list_sessions(persona_id="late-patient")] == [second]
+
+
+def test_set_scorecard_replaces_the_card(store):
+    session_id = new_session(store)
+    store.end_session(session_id, outcome="walked_out", reason="Anger stayed high.")
+    assert store.get_session(session_id).scorecard is None
+    card = CARD.model_copy(update={"outcome": "walked_out", "score": 0.25})
+    assert store.set_scorecard(session_id, card).scorecard == card
+    assert store.get_session(session_id).scorecard.score == 0.25
+
+
+# What ``Practice.scorecard`` saved before the redesign: a plain dict with another shape.
+OLD_SCORECARD = {
+    "score": 0.5,
+    "steps": {"empathize": 0.5},
+    "session_steps": {"error": "RuntimeError: no model"},
+    "turns": 2,
+    "outcome": "walked_out",
+    "reason": "Anger stayed at 10.",
+    "mood": [[0, 0.8, 0.2], [1, 0.9, 0.1]],
+}
+
+
+def test_an_old_shaped_scorecard_in_the_database_reads_back_as_none(store):
+    """A session saved before the redesign still lists, opens and resumes; only its old card is dropped."""
+    old = new_session(store, trainee_name="Ana")
+    turn = store.begin_turn(old, "Calm down.")
+    store.complete_turn(turn.id, patient_reply="Don't tell me to calm down!")
+    store.end_session(old, outcome="walked_out", reason="Anger stayed at 10.")
+    current = new_session(store, trainee_name="Ben")
+    store.end_session(current, outcome="resolved", scorecard=CARD)
+    # Written straight into the table, the way an older version of the app left it.
+    sessions = table("sessions", column("id"), column("scorecard", JSON))
+    with store.engine.begin() as connection:
+        connection.execute(update(sessions).where(sessions.c.id == old).values(scorecard=OLD_SCORECARD))
+
+    record = store.get_session(old)
+    assert record.scorecard is None
+    assert record.outcome == "walked_out" and record.end_reason == "Anger stayed at 10."
+    assert record.initial_mood == START and record.ended
+    assert [t.patient_reply for t in store.turns(old)] == ["Don't tell me to calm down!"]
+    listed = {s.id: s for s in store.list_sessions()}
+    assert listed[old].scorecard is None
+    assert listed[current].scorecard == CARD  # a card in the current shape is untouched
 
 
 def test_unknown_ids_are_clear_errors(store):
@@ -217,10 +361,14 @@ def test_a_killed_process_loses_nothing_it_committed(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal
+        from agent.checks import StepVerdict
+        from agent.grades import TurnGrade
+        from agent.mood import Mood
         from agent.store import NewSession, Store
         store = Store("sqlite:///{db}")
         session = store.create_session(NewSession(persona_id="p", rubric_id="r"))
-        store.begin_turn(session.id, "Please tell me what happened.")
+        grade = TurnGrade(verdicts={{"empathize": StepVerdict(step_id="empathize", verdict="missed")}})
+        store.begin_turn(session.id, "Please tell me what happened.", mood_after=Mood(anger=9, trust=1), grade=grade)
         print(session.id, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -232,5 +380,7 @@ def test_a_killed_process_loses_nothing_it_committed(tmp_path):
     store = Store(f"sqlite:///{db}")
     [turn] = store.turns(session_id)
     assert turn.trainee_text == "Please tell me what happened."
+    assert turn.grade.verdicts["empathize"].verdict == "missed"
+    assert turn.mood_after == Mood(anger=9, trust=1)
     assert store.open_turn(session_id).id == turn.id
     store.close()

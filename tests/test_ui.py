@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from agent import ui
+from agent.checks import StepVerdict
+from agent.grades import TurnGrade
+from agent.mood import Mood
+from agent.report import MoodPoint, Scorecard, StepCoverage
 from agent.store import SessionRecord, TurnRecord
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -14,7 +19,7 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 def session(**values) -> SessionRecord:
     base = {"id": "s1", "persona_id": "carter-wrong-day", "rubric_id": "deescalation", "started_at": NOW,
-            "opening": "Why hasn't a doctor called me?", "initial_mood": {"anger": 8, "trust": 3}}  # fmt: skip
+            "opening": "Why hasn't a doctor called me?", "initial_mood": Mood(anger=8, trust=3)}  # fmt: skip
     base.update(values)
     return SessionRecord(**base)
 
@@ -24,23 +29,34 @@ def turn(index: int, text: str, *, reply: str | None = "Hm.", status: str = "com
                       status=status, created_at=NOW, updated_at=NOW, **values)  # fmt: skip
 
 
-GRADE = {
-    "verdicts": {
-        "empathize": {"step_id": "empathize", "verdict": "demonstrated", "evidence": "I understand"},
-        "apologize": {"step_id": "apologize", "verdict": "missed", "evidence": None},
-        "argue_back": {"step_id": "argue_back", "verdict": "ok"},
-        "transfer": {"step_id": "transfer", "verdict": "not_applicable"},
-    },
-    "tip": "Apologise for the wait.",
-    "better_phrasing": "I'm sorry you waited, Mr. Carter.",
-}
+def verdict(step_id: str, name: str, evidence: str | None = None, **values) -> StepVerdict:
+    return StepVerdict(step_id=step_id, verdict=name, evidence=evidence, **values)
+
+
+VERDICTS = TurnGrade(
+    verdicts={
+        "empathize": verdict("empathize", "demonstrated", "I understand"),
+        "apologize": verdict("apologize", "missed"),
+        "argue_back": verdict("argue_back", "ok"),
+        "transfer": verdict("transfer", "not_applicable"),
+    }
+)
+TIPPED = VERDICTS.model_copy(update={"tip": "Apologise for the wait.", "tip_ms": 800.0})
+GRADE = TIPPED.model_copy(update={"better_phrasing": "I'm sorry you waited, Mr. Carter.", "advice_ms": 1500.0})
 
 
 def test_mood_meter_shows_both_bars_and_the_change():
-    html = ui.mood_meter_html({"anger": 6.5, "trust": 4}, before={"anger": 8, "trust": 3})
+    html = ui.mood_meter_html(Mood(anger=6.5, trust=4), before=Mood(anger=8, trust=3))
     assert 'class="mood-row mood-anger" data-value="65"' in html
     assert 'class="mood-row mood-trust" data-value="40"' in html
     assert "▼ 15" in html and "▲ 10" in html
+
+
+def test_mood_meter_without_a_previous_mood_shows_no_change_and_without_a_mood_asks_to_start():
+    html = ui.mood_meter_html(Mood(anger=8, trust=3))
+    assert 'data-value="80"' in html and 'data-value="30"' in html
+    assert "mood-delta" not in html
+    assert "start a session" in ui.mood_meter_html(None)
 
 
 def test_chat_shows_saved_words_of_a_failed_turn_without_a_reply():
@@ -63,31 +79,72 @@ def test_feedback_lists_verdicts_with_evidence_tip_and_phrasing():
     text = ui.feedback_markdown(turn(0, "I understand.", grade=GRADE), step_titles={"empathize": "Acknowledge"})
     assert '✓ **Acknowledge**: demonstrated — "I understand"' in text
     assert "○ **apologize**: missed" in text
+    assert "✓ **argue back**: ok" in text
     assert "transfer" not in text  # not applicable steps are noise in the panel
     assert "**Tip:** Apologise for the wait." in text
-    assert "I'm sorry you waited, Mr. Carter." in text
+    assert "**Try saying:** _I'm sorry you waited, Mr. Carter._" in text
+    assert "on the way" not in text
+
+
+def test_feedback_puts_violations_first():
+    grade = TurnGrade(
+        verdicts={"apologize": verdict("apologize", "missed"), "argue_back": verdict("argue_back", "violated", "But")}
+    )
+    text = ui.feedback_markdown(turn(0, "But you were late.", grade=grade))
+    assert text.index("✗ **argue back**: violated") < text.index("○ **apologize**: missed")
 
 
 def test_feedback_marks_what_the_classifier_found_with_its_confidence():
-    grade = {"verdicts": {"reassure": {"verdict": "demonstrated", "evidence": "You won't be forgotten.",
-                                       "source": "learned", "confidence": 0.83}}}  # fmt: skip
+    grade = TurnGrade(verdicts={"reassure": verdict("reassure", "demonstrated", "You won't be forgotten.",
+                                                    source="learned", confidence=0.83)})  # fmt: skip
     text = ui.feedback_markdown(turn(0, "You won't be forgotten.", grade=grade))
     assert '**reassure**: demonstrated — "You won\'t be forgotten." _(classifier, 83%)_' in text
+    checked = TurnGrade(verdicts={"reassure": verdict("reassure", "demonstrated", "You won't be forgotten.")})
+    assert "classifier" not in ui.feedback_markdown(turn(0, "You won't be forgotten.", grade=checked))
 
 
-def test_feedback_says_grading_until_the_grade_arrives():
-    assert "Grading" in ui.feedback_markdown(turn(0, "Hi."), grading=True)
+def test_feedback_says_grading_until_the_verdicts_arrive():
+    assert "_Grading…_" in ui.feedback_markdown(turn(0, "Hi.", reply=None, status="pending"))
+    nothing = ui.feedback_markdown(turn(0, "Hi.", grade=TurnGrade(verdicts={"t": verdict("t", "not_applicable")})))
+    assert "Grading" not in nothing and "Nothing to grade" in nothing
+    assert "Feedback on each of your replies" in ui.feedback_markdown(None)
 
 
-def test_step_rates_count_only_turns_where_the_step_applied():
-    second = {"verdicts": {"empathize": "missed", "argue_back": "violated"}}
-    turns = [turn(0, "a", grade=GRADE), turn(1, "b", grade=second)]
+def test_feedback_says_coaching_is_on_the_way_only_while_it_is():
+    verdicts_only = turn(0, "I understand.", grade=VERDICTS)
+    waiting = ui.feedback_markdown(verdicts_only, coaching=True)
+    assert "○ **apologize**: missed" in waiting  # the verdicts show while the coach still writes
+    assert "_Tip and better phrasing on the way…_" in waiting
+    # Not coaching (dropped, failed, or an old turn shown in a report): no promise of a tip.
+    assert "on the way" not in ui.feedback_markdown(verdicts_only)
+
+    tipped = turn(0, "I understand.", grade=TIPPED)
+    text = ui.feedback_markdown(tipped, coaching=True)
+    assert "**Tip:** Apologise for the wait." in text
+    assert "_Better phrasing on the way…_" in text and "Tip and better phrasing" not in text
+    assert "on the way" not in ui.feedback_markdown(tipped)
+
+    assert "on the way" not in ui.feedback_markdown(turn(0, "I understand.", grade=GRADE), coaching=True)
+
+
+def test_step_counts_and_rates_count_only_turns_where_the_step_applied():
+    second = TurnGrade(verdicts={"empathize": verdict("empathize", "missed"),
+                                 "argue_back": verdict("argue_back", "violated")})  # fmt: skip
+    turns = [turn(0, "a", grade=GRADE), turn(1, "b", grade=second), turn(2, "c", reply=None, status="pending")]
+    assert ui.step_counts(turns)["empathize"] == {"demonstrated": 1, "missed": 1}
     assert ui.step_rates(turns) == {"empathize": 0.5, "apologize": 0.0, "argue_back": 0.5}
 
 
-def test_mood_trajectory_starts_from_the_initial_mood():
-    turns = [turn(0, "a", mood_after={"anger": 7, "trust": 4}), turn(1, "b", mood_after={"anger": 5, "trust": 6})]
+def test_mood_trajectory_starts_from_the_initial_mood_and_counts_answered_turns_only():
+    turns = [
+        turn(0, "a", mood_before=Mood(anger=8, trust=3), mood_after=Mood(anger=7, trust=4, turn=1)),
+        turn(1, "b", mood_after=Mood(anger=5, trust=6, turn=2)),
+        # Verdicts moved the mood, but the patient has not answered yet: not a point on the plot.
+        turn(2, "c", reply=None, status="pending", mood_after=Mood(anger=3, trust=7, turn=3)),
+    ]
     assert ui.mood_trajectory(session(), turns) == [(0, 0.8, 0.3), (1, 0.7, 0.4), (2, 0.5, 0.6)]
+    # A session without a stored starting mood starts from the first turn's mood before.
+    assert ui.mood_trajectory(session(initial_mood=None), turns)[0] == (0, 0.8, 0.3)
 
 
 def test_figures_render():
@@ -96,14 +153,69 @@ def test_figures_render():
     assert len(ui.steps_figure({"empathize": 0.5}).axes[0].patches) == 1
 
 
-def test_scorecard_and_exports_name_outcome_and_reason():
-    ended = session(ended_at=NOW, outcome="walked_out", end_reason="Anger stayed at 10.", scorecard={"score": 0.25})
-    turns = [turn(0, "Calm down.", grade=GRADE)]
-    card = ui.scorecard_markdown(ended, turns)
-    assert "walked out" in card and "Anger stayed at 10." in card and "25%" in card
+CARD = Scorecard(
+    rubric="deescalation",
+    turns=1,
+    outcome="walked_out",
+    reason="Anger stayed at 10.",
+    mood=[MoodPoint(turn=0, anger=0.8, trust=0.3), MoodPoint(turn=1, anger=1.0, trust=0.1)],
+    score=0.25,
+    steps=[StepCoverage(step_id="apologize", title="Apologise for the experience", kind="do", missed=1, rate=0.0)],
+    strengths=["Acknowledge (1 of 1 turns)"],
+    debrief="Take a minute before your next patient.",
+)
+
+
+def test_scorecard_names_outcome_and_reason_and_shows_the_card():
+    ended = session(ended_at=NOW, outcome="walked_out", end_reason="Anger stayed at 10.", scorecard=CARD)
+    card = ui.scorecard_markdown(ended, {"apologize": "Apologise"})
+    assert card.startswith("## Scorecard — walked out")
+    assert "_Anger stayed at 10._" in card
+    assert "**Overall:** 25% of applicable steps went well." in card
+    assert "### Strengths" in card and "- Acknowledge (1 of 1 turns)" in card
+    assert "| Apologise for the experience | 0 / 1 | 0% |" in card
+    assert "Take a minute before your next patient." in card
+    assert "# Practice scorecard" not in card  # the heading above says it already
+
+
+def test_scorecard_of_an_unfinished_or_old_session_shows_the_outcome_only():
+    assert ui.scorecard_markdown(session(), {}) == "## Scorecard — in progress"
+    old = session(ended_at=NOW, outcome="resolved", scorecard={"score": 0.5, "steps": {"empathize": 0.5}})
+    assert old.scorecard is None
+    assert ui.scorecard_markdown(old, {}) == "## Scorecard — resolved"
+
+
+def test_report_puts_the_scorecard_before_each_turn_with_its_feedback():
+    ended = session(ended_at=NOW, outcome="walked_out", end_reason="Anger stayed at 10.", scorecard=CARD)
+    turns = [turn(0, "I understand.", reply="Do you?", grade=GRADE)]
+    text = ui.report_markdown(ended, turns, {"empathize": "Acknowledge"}, "Mr. Carter")
+    assert text.index("## Scorecard — walked out") < text.index("## Turn by turn") < text.index("### Turn 1")
+    assert "**Overall:** 25%" in text
+    assert '✓ **Acknowledge**: demonstrated — "I understand"' in text
+    assert "**Tip:** Apologise for the wait." in text
+    assert "**Mr. Carter:** Do you?" in text
+
+
+def test_history_rows_show_the_score_of_a_current_scorecard_only():
+    ended = session(ended_at=NOW, outcome="walked_out", scorecard=CARD)
+    old = session(id="s2", ended_at=NOW, outcome="resolved", scorecard={"score": 0.9})
+    running = session(id="s3")
+    rows = ui.history_rows([ended, old, running], {"s1": 3})
+    assert rows[0] == ["2026-01-01 12:00", "", "carter-wrong-day", 3, "walked_out", "25%", "s1"]
+    assert rows[1][4:6] == ["resolved", ""]
+    assert rows[2][3:6] == [0, "in progress", ""]
+
+
+def test_exports_name_the_outcome_and_keep_typed_records():
+    ended = session(ended_at=NOW, outcome="walked_out", end_reason="Anger stayed at 10.", scorecard=CARD)
+    turns = [turn(0, "Calm down.", grade=GRADE, mood_after=Mood(anger=10, trust=1, turn=1))]
     transcript = ui.transcript_markdown(ended, turns, "Mr. Carter")
+    assert "(walked_out)" in transcript and "- why: Anger stayed at 10." in transcript
     assert "**Mr. Carter:** Why hasn't a doctor called me?" in transcript and "**You:** Calm down." in transcript
-    assert '"trainee_text": "Calm down."' in ui.transcript_json(ended, turns)
+    data = json.loads(ui.transcript_json(ended, turns))
+    assert data["turns"][0]["trainee_text"] == "Calm down."
+    assert SessionRecord.model_validate(data["session"]) == ended
+    assert TurnRecord.model_validate(data["turns"][0]) == turns[0]
 
 
 @pytest.mark.parametrize(
