@@ -8,7 +8,7 @@ seed 002; "Relax Outside of Work", seed 003), taken from the rubric's ``debrief`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -188,9 +188,9 @@ def to_json(card: Scorecard) -> str:
     return card.model_dump_json(indent=2)
 
 
-def to_markdown(card: Scorecard, rubric: Rubric | None = None) -> str:
+def to_markdown(card: Scorecard, rubric: Rubric | None = None, titles: Mapping[str, str] | None = None) -> str:
     """A readable report: summary, what to practise, coverage table, session steps, debrief."""
-    titles = {s.id: s.title for s in rubric.steps} if rubric else {}
+    titles = dict(titles or ({s.id: s.title for s in rubric.steps} if rubric else {}))
     score = "n/a" if card.score is None else f"{card.score:.0%}"
     lines = [f"# Practice scorecard ({card.turns} turns)", ""]
     lines += [f"**Overall:** {score} of applicable steps went well.", ""]
@@ -202,10 +202,10 @@ def to_markdown(card: Scorecard, rubric: Rubric | None = None) -> str:
         lines.append(f"- **{focus.title}** ({focus.why}). {focus.advice}{example}")
     if not card.practise_next:
         lines.append("- Nothing stood out: try a harder patient next.")
-    lines += ["", "## Steps turn by turn", "", "| step | shown / applied | rate |", "|---|---|---|"]
-    for row in card.steps:
-        if not row.applicable:
-            continue
+    applied = [row for row in card.steps if row.applicable]
+    if applied:
+        lines += ["", "## Steps turn by turn", "", "| step | shown / applied | rate |", "|---|---|---|"]
+    for row in applied:
         if row.kind == "do":
             counts = f"{row.demonstrated} / {row.applicable}"
         else:

@@ -345,7 +345,7 @@ def scorecard_markdown(session: SessionRecord, step_titles: Mapping[str, str] | 
         lines.append(f"_{session.end_reason}_")
     card: Scorecard | None = session.scorecard
     if card is not None:
-        body = to_markdown(card).split("\n", 1)[1]  # its own title repeats what the heading says
+        body = to_markdown(card, titles=step_titles).split("\n", 1)[1]  # its own title repeats what the heading says
         lines += ["", body.replace("\n## ", "\n### ")]
     return "\n".join(lines)
 

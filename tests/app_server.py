@@ -58,11 +58,17 @@ def running_app(
     server: Any | None = None,
     personas_dir: Path | None = None,
     seed: int | None = None,
+    patient: Any | None = None,
+    coach: Any | None = None,
 ) -> Iterator[tuple[str, Any, Store]]:
-    """(url, demo, store) of an app serving on a free loopback port, closed afterwards."""
+    """(url, demo, store) of an app serving on a free loopback port, closed afterwards.
+
+    ``patient``/``coach``: a fake model (tests/fakes.py) for page logic that needs no real model.
+    """
     app = load_app_module()
     store = Store(f"sqlite:///{db_path}")
-    demo = app.build_app(settings, store=store, server=server, personas_dir=personas_dir, seed=seed)
+    demo = app.build_app(settings, store=store, server=server, personas_dir=personas_dir, seed=seed,
+                         patient=patient, coach=coach)  # fmt: skip
     port = free_port()
     demo.queue().launch(
         prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, theme=app.THEME, css=app.CSS

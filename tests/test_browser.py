@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 from app_server import APOLOGY, PLAN, REPO, only_model_traffic, running_app
-from conftest import skip_or_fail_in_ci
+from conftest import REPLAY_BASE_URL, skip_or_fail_in_ci
+from fakes import TIP, FakeModel
+
+from agent.llm import Backend, LLMSettings
 
 pytestmark = pytest.mark.browser
 
@@ -119,3 +122,38 @@ def test_a_trainee_practises_in_the_browser(browser, llm_settings, recording, tm
         page.wait_for_function("() => document.querySelector('#editor .cm-content')?.innerText.includes('carter')")
         page.wait_for_function("() => !document.querySelector('#editor .progress-text, #editor .eta-bar')")
         page.screenshot(path=str(SHOTS / "trainer.png"), full_page=True)
+
+
+def test_the_next_reply_goes_while_the_tip_is_on_its_way(browser, tmp_path):
+    """Send is enabled as soon as the patient has answered; the tip follows into the panel later.
+
+    A fake model behind the page (tests/fakes.py) holds the coach's better phrasing back until
+    the trainee has sent the next reply.
+    """
+    fake = FakeModel(hold_coach=True)
+    settings = LLMSettings(backend=Backend.EMBEDDED, base_url=REPLAY_BASE_URL)  # never called: the fake answers
+    with running_app(settings, tmp_path / "fake.db", seed=3, patient=fake, coach=fake) as (url, _demo, store):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.locator("#persona input").click()
+        page.get_by_role("option").filter(has_text="John Carter").first.click()
+        page.click("#start")
+        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('forty minutes')")
+
+        page.fill("#message textarea", APOLOGY)
+        page.click("#send")
+        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('Line 1.')")
+        page.wait_for_function("() => document.querySelector('#feedback')?.innerText.includes('" + TIP + "')")
+        feedback = page.inner_text("#feedback")
+        assert "Better phrasing on the way" in feedback  # the tip is shown, its phrasing still held back
+        assert page.locator("#send").is_enabled()
+
+        page.fill("#message textarea", PLAN)
+        page.click("#send")
+        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('Line 2.')")
+        assert store.turns(store.list_sessions()[0].id)[0].grade.better_phrasing is None  # still on its way
+        fake.coach_released.set()
+        page.wait_for_function(
+            "() => (document.querySelector('#feedback')?.innerText ?? '').split('Try saying').length === 3"
+        )  # both turns now show their better phrasing
+        assert "on the way" not in page.inner_text("#feedback")

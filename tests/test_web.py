@@ -7,9 +7,9 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+from fakes import FakeModel
 
 from agent import web
-from agent.llm import LLMSettings
 from agent.practice import Practice
 from agent.store import Store
 
@@ -23,7 +23,8 @@ def practice(tmp_path, monkeypatch):
     folder.mkdir()
     shutil.copy(REPO / "personas" / "carter-wrong-day.yaml", folder)
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    yield Practice(store, LLMSettings(backend="embedded", base_url="http://127.0.0.1:9/v1"), personas_dir=folder)
+    fake = FakeModel(lines=["That's it, I'm leaving!"])
+    yield Practice(store, patient=fake, coach=fake, personas_dir=folder)
     store.close()
 
 
@@ -84,23 +85,15 @@ def test_rubric_view_lists_steps_with_sources():
     assert all(row[4] for row in rows)
 
 
-def test_an_ended_session_shows_why_its_scorecard_plots_and_downloads(practice):
-    from agent.store import NewSession
-
-    store = practice.store
-    session = store.create_session(NewSession(persona_id="carter-wrong-day", rubric_id="deescalation",
-                                              opening="Why?", initial_mood={"anger": 8, "trust": 3}))  # fmt: skip
-    turn = store.begin_turn(session.id, "Calm down, it's your own fault.")
-    grade = {"verdicts": {"argue_back": {"step_id": "argue_back", "verdict": "violated", "evidence": "your own fault"}}}
-    store.complete_turn(turn.id, patient_reply="That's it, I'm leaving!", mood_after={"anger": 10, "trust": 1},
-                        grade=grade)  # fmt: skip
-    why = "Mr. Carter walked out."
-    card = practice.scorecard(session.id, outcome="walked_out", reason=why)
-    store.end_session(session.id, outcome="walked_out", reason=why, scorecard=card)
-    values = dict(zip(web.PRACTICE_OUTPUTS, web.resume(practice, session.id), strict=True))
+def test_an_ended_session_shows_why_its_scorecard_plots_and_downloads(practice, tmp_path):
+    session_id = practice.start("carter-wrong-day").session.id
+    list(practice.turn(session_id, "Calm down, it's your own fault."))
+    practice.end(session_id, outcome="walked_out", reason="Mr. Carter walked out.")
+    reopened = Practice(Store(practice.store.url), personas_dir=practice.personas_dir)  # resumed from the store
+    values = dict(zip(web.PRACTICE_OUTPUTS, web.resume(reopened, session_id), strict=True))
     assert "Session ended — walked out" in values["status"] and "Mr. Carter walked out." in values["status"]
     assert values["scorecard_box"]["visible"] is True
-    assert "| Do not argue back or blame | 0 | 1 |" in values["scorecard"]
+    assert "| Do not argue back or blame | avoided 0 / 1 | 0% |" in values["scorecard"]
     assert len(values["mood_plot"].axes[0].lines) == 2
     names = sorted(Path(p).name for p in values["downloads"])
     assert names == ["report.json", "report.md", "transcript.json", "transcript.md"]
@@ -126,21 +119,16 @@ def test_calibration_upload_with_a_bad_line_names_it(tmp_path):
 
 
 def test_history_lists_sessions_and_plots_progress_per_step(practice):
-    from agent.store import NewSession
-
-    store = practice.store
-    for trainee, verdict in (("Ana", "missed"), ("Ana", "demonstrated"), ("Ben", "demonstrated")):
-        session = store.create_session(NewSession(persona_id="carter-wrong-day", rubric_id="deescalation",
-                                                  trainee_name=trainee))  # fmt: skip
-        turn = store.begin_turn(session.id, "Hello.")
-        store.complete_turn(turn.id, patient_reply="Hm.", grade={"verdicts": {"empathize": verdict}})
-        store.end_session(session.id, outcome="walked_out", scorecard={"score": 1.0 if verdict != "missed" else 0.0})
-    store.create_session(NewSession(persona_id="carter-wrong-day", rubric_id="deescalation", trainee_name="Ana"))
+    for trainee, reply in (("Ana", "Hello."), ("Ana", "I understand how frustrating that must be."), ("Ben", "Hi.")):
+        session_id = practice.start("carter-wrong-day", trainee).session.id
+        list(practice.turn(session_id, reply))
+        practice.end(session_id, outcome="walked_out", reason="test")
+    practice.start("carter-wrong-day", "Ana")
 
     rows, figure = web.history(practice, "Ana")
     assert [row[1] for row in rows] == ["Ana", "Ana", "Ana"]
     assert [row[4] for row in rows] == ["in progress", "walked_out", "walked_out"]
-    [line] = figure.axes[0].lines  # one step, over Ana's two finished sessions
-    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [0.0, 1.0]
+    empathy = next(line for line in figure.axes[0].lines if line.get_label() == "empathize")
+    assert list(empathy.get_xdata()) == [1, 2] and list(empathy.get_ydata()) == [0.0, 1.0]
     rows, _ = web.history(practice, "")
     assert len(rows) == 4
