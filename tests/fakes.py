@@ -69,7 +69,9 @@ class FakeModel:
         for word in text.split(" "):
             yield (" " if not word.startswith(" ") else "") + word
 
-    def stream_json(self, schema: type[BaseModel], messages: Sequence[BaseMessage], *, max_tokens: int) -> Iterator[str]:
+    def stream_json(
+        self, schema: type[BaseModel], messages: Sequence[BaseMessage], *, max_tokens: int
+    ) -> Iterator[str]:
         self.coach_requests.append(list(messages))
         self.coach_started.set()
         answer = json.dumps({"tip": TIP, "better_phrasing": PHRASING})
