@@ -1,13 +1,11 @@
-"""The learned component: fitting, the rules that combine it with the checks, its model file."""
+"""The learned component at run time: sentences, the rules that combine it with the checks, its model file."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from agent import checks, learned
@@ -16,8 +14,6 @@ from agent.grader import grade_fast
 from agent.rubrics import load_rubric
 
 RUBRIC = load_rubric()
-GOLD = Path(__file__).parent / "data" / "gold"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def verdicts_for(reply: str) -> dict[str, StepVerdict]:
@@ -33,18 +29,6 @@ def test_sentences_split_on_end_marks_and_keep_short_replies_whole():
         "I'm sorry.", "Which test was it?", "I'll chase it today!"
     ]  # fmt: skip
     assert learned.sentences("Ok.") == ["Ok."]
-
-
-def test_fit_logistic_separates_and_balances_a_rare_class():
-    rng = np.random.default_rng(0)
-    negatives = rng.normal(-1.0, 0.5, size=(95, 3))
-    positives = rng.normal(1.0, 0.5, size=(5, 3))
-    x = np.vstack([negatives, positives])
-    y = np.array([0] * 95 + [1] * 5, dtype=float)
-    weights, bias = learned.fit_logistic(x, y)
-    predicted = (x @ weights + bias) > 0
-    assert predicted[95:].all(), "the rare class must not be given up for accuracy"
-    assert predicted[:95].mean() < 0.05
 
 
 def test_a_classifier_turns_a_missed_do_step_into_a_finding_with_the_sentence_as_evidence():
@@ -146,18 +130,6 @@ def test_a_bad_model_file_is_named_with_its_field(tmp_path, content, message):
     assert message in str(raised.value)
 
 
-def test_learn_cli_trains_a_loadable_model(tmp_path):
-    out = tmp_path / "model.learned.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "learn", str(GOLD / "dev.jsonl"), "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert f"wrote {out}" in result.stdout
-    model = learned.load(out, RUBRIC)
-    assert model.trained_on == ["dev.jsonl"] and "empathize" in model.steps
-
-
 def test_a_quoted_kind_word_in_the_same_sentence_overrules_a_learned_dismissal():
     reply = "I'm so sorry you've been waiting. I understand how frustrating that must be."
     base = verdicts_for(reply)
@@ -183,29 +155,9 @@ def test_one_word_replies_are_left_to_the_checks():
         assert grade_fast(RUBRIC, reply).labels() == grade_fast(RUBRIC, reply, use_learned=False).labels()
 
 
-def test_learn_cli_cross_validates_leaving_each_file_out(tmp_path):
-    out = tmp_path / "cv.learned.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "learn", str(GOLD / "dev.jsonl"), str(GOLD / "test.jsonl"), "--cv",
-         "--out", str(out)],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("dev.jsonl", "test.jsonl"))]
-    assert [r[0] for r in rows] == ["dev.jsonl", "test.jsonl"]
-    assert all(0.0 <= float(value) <= 1.0 for r in rows for value in r[1:5])
-    assert learned.load(out, RUBRIC).trained_on == ["dev.jsonl", "test.jsonl"]
-
-
-def test_memo_encoder_embeds_each_text_once():
-    calls: list[list[str]] = []
-
-    class Counting:
-        def encode(self, texts: list[str]) -> np.ndarray:
-            calls.append(list(texts))
-            return np.ones((len(texts), 384), dtype=np.float32)
-
-    memo = learned.MemoEncoder(Counting())
-    assert memo.encode(["a", "b", "a"]).shape == (3, 384)
-    assert memo.encode(["b", "c"]).shape == (2, 384)
-    assert calls == [["a", "b"], ["c"]]
+def test_the_inference_module_imports_neither_training_nor_calibration():
+    code = "import sys, agent.learned; print(sorted(m for m in sys.modules if m.startswith('agent.')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "agent.learned" in loaded
+    for module in ("agent.training", "agent.calibrate", "agent.grader"):
+        assert f"'{module}'" not in loaded

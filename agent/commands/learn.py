@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent import embed, learned
+from agent import embed, learned, training
 from agent.rubrics import load_rubric
 
 
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("files", nargs="+", help="calibration JSONL files to learn from")
     parser.add_argument("--rubric", default="deescalation", help="rubric name or YAML path")
     parser.add_argument("--out", help="where to write the model (default: beside the rubric)")
-    parser.add_argument("--l2", type=float, default=learned.L2, help="L2 penalty (default %(default)s)")
+    parser.add_argument("--l2", type=float, default=training.L2, help="L2 penalty (default %(default)s)")
     parser.add_argument("--no-rubric-examples", action="store_true", help="learn from the files only")
     parser.add_argument(
         "--cv", action="store_true", help="first estimate agreement leaving each file out in turn (slower)"
@@ -35,21 +35,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_learn(args: argparse.Namespace) -> int:
     rubric = load_rubric(args.rubric)
     encoder = embed.shared_encoder()
-    extra = [] if args.no_rubric_examples else learned.rubric_examples(rubric)
+    extra = [] if args.no_rubric_examples else training.rubric_examples(rubric)
     if args.cv:
         if len(args.files) < 2:
             print("error: --cv needs at least two files (each is left out in turn)", file=sys.stderr)
             return 2
         print(f"{'left out':<28} {'checks kappa':>13} {'+learned kappa':>15} {'checks acc':>11} {'+learned acc':>13}")
-        for fold in learned.cross_validate(rubric, args.files, encoder, l2=args.l2, extra=extra):
+        for fold in training.cross_validate(rubric, args.files, encoder, l2=args.l2, extra=extra):
             print(f"{Path(fold.held_out).name:<28} {fold.checks_kappa:>13.3f} {fold.learned_kappa:>15.3f} "
                   f"{fold.checks_accuracy:>11.3f} {fold.learned_accuracy:>13.3f}")  # fmt: skip
         print("(a file the patterns were tuned on flatters the checks column)\n")
-    rows = learned.rows_from(args.files, rubric) + extra
-    model = learned.fit(rubric, rows, encoder, trained_on=[Path(f).name for f in args.files], l2=args.l2,
+    rows = training.rows_from(args.files, rubric) + extra
+    model = training.fit(rubric, rows, encoder, trained_on=[Path(f).name for f in args.files], l2=args.l2,
                         progress=sys.stderr.isatty())  # fmt: skip
     out = Path(args.out) if args.out else learned.model_path(rubric)
-    learned.save(model, out)
+    training.save(model, out)
     print(f"{'step':<20} {'shows':>6} {'lacks':>6}")
     for step_id, classifier in model.steps.items():
         print(f"{step_id:<20} {classifier.positives:>6} {classifier.negatives:>6}")
