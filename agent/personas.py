@@ -27,6 +27,7 @@ VerdictName = Literal["demonstrated", "missed", "not_applicable", "violated", "o
 
 SEED_FILE = re.compile(r"^\d{3}_[0-9a-f]{16}\.txt$")
 ID_PATTERN = r"^[a-z][a-z0-9_-]*$"
+ID_HINT = "lowercase letters, digits, - and _, starting with a letter, e.g. carter-wrong-day"
 
 # Personas ship next to the package in a source checkout; DEESCALATE_PERSONAS_DIR points elsewhere.
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "personas"
@@ -181,6 +182,15 @@ class Persona(_Strict):
                 raise ValueError(f"[{index}] {source!r} is not in {SEEDS_DIR}")
         return sources
 
+    @field_validator("rubric")
+    @classmethod
+    def _rubric_id(cls, rubric: str) -> str:
+        from agent.rubrics import ID_HINT, is_id
+
+        if not is_id(rubric):
+            raise ValueError(f"{rubric!r} is not a rubric id ({ID_HINT})")
+        return rubric
+
     @property
     def first_name(self) -> str:
         return self.name.split()[0]
@@ -242,19 +252,30 @@ def _clean_msg(message: str) -> str:
     return message.removeprefix("Value error, ").replace("\n", " ")
 
 
-def parse_persona(text: str, path: Path | str = "<string>") -> Persona:
-    """Validate persona YAML ``text``; errors name ``path``, the field and the line."""
+def _load_yaml(text: str, path: Path | str) -> tuple[yaml.Node | None, Any]:
+    """Node tree and data of persona YAML; errors (duplicate keys too) as one PersonaError line."""
+    from agent.rubrics import DuplicateKeyError, load_yaml, yaml_problem
+
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
+        return load_yaml(text)
+    except DuplicateKeyError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        raise PersonaError(
+            [f"{path}:{line}: {exc.key}: duplicate key (first at line {exc.first_line}); give each field once"]
+        ) from exc
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and context_mark is not None:
-            problem += f" ({context} at line {context_mark.line + 1})"
+        line, problem = yaml_problem(exc)
+        where = f"{path}:{line}" if line else str(path)
         raise PersonaError([f"{where}: (yaml): not valid YAML: {problem}"]) from exc
+
+
+def parse_persona(text: str, path: Path | str = "<string>") -> Persona:
+    """Validate persona YAML ``text``; errors name ``path``, the field and the line.
+
+    The persona's ``rubric`` is an id resolved in the rubrics folder only; anything else (a path
+    such as ``/dev/zero``) fails here without touching the file system.
+    """
+    root, data = _load_yaml(text, path)
     if not isinstance(data, dict):
         raise PersonaError([f"{path}:1: (top level): expected a mapping of persona fields"])
     rubric = data.get("rubric", "deescalation")
@@ -262,7 +283,7 @@ def parse_persona(text: str, path: Path | str = "<string>") -> Persona:
         step_ids = _rubric_step_ids(rubric) if isinstance(rubric, str) else None
     except ValueError as exc:
         line = _node_line(root, ["rubric"])
-        raise PersonaError([f"{path}:{line}: rubric: {exc}"]) from exc
+        raise PersonaError([f"{path}:{line}: rubric: {_clean_msg(str(exc))}"]) from exc
     try:
         return Persona.model_validate(data, context={"step_ids": step_ids})
     except ValidationError as exc:
@@ -273,32 +294,119 @@ def parse_persona(text: str, path: Path | str = "<string>") -> Persona:
         raise PersonaError(problems) from exc
 
 
-def persona_path(id_or_path: str | os.PathLike[str], directory: Path | str | None = None) -> Path:
-    candidate = Path(id_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        return candidate
+def with_id(text: str, persona_id: str, file_name: str = "persona.yaml") -> str:
+    """``text`` with its top-level ``id`` set to ``persona_id``, everything else (comments too) kept.
+
+    Edits the YAML where the parser found the ``id`` value, so any legal spelling is replaced
+    (``id : x``, ``"id": x``, ``id:`` with no value); adds ``id:`` when there is none. Raises
+    :class:`PersonaError` naming ``file_name`` when ``persona_id`` is not an id, the YAML is not
+    valid (a key given twice included) or not a mapping, or the id could not be set cleanly;
+    the result always parses to the same fields with exactly ``persona_id`` as the id.
+    """
+    from agent.rubrics import is_id
+
+    if not is_id(persona_id):
+        raise PersonaError([f"{file_name}: id: {persona_id!r} is not a persona id ({ID_HINT})"])
+    root, data = _load_yaml(text, file_name)
+    if root is None:  # empty, or comments only
+        return text + ("" if not text or text.endswith("\n") else "\n") + f"id: {persona_id}\n"
+    if not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
+        raise PersonaError([f"{file_name}:1: (top level): expected a mapping of persona fields"])
+    value = next(
+        (
+            v
+            for k, v in root.value
+            if isinstance(k, yaml.ScalarNode)
+            and k.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
+            and k.value == "id"
+        ),
+        None,
+    )
+    if value is not None:
+        start, end = value.start_mark.index, value.end_mark.index
+        end = start + len(text[start:end].rstrip())  # a block scalar's span ends with its line break
+        space = " " if start > 0 and text[start - 1] == ":" else ""
+        result = text[:start] + space + persona_id + text[end:]
+    elif root.flow_style:
+        at = root.start_mark.index + 1  # just after "{"
+        result = text[:at] + f"id: {persona_id}, " + text[at:]
+    else:
+        first = root.value[0][0].start_mark if root.value else root.start_mark
+        at = first.index - first.column  # start of the first key's line, indented like it
+        result = text[:at] + " " * first.column + f"id: {persona_id}\n" + text[at:]
+    try:
+        _, again = _load_yaml(result, file_name)
+    except PersonaError:
+        again = None
+    expected = {**data, "id": persona_id}
+    if not isinstance(again, dict) or again.get("id") != persona_id or again != expected:
+        raise PersonaError(
+            [f"{file_name}: id: could not set the id here; write it as a top-level line 'id: {persona_id}'"]
+        )
+    return result
+
+
+# -- lookup: ids inside the personas folder; explicit files for the command line ----------------------
+
+
+def check_id(persona_id: object) -> str:
+    """``persona_id`` if it is a bare persona id, else :class:`PersonaError` (before any file access)."""
+    from agent.rubrics import is_id
+
+    if not is_id(persona_id):
+        raise PersonaError([f"{persona_id!r} is not a persona id ({ID_HINT})"])
+    assert isinstance(persona_id, str)
+    return persona_id
+
+
+def persona_path(persona_id: str, directory: Path | str | None = None) -> Path:
+    """``<personas dir>/<persona_id>.yaml`` (or ``.yml``); ids only: a path raises :class:`PersonaError`."""
     base = Path(directory) if directory else personas_dir()
-    return base / f"{id_or_path}.yaml"
+    path = base / f"{check_id(persona_id)}.yaml"
+    other = path.with_suffix(".yml")
+    return other if not path.exists() and other.exists() else path
 
 
 def personas_dir() -> Path:
     return Path(os.environ.get("DEESCALATE_PERSONAS_DIR", DEFAULT_DIR))
 
 
-def load_persona(id_or_path: str | os.PathLike[str], directory: Path | str | None = None) -> Persona:
-    """One persona by id (``carter-wrong-day``) or by file path."""
-    path = persona_path(id_or_path, directory)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
+def load_persona(persona_id: str, directory: Path | str | None = None) -> Persona:
+    """One persona by id (``carter-wrong-day``), from the personas folder (or ``directory``) only.
+
+    What the page, the API and persona files name is an id; a path (``../x``, ``/etc/x``,
+    ``x.yaml``) raises :class:`PersonaError` without reading anything. The command line loads a
+    file it was given explicitly with :func:`load_persona_file` (or :func:`load_persona_argument`).
+    """
+    path = persona_path(persona_id, directory)
+    if not path.is_file():
         known = ", ".join(p.stem for p in persona_files(path.parent)) if path.parent.is_dir() else ""
         hint = f" (known: {known})" if known else ""
-        raise PersonaError([f"{path}: cannot read persona ({exc.strerror or exc}){hint}"]) from exc
+        raise PersonaError([f"{path}: cannot read persona (no persona {persona_id!r}){hint}"])
+    return load_persona_file(path)
+
+
+def load_persona_file(path: str | os.PathLike[str]) -> Persona:
+    """A persona from an explicit file path (command line, lint, tests); its id must match the file name."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise OSError(0, "not a regular file" if path.exists() else "no such file")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PersonaError([f"{path}: cannot read persona ({getattr(exc, 'strerror', None) or exc})"]) from exc
     persona = parse_persona(text, path)
     if path.stem != persona.id:
         line = _node_line(yaml.compose(text), ["id"])
         raise PersonaError([f"{path}:{line}: id: {persona.id!r} must match the file name {path.stem!r}"])
     return persona
+
+
+def load_persona_argument(argument: str, directory: Path | str | None = None) -> Persona:
+    """A command-line persona argument: a YAML file path (a .yaml/.yml suffix or a separator), else an id."""
+    if Path(argument).suffix in (".yaml", ".yml") or "/" in argument or os.sep in argument:
+        return load_persona_file(argument)
+    return load_persona(argument, directory)
 
 
 def persona_files(directory: Path | str | None = None) -> list[Path]:
@@ -315,7 +423,7 @@ def load_personas(directory: Path | str | None = None) -> list[Persona]:
     problems: list[str] = []
     for path in persona_files(base):
         try:
-            personas.append(load_persona(path))
+            personas.append(load_persona_file(path))
         except PersonaError as exc:
             problems.extend(exc.problems)
     seen: dict[str, Persona] = {}

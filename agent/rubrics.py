@@ -252,45 +252,138 @@ def _field_path(loc: tuple[Any, ...], data: Any) -> str:
     return "".join(parts) or "(top level)"
 
 
-def rubric_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """A file path as given, or ``<rubrics dir>/<name>.yaml`` for a bare name."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        return candidate
-    base = Path(os.environ.get("DEESCALATE_RUBRICS_DIR", DEFAULT_DIR))
-    for directory in (base, Path.cwd() / "rubrics"):
-        path = directory / f"{name_or_path}.yaml"
-        if path.exists():
-            return path
-    return base / f"{name_or_path}.yaml"
+# -- references: ids only ---------------------------------------------------------------------
+
+ID_RE = re.compile(r"[a-z][a-z0-9_-]*")
+ID_HINT = "lowercase letters, digits, - and _, starting with a letter, e.g. deescalation"
 
 
-def load_rubric(name_or_path: str | os.PathLike[str] = "deescalation") -> Rubric:
-    """Load and validate one rubric; :class:`RubricError` names file and field on bad input.
+def is_id(value: object) -> bool:
+    """Whether ``value`` is a bare rubric or persona id: no separators, dots, spaces or paths."""
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
 
-    Parsed rubrics are cached by file path, size and modification time: every persona validates
-    its trigger steps against the rubric, so listing the personas used to parse the same 750-line
-    file once per persona (about 90 ms each). A trainer's edit changes the mtime and is picked up.
-    Callers must treat the returned rubric as read-only.
+
+def rubrics_dir() -> Path:
+    return Path(os.environ.get("DEESCALATE_RUBRICS_DIR", DEFAULT_DIR))
+
+
+def rubric_path(rubric_id: str) -> Path:
+    """``<rubrics dir>/<rubric_id>.yaml``; a rubric is referenced by id only, never by a path.
+
+    Raises :class:`RubricError` for anything that is not an id (``/dev/zero``, ``../x``, ``x.yaml``)
+    before touching the file system. A trusted file elsewhere loads with :func:`load_rubric_file`.
     """
-    path = rubric_path(name_or_path)
+    if not is_id(rubric_id):
+        raise RubricError(f"{rubric_id!r} is not a rubric id ({ID_HINT})")
+    return rubrics_dir() / f"{rubric_id}.yaml"
+
+
+def rubric_ids() -> list[str]:
+    base = rubrics_dir()
+    return sorted(p.stem for p in base.glob("*.yaml") if is_id(p.stem)) if base.is_dir() else []
+
+
+def load_rubric(rubric_id: str = "deescalation") -> Rubric:
+    """Load and validate the rubric ``rubric_id`` from the rubrics folder (ids only: see :func:`rubric_path`).
+
+    :class:`RubricError` names file and field on bad input. Parsed rubrics are cached by file path,
+    size and modification time: every persona validates its trigger steps against the rubric, so
+    listing the personas used to parse the same 750-line file once per persona (about 90 ms each).
+    A trainer's edit changes the mtime and is picked up. Callers must treat the result as read-only.
+    """
+    path = rubric_path(rubric_id)
+    if not path.is_file():
+        known = ", ".join(rubric_ids()) or "none"
+        raise RubricError(f"no rubric {rubric_id!r} in the rubrics folder (known: {known})")
+    return load_rubric_file(path)
+
+
+def load_rubric_file(path: str | os.PathLike[str]) -> Rubric:
+    """A rubric from an explicit file path: for the command line and tests, never for ids from a page."""
+    path = Path(path)
     try:
         stat = path.stat()
     except OSError as exc:
         raise RubricError(f"{path}: cannot read rubric ({exc.strerror or exc})") from exc
+    if not path.is_file():
+        raise RubricError(f"{path}: cannot read rubric (not a regular file)")
     return _load_rubric_file(path, stat.st_size, stat.st_mtime_ns)
+
+
+def load_rubric_argument(argument: str) -> Rubric:
+    """A command-line ``--rubric``: a YAML file path (has a .yaml/.yml suffix or a separator), else an id."""
+    if Path(argument).suffix in (".yaml", ".yml") or "/" in argument or os.sep in argument:
+        return load_rubric_file(argument)
+    return load_rubric(argument)
+
+
+# -- YAML -----------------------------------------------------------------------------------------
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice; PyYAML would silently keep only the last value."""
+
+    def __init__(self, key: Any, first: yaml.Node, again: yaml.Node) -> None:
+        self.key = key
+        self.first_line = first.start_mark.line + 1
+        super().__init__(
+            problem=f"duplicate key {key!r} (first at line {self.first_line}); YAML would keep only the last one",
+            problem_mark=again.start_mark,
+        )
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping (merge keys ``<<`` aside)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base constructor reports it
+                    continue
+                if first is not None:
+                    raise DuplicateKeyError(key, first, key_node)
+                seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data of one YAML document, duplicate keys rejected."""
+    loader = UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    finally:
+        loader.dispose()
+
+
+def yaml_problem(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """(1-based line, one-line description) of a YAML error, without quoting the file's lines."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} at line {context_mark.line + 1})"
+    return (mark.line + 1 if mark is not None else None), problem.replace("\n", " ")
 
 
 @lru_cache(maxsize=32)
 def _load_rubric_file(path: Path, size: int, mtime_ns: int) -> Rubric:
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RubricError(f"{path}: cannot read rubric ({exc.strerror or exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RubricError(f"{path}: cannot read rubric ({getattr(exc, 'strerror', None) or exc})") from exc
     try:
-        data = yaml.safe_load(text)
+        _, data = load_yaml(text)
     except yaml.YAMLError as exc:
-        raise RubricError(f"{path}: not valid YAML: {exc}") from exc
+        line, problem = yaml_problem(exc)
+        where = f" at line {line}" if line else ""
+        raise RubricError(f"{path}: not valid YAML{where}: {problem}") from exc
     if not isinstance(data, dict):
         raise RubricError(f"{path}: (top level): expected a mapping with id, title, steps")
     try:

@@ -6,7 +6,7 @@ import pytest
 
 from agent import checks
 from agent.checks import Normalized, TurnContext
-from agent.rubrics import RubricError, load_rubric
+from agent.rubrics import RubricError, load_rubric, load_rubric_file
 from agent.transcript import Message
 
 RUBRIC = load_rubric()
@@ -215,7 +215,7 @@ def test_void_if_must_name_dont_steps(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RubricError, match="void_if names 'empathize', which is not a don't-step"):
-        load_rubric(path)
+        load_rubric_file(path)
 
 
 # -- hostile input: long replies are checked in time that grows linearly (issue 11, finding 5) ----

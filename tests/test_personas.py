@@ -14,6 +14,7 @@ from agent.personas import (
     SEEDS_DIR,
     PersonaError,
     load_persona,
+    load_persona_file,
     load_personas,
     parse_persona,
     persona_files,
@@ -79,7 +80,7 @@ def test_bad_persona_gives_one_line_naming_file_field_and_line(path):
     expected = EXPECT.match(path.read_text().splitlines()[0])
     assert expected, f"{path.name} needs an '# expect: FIELD line=N' header"
     with pytest.raises(PersonaError) as raised:
-        load_persona(path)
+        load_persona_file(path)
     problems = raised.value.problems
     assert len(problems) == 1, problems
     line = problems[0]
@@ -91,7 +92,7 @@ def test_yaml_error_reports_the_line(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text("id: x\nname: [unclosed\nage: 3\n")
     with pytest.raises(PersonaError, match=r"x\.yaml:\d+: \(yaml\): not valid YAML"):
-        load_persona(path)
+        load_persona_file(path)
 
 
 def test_bad_file_in_a_directory_loads_nothing(tmp_path):
@@ -160,3 +161,139 @@ def test_cli_lint_ok_and_bad(capsys):
 def test_cli_schema_is_json(capsys):
     assert main(["personas", "schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "deescalate persona"
+
+
+# -- references are ids inside their folders (issue 11, finding 1) --------------------------------
+
+CARTER = personas_dir() / "carter-wrong-day.yaml"
+NOT_IDS = ["/dev/zero", "/etc/passwd", "../personas/carter-wrong-day", "personas/carter-wrong-day",
+           "carter-wrong-day.yaml", "..", "", "Carter", "carter wrong day", "carter-wrong-day\n", "~/x"]  # fmt: skip
+
+
+def refuse_file_access(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"touched the file system: {self}")
+
+    for name in ("read_text", "read_bytes", "open", "stat", "exists", "is_file", "is_dir"):
+        monkeypatch.setattr(Path, name, refuse)
+
+
+@pytest.mark.parametrize("reference", ["/dev/zero", "../rubrics/deescalation", "rubrics/deescalation.yaml",
+                                       "deescalation.yaml", "/etc/passwd", "Deescalation"])  # fmt: skip
+def test_the_rubric_a_persona_names_is_an_id_and_a_path_fails_before_any_file_is_read(reference, monkeypatch):
+    text = CARTER.read_text(encoding="utf-8") + f"rubric: {json.dumps(reference)}\n"
+    line = len(text.splitlines())
+    with monkeypatch.context() as patched:
+        refuse_file_access(patched)
+        with pytest.raises(PersonaError) as raised:
+            parse_persona(text, "persona.yaml")
+    assert raised.value.problems == [
+        f"persona.yaml:{line}: rubric: {reference!r} is not a rubric id "
+        "(lowercase letters, digits, - and _, starting with a letter, e.g. deescalation)"
+    ]
+
+
+def test_an_unknown_rubric_id_is_named_without_a_server_path():
+    text = CARTER.read_text(encoding="utf-8") + "rubric: nonesuch\n"
+    with pytest.raises(PersonaError, match=r"^persona\.yaml:\d+: rubric: no rubric 'nonesuch' in the rubrics folder"):
+        parse_persona(text, "persona.yaml")
+
+
+@pytest.mark.parametrize("reference", NOT_IDS)
+def test_a_persona_is_loaded_by_id_only_and_nothing_else_is_opened(reference, monkeypatch):
+    from agent.personas import persona_path
+
+    with monkeypatch.context() as patched:
+        refuse_file_access(patched)
+        with pytest.raises(PersonaError, match="is not a persona id"):
+            load_persona(reference)
+        with pytest.raises(PersonaError, match="is not a persona id"):
+            persona_path(reference)
+
+
+def test_a_bare_persona_id_is_not_looked_up_in_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "carter-wrong-day").write_text("not: a persona\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_persona("carter-wrong-day").name == "John Carter"
+
+
+def test_the_command_line_loads_a_persona_file_explicitly(tmp_path):
+    from agent.personas import load_persona_argument
+
+    path = tmp_path / "elsewhere" / "carter-wrong-day.yaml"
+    path.parent.mkdir()
+    path.write_text(CARTER.read_text(encoding="utf-8").replace("name: John Carter", "name: Jon Carter"))
+    assert load_persona_file(path).name == "Jon Carter"
+    assert load_persona_argument(str(path)).name == "Jon Carter"
+    assert load_persona_argument("carter-wrong-day").name == "John Carter"
+    with pytest.raises(PersonaError, match="cannot read persona"):
+        load_persona_argument(str(tmp_path / "missing.yaml"))
+
+
+# -- duplicate keys and setting the id (issue 11, finding 9) -----------------------------------------
+
+
+def test_a_field_given_twice_is_one_error_naming_it():
+    text = CARTER.read_text(encoding="utf-8") + "name: Someone Else\n"
+    with pytest.raises(PersonaError) as raised:
+        parse_persona(text, "persona.yaml")
+    line = len(text.splitlines())
+    expected = f"persona.yaml:{line}: name: duplicate key (first at line 3); give each field once"
+    assert raised.value.problems == [expected]
+
+
+def test_a_duplicate_key_inside_a_section_is_an_error_too():
+    text = CARTER.read_text(encoding="utf-8") + "dynamics:\n  ignored_anger: 1\n  ignored_anger: 0\n"
+    with pytest.raises(PersonaError, match=r"persona\.yaml:\d+: ignored_anger: duplicate key"):
+        parse_persona(text, "persona.yaml")
+
+
+def _top_level_keys(text: str) -> list[str]:
+    import yaml
+
+    return [key.value for key, _ in yaml.compose(text).value]
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["id : carter-wrong-day", '"id": carter-wrong-day', "'id' :   carter-wrong-day   # the file name",
+     'id: "carter-wrong-day"', "id:", "id: ~", "id: |\n  carter-wrong-day", "? id\n: carter-wrong-day",
+     "id: [carter, wrong]", "id:\n  nested: carter"],
+)  # fmt: skip
+def test_with_id_replaces_any_spelling_of_the_top_level_id(spelling):
+    from agent.personas import with_id
+
+    text = CARTER.read_text(encoding="utf-8").replace("id: carter-wrong-day", spelling)
+    result = with_id(text, "carter-copy", "carter-copy.yaml")
+    assert _top_level_keys(result).count("id") == 1
+    assert result.startswith("# yaml-language-server: $schema=persona.schema.json\n")
+    persona = parse_persona(result, "carter-copy.yaml")
+    assert persona.id == "carter-copy"
+    assert persona.model_dump(exclude={"id"}) == load_persona("carter-wrong-day").model_dump(exclude={"id"})
+
+
+def test_with_id_adds_an_id_where_there_is_none_and_keeps_the_rest():
+    from agent.personas import with_id
+
+    text = CARTER.read_text(encoding="utf-8").replace("id: carter-wrong-day\n", "")
+    result = with_id(text, "carter-copy", "carter-copy.yaml")
+    assert parse_persona(result, "carter-copy.yaml").id == "carter-copy"
+    assert result.replace("id: carter-copy\n", "") == text
+    assert with_id("", "x", "x.yaml") == "id: x\n"
+    assert with_id("# just a comment", "x", "x.yaml") == "# just a comment\nid: x\n"
+    assert with_id("{name: A}", "x", "x.yaml").startswith("{id: x, ")
+
+
+def test_with_id_rejects_a_second_id_bad_yaml_and_a_bad_id():
+    from agent.personas import with_id
+
+    text = CARTER.read_text(encoding="utf-8")
+    twice = text + "id : carter-again\n"
+    with pytest.raises(PersonaError, match=r"^copy\.yaml:\d+: id: duplicate key \(first at line 2\)"):
+        with_id(twice, "copy", "copy.yaml")
+    with pytest.raises(PersonaError, match=r"copy\.yaml:\d+: \(yaml\): not valid YAML"):
+        with_id("name: [unclosed\n", "copy", "copy.yaml")
+    with pytest.raises(PersonaError, match=r"copy\.yaml:1: \(top level\): expected a mapping"):
+        with_id("- a\n- b\n", "copy", "copy.yaml")
+    with pytest.raises(PersonaError, match=r"copy\.yaml: id: '\.\./x' is not a persona id"):
+        with_id(text, "../x", "copy.yaml")

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.rubrics import DEFAULT_DIR, RubricError, load_rubric, rubric_path
+from agent.rubrics import DEFAULT_DIR, RubricError, load_rubric, load_rubric_file, rubric_path
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 DESIGN_TURN_STEPS = {
@@ -76,7 +76,7 @@ def test_a_bad_regex_names_file_step_and_pattern(tmp_path):
     index = [s["id"] for s in data["steps"]].index("apologize")
     data["steps"][index]["check"]["match"][1] = "(unclosed"
     with pytest.raises(RubricError) as error:
-        load_rubric(_write(tmp_path, data))
+        load_rubric_file(_write(tmp_path, data))
     message = str(error.value)
     assert "broken.yaml" in message
     assert f"steps[{index}] (apologize).check.match" in message
@@ -88,7 +88,7 @@ def test_a_missing_field_and_a_bad_kind_are_both_reported(tmp_path):
     del data["steps"][0]["description"]
     data["steps"][1]["kind"] = "maybe"
     with pytest.raises(RubricError) as error:
-        load_rubric(_write(tmp_path, data))
+        load_rubric_file(_write(tmp_path, data))
     message = str(error.value)
     assert "steps[0] (empathize).description: Field required" in message
     assert "steps[1] (apologize).kind" in message
@@ -98,39 +98,102 @@ def test_sources_must_be_seed_file_names(tmp_path):
     data = _raw()
     data["steps"][0]["sources"] = ["some blog post"]
     with pytest.raises(RubricError, match=r"steps\[0\] \(empathize\)\.sources.*not a seed file name"):
-        load_rubric(_write(tmp_path, data))
+        load_rubric_file(_write(tmp_path, data))
 
 
 def test_unknown_condition_and_duplicate_ids_are_rejected(tmp_path):
     data = _raw()
     data["steps"][0]["applies_when"] = ["full_moon"]
     with pytest.raises(RubricError, match=r"applies_when"):
-        load_rubric(_write(tmp_path, data))
+        load_rubric_file(_write(tmp_path, data))
     data = _raw()
     data["steps"][1]["id"] = data["steps"][0]["id"]
     with pytest.raises(RubricError, match="duplicate step id 'empathize'"):
-        load_rubric(_write(tmp_path, data))
+        load_rubric_file(_write(tmp_path, data))
 
 
 def test_a_turn_step_without_a_check_is_rejected(tmp_path):
     data = _raw()
     del data["steps"][0]["check"]
     with pytest.raises(RubricError, match=r"steps\[0\] \(empathize\).*needs a 'check'"):
-        load_rubric(_write(tmp_path, data))
+        load_rubric_file(_write(tmp_path, data))
 
 
 def test_unreadable_and_non_yaml_files(tmp_path):
     with pytest.raises(RubricError, match="cannot read rubric"):
-        load_rubric(tmp_path / "missing.yaml")
+        load_rubric_file(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: [unclosed", encoding="utf-8")
     with pytest.raises(RubricError, match="bad.yaml: not valid YAML"):
-        load_rubric(bad)
+        load_rubric_file(bad)
     listing = tmp_path / "list.yaml"
     listing.write_text("- a\n- b\n", encoding="utf-8")
     with pytest.raises(RubricError, match="expected a mapping"):
-        load_rubric(listing)
+        load_rubric_file(listing)
 
 
 def test_names_resolve_to_the_rubrics_folder():
     assert rubric_path("deescalation") == DEFAULT_DIR / "deescalation.yaml"
+
+
+# -- references are ids inside the rubrics folder (issue 11, finding 1) ---------------------------
+
+NOT_IDS = ["/dev/zero", "/etc/passwd", "../rubrics/deescalation", "rubrics/deescalation", "deescalation.yaml", "..",
+           ".", "", "Deescalation", "de escalation", "deescalation\n", "de\\escalation", "~/x", "C:x"]  # fmt: skip
+
+
+def refuse_file_access(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self, *args, **kwargs):
+        raise AssertionError(f"touched the file system: {self}")
+
+    for name in ("read_text", "read_bytes", "open", "stat", "exists", "is_file", "is_dir"):
+        monkeypatch.setattr(Path, name, refuse)
+
+
+@pytest.mark.parametrize("reference", NOT_IDS)
+def test_a_rubric_is_named_by_id_only_and_nothing_else_is_opened(reference, monkeypatch):
+    with monkeypatch.context() as patched:
+        refuse_file_access(patched)
+        with pytest.raises(RubricError, match=r"is not a rubric id"):
+            load_rubric(reference)
+        with pytest.raises(RubricError, match=r"is not a rubric id"):
+            rubric_path(reference)
+
+
+def test_a_bare_id_is_not_looked_up_in_the_working_directory(tmp_path, monkeypatch):
+    data = _raw() | {"id": "mine"}
+    (tmp_path / "rubrics").mkdir()
+    (tmp_path / "rubrics" / "mine.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RubricError, match=r"no rubric 'mine' in the rubrics folder \(known: deescalation\)"):
+        load_rubric("mine")
+    monkeypatch.setenv("DEESCALATE_RUBRICS_DIR", str(tmp_path / "rubrics"))
+    assert load_rubric("mine").id == "mine"
+
+
+def test_the_command_line_loads_a_rubric_file_explicitly(tmp_path):
+    from agent.rubrics import load_rubric_argument
+
+    path = _write(tmp_path, _raw() | {"id": "mine"})
+    assert load_rubric_file(path).id == "mine"
+    assert load_rubric_argument(str(path)).id == "mine"
+    assert load_rubric_argument("deescalation").id == "deescalation"
+    with pytest.raises(RubricError, match="cannot read rubric"):
+        load_rubric_argument(str(tmp_path / "missing.yaml"))
+
+
+def test_a_key_given_twice_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text((DEFAULT_DIR / "deescalation.yaml").read_text(encoding="utf-8") + "title: Again\n")
+    with pytest.raises(RubricError, match=r"twice\.yaml: not valid YAML at line \d+: duplicate key 'title'"):
+        load_rubric_file(path)
+
+
+def test_a_yaml_error_is_one_line_and_quotes_no_lines_of_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\nsteps: [unclosed\nsecret: hunter2\n", encoding="utf-8")
+    with pytest.raises(RubricError) as error:
+        load_rubric_file(bad)
+    message = str(error.value)
+    assert "\n" not in message and "hunter2" not in message and "unclosed" not in message
+    assert message.startswith(f"{bad}: not valid YAML at line ")

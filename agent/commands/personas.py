@@ -56,7 +56,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     problems: list[str] = []
     for path in files:
         try:
-            P.load_persona(path)
+            P.load_persona_file(path)
         except P.PersonaError as exc:
             problems.extend(exc.problems)
     if target.is_dir() and not problems:
