@@ -44,6 +44,7 @@ from agent.checks import StepVerdict, TurnContext
 from agent.grades import PROBLEM_VERDICTS, JudgedAdvice, TipAdvice, TurnGrade
 from agent.llm import Backend, LLMSettings
 from agent.models import COACH_SLOT, CoachModel, Preempted, ServedModel
+from agent.neutral import prompt_text
 from agent.rubrics import Rubric, Step
 from agent.transcript import Message, Transcript
 
@@ -136,8 +137,9 @@ def _tip_system() -> str:
 
 
 def quote_block(text: str) -> str:
-    """Trainee or patient text for a delimited prompt block: our delimiters cannot be forged."""
-    return TAG.sub("", text).strip()
+    """Trainee or patient text for a delimited prompt block: our delimiters cannot be forged, and
+    no chat-template control token gets through (:func:`agent.neutral.prompt_text`)."""
+    return prompt_text(TAG.sub("", text)).strip()
 
 
 def _focus_line(step: Step | None) -> tuple[str, str]:

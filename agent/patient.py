@@ -34,6 +34,7 @@ from agent import tokens
 from agent.llm import LLMSettings, PromptStyle
 from agent.models import PATIENT_SLOT, ModelUnavailable, PatientModel, ServedModel
 from agent.mood import Mood, Outcome, describe
+from agent.neutral import prompt_text
 from agent.personas import Persona
 from agent.transcript import Message, Transcript
 
@@ -117,11 +118,26 @@ def direction(persona: Persona, mood: Mood, ending: Outcome | None = None) -> st
     return fields["mood"] if ending is None else _endings()[ending].format(**fields)
 
 
+def _cue(persona: Persona, text: str) -> str:
+    """The stage-direction line for :func:`direction`'s ``text``: ``[Mr. Carter is <mood>.]``, or an
+    ending, which is a whole sentence about the patient already (``[Mr. Carter walks out ...]``)."""
+    if text.startswith(f"{persona.address_as} "):
+        return f"[{text}.]\n"
+    return prompt("mood_direction").format(label=persona.address_as, mood=text)
+
+
+def _speakers(persona: Persona) -> list[str]:
+    return [persona.staff_label, persona.address_as, persona.name, persona.first_name]
+
+
 def _line(persona: Persona, message: Message) -> str:
+    """One transcript line; the words are neutralised (:func:`agent.neutral.prompt_text`), so a
+    reply cannot close the transcript, open a system turn or speak as the patient."""
+    content = prompt_text(message.content, _speakers(persona))
     if message.role == "trainee":
-        return f"{persona.staff_label}: {' '.join(message.content.split())}\n"
-    cue = prompt("mood_direction").format(label=persona.address_as, mood=message.direction) if message.direction else ""
-    return f"{cue}{persona.address_as}: {' '.join(message.content.split())}\n"
+        return f"{persona.staff_label}: {content}\n"
+    cue = _cue(persona, message.direction) if message.direction else ""
+    return f"{cue}{persona.address_as}: {content}\n"
 
 
 def build_messages(
@@ -142,13 +158,14 @@ def build_messages(
     if style == "chat":
         messages: list[BaseMessage] = [SystemMessage(prompt("chat").format(**fields))]
         for message in transcript.messages:
-            messages.append(AIMessage(message.content) if message.role == "patient" else HumanMessage(message.content))
+            content = prompt_text(message.content)
+            messages.append(AIMessage(content) if message.role == "patient" else HumanMessage(content))
         note = f"Right now you are {cue}." if ending is None else f"This is your last line: {cue}."
         # Last, not in the system prompt: what changes every turn stays out of the cached front.
         messages.append(SystemMessage(note))
         return messages
     lines = [prompt("transcript").format(**fields), *(_line(persona, m) for m in transcript.messages)]
-    lines.append(prompt("mood_direction").format(label=persona.address_as, mood=cue))
+    lines.append(_cue(persona, cue))
     lines.append(f"{persona.address_as}:")
     instruction = prompt("transcript_instruction").format(**fields).strip()
     return [HumanMessage(instruction), AIMessage("".join(lines))]

@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from agent.grades import TurnGrade  # noqa: E402
 from agent.mood import Mood  # noqa: E402
+from agent.neutral import markdown_text as md  # noqa: E402
 from agent.report import Scorecard, to_markdown  # noqa: E402
 from agent.store import SessionRecord, TurnRecord  # noqa: E402
 
@@ -99,14 +100,14 @@ def chat_messages(
     """
     messages: list[dict[str, str]] = []
     if opening:
-        messages.append({"role": "assistant", "content": opening})
+        messages.append({"role": "assistant", "content": md(opening)})
     for position, turn in enumerate(turns):
-        messages.append({"role": "user", "content": turn.trainee_text})
+        messages.append({"role": "user", "content": md(turn.trainee_text)})
         last = position == len(turns) - 1
         if turn.status == "complete" and turn.patient_reply is not None:
-            messages.append({"role": "assistant", "content": turn.patient_reply})
+            messages.append({"role": "assistant", "content": md(turn.patient_reply)})
         elif last and streaming:
-            messages.append({"role": "assistant", "content": streaming})
+            messages.append({"role": "assistant", "content": md(streaming)})
     return messages
 
 
@@ -124,7 +125,7 @@ def feedback_markdown(
     if turn is None:
         return "_Feedback on each of your replies appears here._"
     titles = step_titles or {}
-    lines = [f"### Turn {turn.index + 1}", f"> {turn.trainee_text}", ""]
+    lines = [f"### Turn {turn.index + 1}", f"> {md(turn.trainee_text)}", ""]
     grade = turn.grade or TurnGrade(verdicts={})
     shown = {k: v for k, v in grade.verdicts.items() if v.verdict != "not_applicable"}
     if not shown:
@@ -134,15 +135,15 @@ def feedback_markdown(
         title = titles.get(step_id, step_id.replace("_", " "))
         line = f"- {VERDICT_ICON.get(item.verdict, '?')} **{title}**: {item.verdict.replace('_', ' ')}"
         if item.evidence:
-            line += f' — "{item.evidence}"'
+            line += f' — "{md(item.evidence)}"'
         if item.source == "learned":
             # Found by the classifier, not by a phrase the rubric lists: say so, with its confidence.
             line += f" _(classifier, {item.confidence:.0%})_"
         lines.append(line)
     if grade.tip:
-        lines += ["", f"**Tip:** {grade.tip}"]
+        lines += ["", f"**Tip:** {md(grade.tip)}"]
     if grade.better_phrasing:
-        lines += ["", f"**Try saying:** _{grade.better_phrasing}_"]
+        lines += ["", f"**Try saying:** _{md(grade.better_phrasing)}_"]
     elif coaching and grade.tip:
         lines += ["", "_Better phrasing on the way…_"]
     elif coaching:
@@ -296,13 +297,13 @@ def transcript_markdown(session: SessionRecord, turns: Sequence[TurnRecord], pat
         lines.append(f"- why: {session.end_reason}")
     lines += ["", "## Transcript", ""]
     if session.opening:
-        lines.append(f"**{patient_name}:** {session.opening}\n")
+        lines.append(f"**{patient_name}:** {md(session.opening)}\n")
     for turn in turns:
-        lines.append(f"**You:** {turn.trainee_text}\n")
+        lines.append(f"**You:** {md(turn.trainee_text)}\n")
         if turn.patient_reply is not None:
-            lines.append(f"**{patient_name}:** {turn.patient_reply}\n")
+            lines.append(f"**{patient_name}:** {md(turn.patient_reply)}\n")
         elif turn.status == "failed":
-            lines.append(f"_(no reply: {turn.error})_\n")
+            lines.append(f"_(no reply: {md(turn.error or '')})_\n")
     return "\n".join(lines)
 
 
@@ -359,5 +360,5 @@ def report_markdown(
     for turn in turns:
         parts.append(feedback_markdown(turn, step_titles=step_titles))
         if turn.patient_reply:
-            parts.append(f"\n**{patient_name}:** {turn.patient_reply}\n")
+            parts.append(f"\n**{patient_name}:** {md(turn.patient_reply)}\n")
     return "\n".join(parts)
