@@ -1,166 +1,345 @@
-"""The session turn loop: event order, mood history, failure and retry, restore from storage."""
+"""The session turn loop on the fake model: stage order, verdicts and mood decided once, the
+append-only patient prompt, prefill, a dead server and retry, history trimming, coaching, resume.
+
+No cassettes: what the prompts make a real model do is tested in tests/test_patient.py and
+tests/test_simulate.py; everything here is logic above the model boundary (tests/fakes.py).
+"""
 
 from __future__ import annotations
 
 import pytest
+from langchain_core.messages import AIMessage, HumanMessage
 
-from agent.llm import Backend, LLMSettings
-from agent.patient import PatientUnavailable
-from agent.personas import load_persona
-from agent.session import Session, SessionError
+from agent import grader, learned
+from agent import mood as mood_rules
+from agent.patient import MAX_TOKENS, PatientUnavailable, direction
+from agent.personas import Persona, load_persona
+from agent.session import Answered, Graded, Session, SessionError, Spoken
+from agent.tokens import count_messages
+from tests.fakes import PHRASING, TIP, FakeModel
 
 CARTER = load_persona("carter-wrong-day")
-# Nothing listens on the discard port: a real connection failure, as when the model server died.
-DEAD = LLMSettings(backend=Backend.EMBEDDED, base_url="http://127.0.0.1:9/v1", model="default", timeout=5)
+SORRY = "I'm so sorry, Mr. Carter. Waiting forty minutes only to hear it's the wrong day must be really frustrating."
+ARGUE = "Calm down. That's not our fault, you should have read the letter."
 
 
-@pytest.mark.vcr
-@pytest.mark.block_network
-def test_turn_events_come_in_order_with_fast_verdicts_first(llm_settings):
-    session = Session(CARTER, settings=llm_settings, seed=7, temperature=0)
-    events = list(session.stream_turn("I'm so sorry, Mr. Carter. That must be really frustrating."))
-    kinds = [e.kind for e in events]
-    assert kinds[0] == "checked" and kinds[-1] == "answered"
-    assert set(kinds[1:-1]) == {"delta"}
-    checked = events[0]
-    assert checked.verdicts["empathize"].verdict == "demonstrated"
-    assert checked.verdicts["use_name"].verdict == "demonstrated"
-    assert checked.mood.anger < CARTER.anger
-    answered = events[-1]
-    assert answered.text == "".join(e.text for e in events if e.kind == "delta").strip()
+def patient_prompt(request: list) -> str:
+    """The transcript the patient model continues (the assistant prefill, the last message)."""
+    assert isinstance(request[-1], AIMessage)
+    return request[-1].content
+
+
+def endless(persona: Persona) -> Persona:
+    """The persona with thresholds that cannot end a long session (no resolving, leaving, or giving up)."""
+    limits = persona.thresholds.model_copy(update={"max_turns": 100, "leave_after": 100, "min_turns": 100})
+    return persona.model_copy(update={"thresholds": limits})
+
+
+@pytest.fixture
+def spies(monkeypatch):
+    """Count the calls of the verdicts stage (grade_fast) and the mood stage (mood.update)."""
+    calls: dict[str, list] = {"grade_fast": [], "update": []}
+    real_grade, real_update = grader.grade_fast, mood_rules.update
+
+    def grade_fast(rubric, reply, context=None, **options):
+        calls["grade_fast"].append((reply, context))
+        return real_grade(rubric, reply, context, **options)
+
+    def update(*args, **options):
+        calls["update"].append(args)
+        return real_update(*args, **options)
+
+    monkeypatch.setattr(grader, "grade_fast", grade_fast)
+    monkeypatch.setattr(mood_rules, "update", update)
+    return calls
+
+
+# -- one turn -----------------------------------------------------------------------------------
+
+
+def test_stages_come_in_order_verdicts_before_the_patient_is_asked():
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    events = []
+    for event in session.stream_turn(SORRY):
+        if isinstance(event, Graded):  # shown before the patient model is even asked
+            assert model.patient_requests == [] and event.turn.patient is None
+        events.append(event)
+    assert isinstance(events[0], Graded) and isinstance(events[-1], Answered)
+    assert len(events) > 2 and all(isinstance(e, Spoken) for e in events[1:-1])
+    graded, answered = events[0], events[-1]
+    assert graded.index == answered.index == 0
+    assert graded.turn.verdicts["empathize"].verdict == "demonstrated"
+    assert graded.turn.verdicts["use_name"].verdict == "demonstrated"
+    assert graded.turn.mood_before == mood_rules.initial(CARTER)
+    assert graded.turn.mood_after.anger < CARTER.anger and session.mood == graded.turn.mood_after
+    spoken = "".join(e.text for e in events[1:-1]).strip()
+    assert answered.turn.patient == spoken == "Line 1. I still want answers."
     assert [m.role for m in session.transcript.messages] == ["patient", "trainee", "patient"]
-    assert session.transcript.messages[-1].content == answered.text
+    assert session.transcript.messages[-1].content == spoken
+    assert session.transcript.messages[-1].direction == direction(CARTER, answered.turn.mood_after)
+    assert len(model.patient_requests) == 1 and model.coach_requests == []  # no coaching in the turn
 
 
-@pytest.mark.vcr
-@pytest.mark.block_network
-def test_mood_history_and_grades_accumulate(llm_settings):
-    session = Session(CARTER, settings=llm_settings, seed=7, temperature=0)
-    session.turn("Calm down. That's not our fault.")
-    session.turn("I DON'T KNOW what you want me to do.")
-    anger = [m.anger for m in session.moods]
-    assert len(anger) == 3 and anger[0] == CARTER.anger and anger[1] > anger[0] - 0.01 and anger[2] >= 9
-    assert [t.verdicts["lose_cool"].verdict for t in session.turns] == ["ok", "violated"]
-    assert len(session.grades) == 2
-    assert session.summary()["persona"] == "carter-wrong-day"
+def test_verdicts_come_from_grade_fast_once_and_the_mood_is_updated_once(spies):
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    turn = session.turn(SORRY)
+    assert len(spies["grade_fast"]) == 1 and len(spies["update"]) == 1
+    # The checks and the classifier (when this machine has the encoder), as grade_fast gives them.
+    component = learned.component_for(session.rubric)
+    expected = ["checks", "learned"] if component is not None and component.ready else ["checks"]
+    assert turn.grade.components == expected
+    fresh = grader.grade_fast(session.rubric, SORRY, session.context(0))
+    assert turn.grade.labels() == fresh.labels()
+    assert turn.mood_after == mood_rules.update(turn.mood_before, fresh.labels(), CARTER, SORRY)
+
+    spies["grade_fast"].clear()
+    spies["update"].clear()
+    verdicts, mood_after = turn.grade.labels(), turn.mood_after.model_copy(deep=True)
+    stages = list(session.coach(0, model))  # coaching changes neither the verdicts nor the mood
+    assert stages and stages[-1].coached
+    assert spies["grade_fast"] == [] and spies["update"] == []
+    assert session.turns[0].grade.labels() == verdicts
+    assert session.turns[0].mood_after == mood_after and session.mood == mood_after
+    assert session.moods == [mood_rules.initial(CARTER), mood_after]
 
 
-def test_dead_model_server_keeps_the_trainee_message_and_allows_retry():
-    session = Session(CARTER, settings=DEAD, seed=7)
-    with pytest.raises(PatientUnavailable, match="not answering.*try again"):
-        list(session.stream_turn("I'm sorry, Mr. Carter."))
-    assert session.pending
-    assert session.transcript.messages[-1].role == "trainee"
-    assert session.transcript.messages[-1].content == "I'm sorry, Mr. Carter."
-    assert len(session.moods) == 2  # the mood for the kept message is computed once
-    with pytest.raises(PatientUnavailable):
-        list(session.retry())
-    assert session.pending and len(session.moods) == 2
-    # The trainee may also rephrase: the unanswered message is replaced, not stacked.
-    with pytest.raises(PatientUnavailable):
-        list(session.stream_turn("I'm so sorry, Mr. Carter."))
-    assert [m.content for m in session.transcript.messages if m.role == "trainee"] == ["I'm so sorry, Mr. Carter."]
-    assert len(session.turns) == 1
+def test_coaching_stores_the_tip_and_phrasing_on_the_turn():
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    session.turn(ARGUE)
+    session.turn(SORRY)
+    stages = list(session.coach(0, model))
+    first, last = stages[0], stages[-1]
+    assert first.tip == TIP and first.better_phrasing is None and not first.coached
+    assert last.tip == TIP and last.better_phrasing and last.coached
+    assert last.better_phrasing == PHRASING or last.phrasing_source == "rubric"
+    assert last.focus is not None and last.labels()[last.focus] in ("violated", "missed")
+    assert session.turns[0].grade == last and session.turns[1].grade.tip is None
+    # The tip coaches the reply against the patient line it answered (the opening), not the answer.
+    asked = " ".join(str(m.content) for m in model.coach_requests[0])
+    assert ARGUE in asked and CARTER.opening_line in asked
+    assert session.context(0).history[-1].content == CARTER.opening_line
 
 
-def test_retry_without_a_failed_turn_is_an_error():
-    with pytest.raises(SessionError, match="no unanswered turn"):
-        list(Session(CARTER, settings=DEAD).retry())
+def test_transferring_personas_reach_the_grader(spies):
+    finance = load_persona("finance-wrong-department")
+    assert finance.transferring
+    session = Session(finance, FakeModel(), seed=7)
+    assert session.context().transferring
+    session.turn(f"I'm sorry, {finance.address_as}.")
+    reply, context = spies["grade_fast"][-1]
+    assert context.transferring and context.persona_name == finance.name
+    assert session.turns[0].verdicts["explain_transfer"].verdict != "not_applicable"
 
-
-def test_empty_text_is_rejected():
-    with pytest.raises(SessionError, match="say something"):
-        list(Session(CARTER, settings=DEAD).stream_turn("   "))
-
-
-class Stored:
-    """The shape of agent.store.TurnRecord that restore() reads."""
-
-    def __init__(self, trainee_text, patient_reply, mood_after=None, grade=None):
-        self.trainee_text, self.patient_reply, self.mood_after, self.grade = (
-            trainee_text,
-            patient_reply,
-            mood_after,
-            grade,
-        )
-
-
-def test_restore_recomputes_the_mood_and_the_ending():
-    good = CARTER.script.good
-    records = [Stored(line, "Hm.") for line in good[:4]]
-    session = Session.restore(CARTER, records)
-    assert len(session.turns) == 4 and len(session.transcript.messages) == 9
-    assert session.moods[-1].anger <= CARTER.thresholds.resolve_anger
-    assert session.ending is not None and session.ending.kind == "resolved"
-    assert "offer_solution" in session.ending.reason
-    with pytest.raises(SessionError, match="has ended"):
-        list(session.stream_turn("Anything else?"))
-
-
-def test_restore_prefers_the_stored_mood_and_skips_unanswered_turns():
-    stored = {"anger": 4.0, "trust": 6.0, "turn": 1}
-    session = Session.restore(CARTER, [Stored("Hello.", "What?", mood_after=stored), Stored("Sorry.", None)])
-    assert len(session.turns) == 1 and session.mood.anger == 4.0 and session.mood.trust == 6.0
-
-
-@pytest.mark.vcr
-@pytest.mark.block_network
-def test_the_tip_arrives_before_the_better_phrasing(llm_settings):
-    session = Session(CARTER, settings=llm_settings.model_copy(update={"timeout": 900}), seed=7, temperature=0,
-                      grade_with_llm=True)  # fmt: skip
-    events = list(session.stream_turn("That's not my fault. You should have read the letter."))
-    kinds = [e.kind for e in events if e.kind != "delta"]
-    assert kinds == ["checked", "answered", "tipped", "graded"]
-    tipped, graded = events[-2].grade, events[-1].grade
-    assert tipped.tip and tipped.better_phrasing is None
-    assert graded.tip == tipped.tip and graded.better_phrasing
-    assert graded.labels()["argue_back"] == "violated" and graded.focus == "argue_back"
-    assert session.turns[-1].grade is graded
-
-
-def test_the_tip_coaches_the_reply_against_the_line_it_answered():
-    """Graded after the patient answered, the reply is still judged against the line before it."""
-    session = Session(CARTER, settings=DEAD)
-    session.transcript.add("trainee", "Sorry, Mr. Carter.")
-    session.transcript.add("patient", "Sorry doesn't get me seen today.")
-    assert session.context(before_last_reply=True).last_patient() == CARTER.opening_line
-    assert session.context().last_patient() == "Sorry doesn't get me seen today."
+    staying = finance.model_copy(update={"transferring": False})
+    other = Session(staying, FakeModel(), seed=7)
+    other.turn(reply)
+    assert not spies["grade_fast"][-1][1].transferring
+    assert other.turns[0].verdicts["explain_transfer"].verdict == "not_applicable"
 
 
 def test_abusive_patient_context_follows_the_mood():
     boyd = load_persona("abusive-caller")
-    session = Session(boyd, settings=DEAD)
+    session = Session(boyd, FakeModel())
     assert session.context().patient_abusive
-    calm = session.mood.model_copy(update={"anger": 3.0})
-    assert not session.context(calm).patient_abusive
+    assert not Session(load_persona("carter-wrong-day"), FakeModel()).context().patient_abusive
 
 
-@pytest.mark.live
-def test_live_server_killed_mid_turn_then_retry(live_server, live_settings):
-    session = Session(CARTER, settings=live_settings, seed=7)
-    events = session.stream_turn("I'm so sorry, Mr. Carter.")
-    assert next(events).kind == "checked"
-    live_server.kill()
-    with pytest.raises(PatientUnavailable):
+# -- what the patient model reads -----------------------------------------------------------------
+
+
+def test_the_patient_prompt_only_grows_at_its_end():
+    """Each request repeats the previous one word for word: the server's prompt cache keeps it all."""
+    model = FakeModel()
+    session = Session(endless(CARTER), model, seed=7)
+    for line in (ARGUE, "I DON'T KNOW what you want me to do.", SORRY, CARTER.script.good[3]):
+        session.turn(line)
+    requests = model.patient_requests
+    assert len(requests) == 4
+    directions = [turn.mood_after for turn in session.turns]
+    assert len({mood_rules.describe(m, CARTER) for m in directions}) >= 3, "the mood words must change"
+    for before, after in zip(requests, requests[1:], strict=False):
+        assert before[:-1] == after[:-1]  # the instruction is the same every turn
+        old, new = patient_prompt(before), patient_prompt(after)
+        front = old[: old.rindex("\n") + 1]  # without the last line (the speaker tag)
+        assert front.endswith("]\n"), "the direction is the last line before the speaker tag"
+        assert new.startswith(front)
+        assert new.startswith(old)  # the tag too: the new text starts with the patient's answer
+    # Every patient line keeps the direction it was written under, in the order it was written.
+    last = patient_prompt(requests[-1])
+    for turn in session.turns:
+        cue = f"[{CARTER.address_as} is {mood_rules.describe(turn.mood_after, CARTER)}.]\n"
+        assert f"{cue}{CARTER.address_as}: {turn.patient}\n" in last or turn is session.turns[-1]
+    assert last.endswith(f"[{CARTER.address_as} is {mood_rules.describe(session.mood, CARTER)}.]\n{CARTER.address_as}:")
+
+
+def test_prefill_sends_exactly_the_front_of_the_next_prompt():
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    assert session.prefill()  # at the start, while the trainee reads the opening line
+    session.turn(SORRY)
+    assert session.prefill()  # after an answer, while the trainee types
+    session.turn(CARTER.script.good[1])
+    assert len(model.prefills) == 2 and len(model.patient_requests) == 2
+    for prefill, request, line in zip(model.prefills, model.patient_requests, (SORRY, CARTER.script.good[1]),
+                                      strict=True):  # fmt: skip
+        assert isinstance(prefill[0], HumanMessage) and prefill[0] == request[0]
+        front, prompt = patient_prompt(prefill), patient_prompt(request)
+        assert prompt.startswith(front)
+        rest = prompt[len(front) :].splitlines()  # only the new line, the direction and the tag
+        assert rest == [f"{CARTER.staff_label}: {line}", rest[1], f"{CARTER.address_as}:"]
+        assert rest[1].startswith(f"[{CARTER.address_as} is ")
+
+
+def test_no_prefill_for_chat_models_or_after_the_end():
+    chat = FakeModel(prompt_style="chat")
+    assert not Session(CARTER, chat).prefill() and chat.prefills == []
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    for line in CARTER.script.good:
+        if session.ending is None:
+            session.turn(line)
+    assert session.ending is not None
+    assert not session.prefill() and model.prefills == []
+
+
+def test_a_40_turn_session_stays_inside_a_small_context():
+    persona = endless(CARTER)
+    model = FakeModel(context_tokens=900)
+    session = Session(persona, model, seed=7, use_learned=False)
+    lines = [CARTER.script.good[1], CARTER.script.good[2], SORRY, "I see. Let me look into the appointment for you."]
+    trims = []
+    for index in range(40):
+        events = list(session.stream_turn(lines[index % len(lines)]))
+        assert isinstance(events[-1], Answered), f"turn {index}"
+        trims.append(events[-1].trimmed)
+    assert session.ending is None and len(session.turns) == 40 and len(model.patient_requests) == 40
+    for index, request in enumerate(model.patient_requests):
+        assert count_messages(request) + MAX_TOKENS <= model.context_tokens, f"request {index} overflows"
+        assert f"{CARTER.address_as}: {CARTER.opening_line}\n" in patient_prompt(request)
+    assert session.trimmed > 0 and trims[-1] == session.trimmed and trims == sorted(trims)
+    memory = session.memory()
+    assert memory.messages[0].content == CARTER.opening_line
+    assert memory.messages[1:] == session.transcript.messages[1 + 2 * session.trimmed :]
+    assert len(session.transcript.messages) == 81  # the whole conversation is kept, only the prompt is trimmed
+    # Trims are rare: between two trims the prompt grows at its end as usual.
+    grew = sum(
+        patient_prompt(after).startswith(patient_prompt(before))
+        for before, after in zip(model.patient_requests, model.patient_requests[1:], strict=False)
+    )
+    assert grew >= 30
+
+
+# -- a dead model server --------------------------------------------------------------------------
+
+
+def test_a_dead_server_keeps_the_trainees_words_and_verdicts_and_retry_answers(spies):
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    model.fail_patient = 2
+    events = session.stream_turn(SORRY)
+    graded = next(events)
+    assert isinstance(graded, Graded)
+    with pytest.raises(PatientUnavailable, match="not answering.*try again"):
         list(events)
-    assert session.pending
-    live_server.ensure()  # the app restarts the server on a new port
-    settings = LLMSettings(backend=Backend.EMBEDDED, base_url=live_server.openai_base_url, model=live_settings.model)
-    kinds = [e.kind for e in session.retry(settings)]
-    assert kinds[-1] == "answered" and not session.pending
-    assert session.transcript.messages[-1].role == "patient"
+    assert session.pending and session.ending is None
+    assert session.transcript.messages[-1].role == "trainee" and session.transcript.messages[-1].content == SORRY
+    kept = session.turns[-1]
+    assert kept.patient is None and kept.grade == graded.turn.grade and len(session.moods) == 2
+    with pytest.raises(PatientUnavailable):
+        list(session.retry())
+    assert session.pending and len(session.turns) == 1
+    events = list(session.retry())
+    assert isinstance(events[-1], Answered) and not session.pending
+    assert events[-1].turn.patient == "Line 3. I still want answers."
+    assert session.turns[0].grade == graded.turn.grade and session.moods[1] == graded.turn.mood_after
+    assert len(spies["grade_fast"]) == 1 and len(spies["update"]) == 1  # nothing decided twice
+    assert [m.role for m in session.transcript.messages] == ["patient", "trainee", "patient"]
+    with pytest.raises(SessionError, match="no unanswered turn"):
+        list(session.retry())
 
 
-def test_practice_cli_survives_a_dead_model_server(monkeypatch, capsys):
-    from agent.cli import main
+def test_rephrasing_a_pending_turn_replaces_it():
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    model.fail_patient = 1
+    with pytest.raises(PatientUnavailable):
+        list(session.stream_turn(ARGUE))
+    session.turn(SORRY)
+    assert [m.content for m in session.transcript.messages if m.role == "trainee"] == [SORRY]
+    assert len(session.turns) == 1 and session.turns[0].trainee == SORRY and not session.pending
+    assert session.turns[0].mood_before == mood_rules.initial(CARTER)
+    assert session.turns[0].verdicts["argue_back"].verdict == "ok"
 
-    monkeypatch.setenv("DEESCALATE_BACKEND", "embedded")
-    monkeypatch.setenv("DEESCALATE_BASE_URL", "http://127.0.0.1:9/v1")
-    monkeypatch.setenv("DEESCALATE_MODEL", "default")
-    typed = iter(["I'm sorry, Mr. Carter.", "/retry", "/quit"])
-    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
-    assert main(["practice", "carter-wrong-day", "--no-feedback"]) == 0
-    out = capsys.readouterr().out
-    assert "Mr. Carter: " + CARTER.opening_line in out
-    assert out.count("the patient could not answer") == 2 and "(/retry to try again)" in out
-    assert "outcome: ongoing" in out
+
+def test_retry_without_a_failed_turn_is_an_error():
+    with pytest.raises(SessionError, match="no unanswered turn"):
+        list(Session(CARTER, FakeModel()).retry())
+
+
+def test_empty_text_is_rejected():
+    with pytest.raises(SessionError, match="say something"):
+        list(Session(CARTER, FakeModel()).stream_turn("   "))
+
+
+def test_an_ended_session_takes_no_more_turns():
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    for line in CARTER.script.good:
+        if session.ending is not None:
+            break
+        session.turn(line)
+    assert session.ending is not None and session.ending.kind == "resolved"
+    assert "offer_solution" in session.ending.reason
+    assert session.summary()["outcome"] == "resolved"
+    # The last answer was written under the ending's own stage direction, not a mood.
+    ending = direction(CARTER, session.mood, "resolved")
+    assert patient_prompt(model.patient_requests[-1]).endswith(f"\n[{ending}.]\n{CARTER.address_as}:")
+    assert session.transcript.messages[-1].direction == ending
+    with pytest.raises(SessionError, match="has ended"):
+        list(session.stream_turn("Anything else?"))
+
+
+# -- resume -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("context_tokens", [8192, 900])
+def test_resume_with_add_played_reproduces_the_transcript_and_memory(context_tokens):
+    persona = endless(CARTER)
+    lines = [ARGUE, SORRY, CARTER.script.good[1], CARTER.script.good[2], "I see, let me look into it for you."] * 2
+    answers = ["I'm leaving town tomorrow.", "Fine. What now?", "Just get me a doctor."]
+    played = Session(persona, FakeModel(lines=answers, context_tokens=context_tokens), seed=7, use_learned=False)
+    for line in lines:
+        played.turn(line)
+    resumed = Session(persona, FakeModel(lines=answers, context_tokens=context_tokens), seed=7, use_learned=False)
+    for turn in played.turns:
+        resumed.add_played(turn.model_copy(deep=True))
+    assert resumed.transcript == played.transcript
+    assert resumed.memory() == played.memory() and resumed.trimmed == played.trimmed
+    assert resumed.moods == played.moods and resumed.mood == played.mood and resumed.ending == played.ending
+    assert resumed.summary() == played.summary()
+    if context_tokens == 900:
+        assert played.trimmed > 0
+    # The next turn sends the resumed patient the very prompt the live session would have sent.
+    played.turn("So, what would work best for you?")
+    resumed.turn("So, what would work best for you?")
+    assert resumed.patient.patient_requests[-1] == played.patient.patient_requests[-1]
+
+
+def test_resume_leaves_an_unanswered_turn_for_retry():
+    played = Session(CARTER, FakeModel(), seed=7)
+    played.turn(SORRY)
+    played.patient.fail_patient = 1
+    with pytest.raises(PatientUnavailable):
+        list(played.stream_turn(CARTER.script.good[1]))
+    resumed = Session(CARTER, FakeModel(lines=["Go on."]), seed=7)
+    for turn in played.turns:
+        resumed.add_played(turn.model_copy(deep=True))
+    assert resumed.pending and resumed.moods == played.moods
+    with pytest.raises(SessionError, match="retry it"):
+        resumed.add_played(played.turns[0])
+    events = list(resumed.retry())
+    assert events[-1].turn.patient == "Go on." and not resumed.pending
+    assert resumed.summary()["patient"] == [CARTER.opening_line, played.turns[0].patient, "Go on."]
