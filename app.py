@@ -30,6 +30,8 @@ MODEL_QUEUE = {"concurrency_id": "model", "concurrency_limit": 1}
 # Turns run side by side: the controller gives the patient the model first (agent/coaching.py),
 # and a trainee may send the next reply while the previous turn's tip is still being written.
 TURN_QUEUE = {"concurrency_id": "turns", "concurrency_limit": 16, "trigger_mode": "multiple", "show_progress": "hidden"}
+# Requests waiting beyond this are refused with "queue full" instead of piling up behind the model.
+MAX_QUEUE = 64
 THEME = gr.themes.Soft()
 CSS = "#feedback {min-height: 200px} .mood-meter {font-size: 0.9em}"
 
@@ -78,7 +80,7 @@ def build_app(
                         status = gr.Markdown(elem_id="status")
                         retry = gr.Button("Retry", visible=False, variant="primary", elem_id="retry")
                         with gr.Row():
-                            message = gr.Textbox(placeholder="Your reply to the patient…", show_label=False,
+                            message = gr.Textbox(placeholder="Your reply to the patient…", show_label=False, max_length=2000,
                                                  scale=5, elem_id="message")  # fmt: skip
                             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                     with gr.Column(scale=1, min_width=280):
@@ -92,12 +94,14 @@ def build_app(
 
             # ---------------------------------------------------------------- Trainer
             with gr.Tab("Trainer", id="trainer"):
-                unlocked = gr.State(web.trainer_password() is None)
-                with gr.Row(visible=web.trainer_password() is not None) as lock_row:
+                # Fails closed: locked for every page until the trainer password unlocks it; with no
+                # password set, the tools stay off and the notice says how to turn them on.
+                unlocked = gr.State(False)
+                with gr.Row() as lock_row:
                     password = gr.Textbox(label="Trainer password", type="password", elem_id="trainer-password")
                     unlock = gr.Button("Unlock", elem_id="unlock")
-                    lock_note = gr.Markdown()
-                with gr.Column(visible=web.trainer_password() is None) as trainer_box:
+                lock_note = gr.Markdown(web.NO_PASSWORD if web.trainer_password() is None else "", elem_id="lock-note")
+                with gr.Column(visible=False) as trainer_box:
                     with gr.Tab("Personas"):
                         edit_pick = gr.Dropdown(label="Persona", elem_id="trainer-persona")
                         editor = gr.Code(language="yaml", lines=24, label="Persona YAML", elem_id="editor")
@@ -156,16 +160,17 @@ def build_app(
 
         unlock.click(web.unlock, password, [unlocked, trainer_box, lock_note], api_visibility="private").then(
             lambda ok: gr.update(visible=not ok), unlocked, lock_row, api_visibility="private"
-        ).then(bind(web.trainer_load, practice), [unlocked, edit_pick], [editor, validation], api_visibility="private")
+        ).then(
+            bind(web.trainer_load, practice), [unlocked, edit_pick], [editor, validation], api_visibility="private"
+        ).then(web.rubric_view, unlocked, [rubric_yaml, rubric_steps], api_visibility="private")
         demo.load(bind(web.trainer_personas, practice), outputs=edit_pick, api_visibility="private")
         edit_pick.change(bind(web.trainer_load, practice), [unlocked, edit_pick], [editor, validation],
                          api_visibility="private")  # fmt: skip
-        editor.change(web.trainer_validate, editor, validation, api_visibility="private")
+        editor.change(web.trainer_validate_view, [unlocked, editor], validation, api_visibility="private")
         save.click(bind(web.trainer_save, practice), [unlocked, editor, new_name], [save_note, edit_pick],
                    api_visibility="private")  # fmt: skip
         test_run.click(bind(web.trainer_test_run, practice), [unlocked, editor], [test_plot, test_note],
                        api_visibility="private", **MODEL_QUEUE)  # fmt: skip
-        demo.load(web.rubric_view, outputs=[rubric_yaml, rubric_steps], api_visibility="private")
         calibration_file.upload(web.calibration, [unlocked, calibration_file], [calibration_table, calibration_note],
                                 api_visibility="private")  # fmt: skip
 
@@ -190,7 +195,7 @@ def build_app(
 def main() -> None:
     demo = build_app()
     demo.practice.model.start_background()  # warm the model before the first visitor arrives
-    demo.queue().launch(theme=THEME, css=CSS)
+    demo.queue(max_size=MAX_QUEUE).launch(theme=THEME, css=CSS)
 
 
 if __name__ == "__main__":

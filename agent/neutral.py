@@ -17,8 +17,9 @@ from collections.abc import Iterable
 SPECIAL_TOKEN = re.compile(
     r"<\|[^|<>]{0,40}\|>|</?s>|\[/?INST\]|<<\s*/?SYS\s*>>|<\s*/?\s*(?:start_of_turn|end_of_turn)\s*>", re.IGNORECASE
 )
-# Markdown and HTML characters that change how text renders anywhere in a line ...
-MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|!~])")
+# Markdown and HTML characters that change how text renders anywhere in a line ("!" only matters
+# before "[", which is escaped) ...
+MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~])")
 # ... and what starts a list, a quote or a numbered item at the start of a line.
 LINE_START = re.compile(r"^(\s*|\s*\d+)([-+>]|(?<=\d)[.)])", re.MULTILINE)
 

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 Stage = Literal["ready", "graded", "typing", "answered", "tipped", "coached", "ended", "failed"]
 # Sessions kept in memory; the least recently used idle one is let go (it resumes from the store).
 MAX_LIVE = 64
+# A reply longer than this is refused with a clear message (a spoken reply is rarely over 500).
+MAX_REPLY_CHARS = 2_000
 
 
 class TurnUpdate(BaseModel):
@@ -383,6 +385,10 @@ class Practice:
         text = (text or "").strip()
         if not text:
             raise StoreError("say something to the patient first")
+        if len(text) > MAX_REPLY_CHARS:
+            raise StoreError(
+                f"your reply is too long ({len(text):,} characters; the limit is {MAX_REPLY_CHARS:,}): say it shorter"
+            )
         live = self.live(session_id)
         with self._exclusive(live):
             if live.record.ended:

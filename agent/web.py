@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
 import tempfile
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -302,15 +304,40 @@ def trainer_password() -> str | None:
     return os.environ.get("TRAINER_PASSWORD") or None
 
 
+NO_PASSWORD = (
+    "**Trainer tools are off:** no trainer password is set. Start the app with one, e.g. "
+    "`TRAINER_PASSWORD='choose-one' make run`, then unlock here."
+)
+# Unlocking: at most this many wrong passwords in WINDOW seconds, then wait for the window to pass.
+MAX_FAILURES = 5
+WINDOW = 300.0
+_failures: deque[float] = deque()
+_failures_lock = threading.Lock()
+
+
 def unlock(password: str | None) -> tuple[bool, Any, str]:
+    """Unlock the trainer tools for this page. Fails closed: no password set, nothing unlocks."""
     expected = trainer_password()
-    if expected is None or hmac.compare_digest((password or "").encode(), expected.encode()):
-        return True, gr.update(visible=True), ""
+    if expected is None:
+        return False, gr.update(visible=False), NO_PASSWORD
+    now = time.monotonic()
+    with _failures_lock:
+        while _failures and now - _failures[0] > WINDOW:
+            _failures.popleft()
+        if len(_failures) >= MAX_FAILURES:
+            wait = WINDOW - (now - _failures[0])
+            return False, gr.update(visible=False), f"Too many wrong passwords; try again in {wait:.0f} s."
+        if hmac.compare_digest((password or "").encode(), expected.encode()):
+            return True, gr.update(visible=True), ""
+        _failures.append(now)
     return False, gr.update(visible=False), "Wrong password."
 
 
 def _require(unlocked: bool) -> None:
-    if trainer_password() is not None and not unlocked:
+    """Every trainer handler checks this on the server: a password is set and this page unlocked it."""
+    if trainer_password() is None:
+        raise gr.Error("The trainer tools are off: start the app with TRAINER_PASSWORD set.")
+    if not unlocked:
         raise gr.Error("The trainer tools need the trainer password.")
 
 
@@ -325,7 +352,7 @@ def trainer_load(practice: Practice, unlocked: bool, persona_id: str | None) -> 
     from agent.personas import persona_path
 
     # Fires on page load too: while locked, load nothing rather than greet every trainee with an error.
-    if not persona_id or (trainer_password() is not None and not unlocked):
+    if not persona_id or trainer_password() is None or not unlocked:
         return "", ""
     path = persona_path(check_persona_id(persona_id), practice.personas_dir)  # ids only, never paths
     text = path.read_text(encoding="utf-8")
@@ -342,6 +369,15 @@ def _problems(text: str, file_name: str) -> list[str]:
     return []
 
 
+def trainer_validate_view(unlocked: bool, text: str) -> str:
+    """The editor's inline validation, for an unlocked trainer only (it parses what the page sends)."""
+    if trainer_password() is None or not unlocked:
+        return ""
+    if len(text or "") > MAX_YAML_CHARS:
+        return f"✗ The persona is too long ({len(text):,} characters; the limit is {MAX_YAML_CHARS:,})."
+    return trainer_validate(text, "persona.yaml")
+
+
 def trainer_validate(text: str, file_name: str | None = None) -> str:
     """Inline validation: every problem with its file, line and field, or a green tick."""
     problems = _problems(text or "", file_name or "persona.yaml")
@@ -350,13 +386,14 @@ def trainer_validate(text: str, file_name: str | None = None) -> str:
     return "✗ **Fix these before saving:**\n\n" + "\n".join(f"- `{problem}`" for problem in problems)
 
 
-ID_LINE = re.compile(r"^id:.*$", re.MULTILINE)
+MAX_YAML_CHARS = 50_000
+MAX_UPLOAD_BYTES = 5_000_000
 
 
 def trainer_save(practice: Practice, unlocked: bool, text: str, new_name: str) -> tuple[str, Any]:
     """Save the edited YAML as a *new* persona file; never overwrite, never leave the folder."""
     _require(unlocked)
-    from agent.personas import personas_dir
+    from agent.personas import personas_dir, with_id
 
     try:
         persona_id = ui.safe_persona_id(new_name or "")
@@ -364,7 +401,12 @@ def trainer_save(practice: Practice, unlocked: bool, text: str, new_name: str) -
         return f"✗ {exc}", gr.update()
     if not persona_id[0].isalpha():
         persona_id = f"p-{persona_id}"
-    text = ID_LINE.sub(f"id: {persona_id}", text, count=1) if ID_LINE.search(text) else f"id: {persona_id}\n{text}"
+    if len(text or "") > MAX_YAML_CHARS:
+        return f"✗ The persona is too long ({len(text):,} characters; the limit is {MAX_YAML_CHARS:,}).", gr.update()
+    try:
+        text = with_id(text or "", persona_id, f"{persona_id}.yaml")
+    except PersonaError as exc:
+        return "✗ **Fix these before saving:**\n\n" + "\n".join(f"- `{p}`" for p in exc.problems), gr.update()
     folder = Path(practice.personas_dir or personas_dir()).resolve()
     path = (folder / f"{persona_id}.yaml").resolve()
     if path.parent != folder:  # belt and braces: safe_persona_id already allows no separators
@@ -380,7 +422,11 @@ def trainer_save(practice: Practice, unlocked: bool, text: str, new_name: str) -
     return f"✓ Saved as `{path.name}`.", trainer_personas(practice)
 
 
-def rubric_view() -> tuple[str, list[list[str]]]:
+def rubric_view(unlocked: bool) -> tuple[str, list[list[str]]]:
+    """The rubric with every grader pattern: for unlocked trainers only (trainees would learn the
+    phrases the checks look for)."""
+    if trainer_password() is None or not unlocked:
+        return "", []
     from agent.rubrics import load_rubric, rubric_path
 
     rubric = load_rubric()
@@ -422,6 +468,8 @@ def calibration(unlocked: bool, file: Any) -> tuple[Any, str]:
     from agent import calibrate
 
     path = Path(file if isinstance(file, str) else file.name)
+    if path.stat().st_size > MAX_UPLOAD_BYTES:
+        return None, f"✗ The file is too large ({path.stat().st_size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,})."
     try:
         rows, note = calibrate.agreement_table(path)
     except Exception as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.llm import LLMSettings  # noqa: E402
-from agent.personas import load_persona  # noqa: E402
+from agent.personas import load_persona_argument as load_persona  # noqa: E402
 from agent.session import Session  # noqa: E402
 from agent.simulate import trainee_lines  # noqa: E402
 

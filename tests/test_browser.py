@@ -71,7 +71,8 @@ def send(page, text: str, number: int, wait_ms: int) -> None:
 
 
 @pytest.mark.vcr
-def test_a_trainee_practises_in_the_browser(browser, llm_settings, recording, tmp_path):
+def test_a_trainee_practises_in_the_browser(browser, llm_settings, recording, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINER_PASSWORD", "s3cret")
     wait_ms = RECORD_WAIT_MS if recording else REPLAY_WAIT_MS
     SHOTS.mkdir(parents=True, exist_ok=True)
     settings = llm_settings.model_copy(update={"timeout": 900.0})  # recording on a busy machine is slow
@@ -116,6 +117,8 @@ def test_a_trainee_practises_in_the_browser(browser, llm_settings, recording, tm
         page.screenshot(path=str(SHOTS / "history.png"), full_page=True)
 
         page.get_by_role("tab", name="Trainer").click()
+        page.fill("#trainer-password input", "s3cret")
+        page.click("#unlock")
         page.locator("#trainer-persona input").click()
         page.get_by_role("option", name="carter-wrong-day").click()
         page.wait_for_function("() => document.querySelector('#validation')?.innerText.includes('Valid persona')")

@@ -16,9 +16,15 @@ from agent.store import Store
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def trainer_password(monkeypatch):
+    """A password is set, as a trainer must (the tools fail closed without one); no failures yet."""
+    monkeypatch.setenv("TRAINER_PASSWORD", "s3cret")
+    monkeypatch.setattr(web, "_failures", web.deque())
+
+
 @pytest.fixture
-def practice(tmp_path, monkeypatch):
-    monkeypatch.delenv("TRAINER_PASSWORD", raising=False)
+def practice(tmp_path):
     folder = tmp_path / "personas"
     folder.mkdir()
     shutil.copy(REPO / "personas" / "carter-wrong-day.yaml", folder)
@@ -69,16 +75,58 @@ def test_save_refuses_to_overwrite_and_to_save_invalid_yaml(practice):
 
 
 def test_trainer_password_gate(monkeypatch, practice):
-    monkeypatch.setenv("TRAINER_PASSWORD", "s3cret")
     assert web.unlock("wrong")[0] is False
     assert web.unlock("s3cret")[0] is True
     with pytest.raises(gr.Error, match="trainer password"):
         web.trainer_save(practice, False, carter_yaml(), "sneaky")
     assert not (practice.personas_dir / "sneaky.yaml").exists()
+    assert web.trainer_validate_view(False, "rubric: /dev/zero") == ""  # nothing parsed for a locked page
+    assert web.rubric_view(False) == ("", [])  # the grader's patterns are for trainers only
+    with pytest.raises(gr.Error):
+        web.calibration(False, str(REPO / "tests" / "data" / "gold" / "dev.jsonl"))
 
 
-def test_rubric_view_lists_steps_with_sources():
-    text, rows = web.rubric_view()
+def test_trainer_tools_fail_closed_without_a_password(monkeypatch, practice):
+    monkeypatch.delenv("TRAINER_PASSWORD")
+    ok, _box, note = web.unlock("")
+    assert ok is False and "TRAINER_PASSWORD" in note
+    with pytest.raises(gr.Error, match="TRAINER_PASSWORD"):
+        web.trainer_save(practice, True, carter_yaml(), "sneaky")  # even a page that claims to be unlocked
+    assert web.trainer_load(practice, True, "carter-wrong-day") == ("", "")
+    assert web.rubric_view(True) == ("", [])
+
+
+def test_unlocking_is_rate_limited(practice):
+    for _ in range(web.MAX_FAILURES):
+        assert web.unlock("guess")[2] == "Wrong password."
+    ok, _box, note = web.unlock("s3cret")  # even the right one waits now
+    assert ok is False and "Too many wrong passwords" in note
+
+
+def test_save_replaces_any_spelling_of_the_id(practice):
+    text = carter_yaml().replace("id: carter-wrong-day", "id : carter-wrong-day")
+    note, _ = web.trainer_save(practice, True, text, "Spaced Id")
+    assert note == "✓ Saved as `spaced-id.yaml`."
+    assert practice.persona("spaced-id").id == "spaced-id"
+    assert {p.id for p in practice.personas()} == {"carter-wrong-day", "spaced-id"}  # the app still starts
+
+
+def test_oversized_input_gets_a_clear_message(practice, tmp_path):
+    from agent.store import StoreError
+
+    session_id = practice.start("carter-wrong-day").session.id
+    with pytest.raises(StoreError, match="too long"):
+        list(practice.turn(session_id, "why " * 1000))
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b"x" * (web.MAX_UPLOAD_BYTES + 1))
+    rows, note = web.calibration(True, str(big))
+    assert rows is None and "too large" in note
+    note, _ = web.trainer_save(practice, True, "x" * (web.MAX_YAML_CHARS + 1), "big")
+    assert "too long" in note
+
+
+def test_rubric_view_lists_steps_with_sources(practice):
+    text, rows = web.rubric_view(True)
     assert "steps:" in text
     ids = [row[0] for row in rows]
     assert "empathize" in ids and "argue_back" in ids

@@ -15,7 +15,7 @@ from agent.grader import coach_model, rubric_coaching
 from agent.grades import TurnGrade
 from agent.llm import LLMSettings
 from agent.patient import PatientUnavailable, patient_model
-from agent.personas import load_persona
+from agent.personas import load_persona_argument
 from agent.session import Answered, Graded, Session, SessionError, Spoken, Turn
 
 HELP = "Type your reply and press Enter. /retry re-asks the patient after an error, /quit ends."
@@ -52,7 +52,7 @@ def show_tip(grade: TurnGrade) -> None:
 
 
 def cmd_practice(args: argparse.Namespace) -> int:
-    persona = load_persona(args.persona)
+    persona = load_persona_argument(args.persona)
     settings = LLMSettings.from_env()
     session = Session(persona, patient_model(settings), seed=args.seed)
     lane = Lane()

@@ -8,7 +8,7 @@ import sys
 
 from agent.llm import LLMSettings
 from agent.patient import patient_model
-from agent.personas import load_persona
+from agent.personas import load_persona_argument
 from agent.session import Answered, Graded, Spoken, TurnEvent
 from agent.simulate import simulate
 
@@ -45,7 +45,7 @@ def _printer(json_mode: bool):
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    persona = load_persona(args.persona)
+    persona = load_persona_argument(args.persona)
     if not args.json:
         print(f"{persona.name} ({persona.id}), anger {persona.anger:g}, trust {persona.trust:g}")
         print(f"Patient: {persona.opening_line}")
