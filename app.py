@@ -80,8 +80,8 @@ def build_app(
                         status = gr.Markdown(elem_id="status")
                         retry = gr.Button("Retry", visible=False, variant="primary", elem_id="retry")
                         with gr.Row():
-                            message = gr.Textbox(placeholder="Your reply to the patient…", show_label=False, max_length=2000,
-                                                 scale=5, elem_id="message")  # fmt: skip
+                            message = gr.Textbox(placeholder="Your reply to the patient…", show_label=False,
+                                                 max_length=2000, scale=5, elem_id="message")  # fmt: skip
                             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                     with gr.Column(scale=1, min_width=280):
                         feedback = gr.Markdown(web.ui.feedback_markdown(None), elem_id="feedback")
