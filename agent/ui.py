@@ -10,11 +10,9 @@ Moods, grades and scorecards arrive typed (:class:`~agent.mood.Mood`,
 
 from __future__ import annotations
 
-import html
 import json
 import re
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -153,30 +151,6 @@ def feedback_markdown(
 
 # ------------------------------------------------------------------------------------------
 # Statistics and plots
-
-
-def step_counts(turns: Iterable[TurnRecord]) -> dict[str, Counter[str]]:
-    """Per step, how often each verdict was given over ``turns``."""
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for turn in turns:
-        for step_id, item in (turn.grade.verdicts if turn.grade else {}).items():
-            counts[step_id][item.verdict] += 1
-    return dict(counts)
-
-
-def step_rates(turns: Iterable[TurnRecord]) -> dict[str, float]:
-    """Per step, the share of applicable turns where the trainee did the right thing.
-
-    do-steps: demonstrated / (demonstrated + missed); don't-steps: ok / (ok + violated). Steps that
-    never applied are left out rather than shown as 0 or 100 %.
-    """
-    rates: dict[str, float] = {}
-    for step_id, counter in step_counts(turns).items():
-        good = counter["demonstrated"] + counter["ok"]
-        total = good + counter["missed"] + counter["violated"]
-        if total:
-            rates[step_id] = good / total
-    return rates
 
 
 def mood_trajectory(session: SessionRecord, turns: Sequence[TurnRecord]) -> list[tuple[int, float, float]]:
@@ -328,10 +302,6 @@ def safe_persona_id(name: str) -> str:
     if not slug:
         raise ValueError("the new persona needs a name made of letters or digits")
     return slug
-
-
-def escape(text: str) -> str:
-    return html.escape(text, quote=True)
 
 
 # ------------------------------------------------------------------------------------------

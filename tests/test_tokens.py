@@ -34,21 +34,7 @@ def test_unknown_encoding_is_a_clear_error():
         tokens.encoding("r2d2_base")
 
 
-def test_trim_history_keeps_system_and_latest_turns_within_budget():
-    system = SystemMessage("You are Mr. Carter, an upset patient.")
-    history = [system]
-    for turn in range(20):
-        history.append(HumanMessage(f"Receptionist line number {turn}, which is moderately long text."))
-        history.append(AIMessage(f"Patient answer number {turn}, also moderately long text."))
-    budget = 120
-    trimmed = tokens.trim_history(history, budget)
-    assert tokens.count_messages(trimmed) <= budget
-    assert trimmed[0] == system
-    assert trimmed[-1] == history[-1]
-    assert isinstance(trimmed[1], HumanMessage)
-    assert len(trimmed) < len(history)
-
-
-def test_trim_history_leaves_short_history_alone():
-    history = [SystemMessage("s"), HumanMessage("hello"), AIMessage("what?")]
-    assert tokens.trim_history(history, 1000) == history
+def test_count_messages_adds_the_per_message_overhead():
+    history = [SystemMessage("You are Mr. Carter."), HumanMessage("hello"), AIMessage("what?")]
+    text_only = sum(tokens.count(str(m.content)) for m in history)
+    assert tokens.count_messages(history) == text_only + 3 * tokens.MESSAGE_OVERHEAD + 2

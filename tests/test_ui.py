@@ -127,14 +127,6 @@ def test_feedback_says_coaching_is_on_the_way_only_while_it_is():
     assert "on the way" not in ui.feedback_markdown(turn(0, "I understand.", grade=GRADE), coaching=True)
 
 
-def test_step_counts_and_rates_count_only_turns_where_the_step_applied():
-    second = TurnGrade(verdicts={"empathize": verdict("empathize", "missed"),
-                                 "argue_back": verdict("argue_back", "violated")})  # fmt: skip
-    turns = [turn(0, "a", grade=GRADE), turn(1, "b", grade=second), turn(2, "c", reply=None, status="pending")]
-    assert ui.step_counts(turns)["empathize"] == {"demonstrated": 1, "missed": 1}
-    assert ui.step_rates(turns) == {"empathize": 0.5, "apologize": 0.0, "argue_back": 0.5}
-
-
 def test_mood_trajectory_starts_from_the_initial_mood_and_counts_answered_turns_only():
     turns = [
         turn(0, "a", mood_before=Mood(anger=8, trust=3), mood_after=Mood(anger=7, trust=4, turn=1)),
