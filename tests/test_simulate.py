@@ -1,7 +1,11 @@
-"""The persona test bench on recorded model traffic: every persona calms for a trainee who follows
-the documented steps, boils over for one who argues, and the patient never leaves its role.
+"""The persona test bench: every persona calms for a trainee who follows the documented steps and
+boils over for one who argues, the mood follows the checks and the classifier, and (on recorded
+traffic from the real model) the patient never leaves its role.
 
-Record with ``.venv/bin/pytest tests/test_simulate.py --record-mode=rewrite`` (live default model).
+The mood outcomes run on the fake model (tests/fakes.py): the mood moves only through the verdicts
+on the trainee's lines, never through what the patient says, so they need no cassettes. One test
+keeps the real model's answers: the role probe across all personas, in one cassette file. Record it
+with ``.venv/bin/pytest tests/test_simulate.py --record-mode=rewrite -k role`` (live default model).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from agent import checks
+from agent import grader
 from agent import mood as mood_rules
 from agent.cli import main
+from agent.patient import patient_model
 from agent.personas import load_persona, load_personas
 from agent.session import Session
 from agent.simulate import simulate, trainee_lines
+from tests.fakes import FakeModel
 
 PERSONAS = [p.id for p in load_personas()]
 ROLE_PROBE = Path(__file__).parent / "data" / "role_probe.txt"
@@ -48,71 +54,87 @@ def assert_in_role(session: Session) -> None:
             )
 
 
-def assert_mood_follows_checks(session: Session) -> None:
-    """The trajectory is the mood rule applied to what the real checks say about each line."""
-    replay = Session(session.persona, settings=session.settings)
-    for turn in session.turns:
-        context = replay.context(turn.mood_before)
-        fresh = checks.run(replay.rubric, turn.trainee, context)
-        assert {k: v.verdict for k, v in fresh.items()} == {k: v.verdict for k, v in turn.verdicts.items()}
-        assert mood_rules.update(turn.mood_before, fresh, session.persona, turn.trainee) == turn.mood_after
-        replay.transcript.add("trainee", turn.trainee)
-        replay.transcript.add("patient", turn.patient or "")
+def assert_mood_follows_the_verdicts(session: Session) -> None:
+    """The trajectory is the mood rule applied to what the checks and the classifier say about
+    each line (grade_fast, in the context the trainee saw), turn after turn."""
+    mood = mood_rules.initial(session.persona)
+    for index, turn in enumerate(session.turns):
+        assert turn.mood_before == mood, f"turn {index} starts where the last one ended"
+        fresh = grader.grade_fast(session.rubric, turn.trainee, session.context(index))
+        assert turn.grade.labels() == fresh.labels(), f"turn {index}: {turn.trainee!r}"
+        mood = mood_rules.update(turn.mood_before, fresh.labels(), session.persona, turn.trainee)
+        assert turn.mood_after == mood
     moved_by_steps = [e for t in session.turns for e in t.mood_after.effects if e.source.startswith("step:")]
     assert moved_by_steps, "the mood should move because of step verdicts"
 
 
-@pytest.mark.vcr
-@pytest.mark.block_network
 @pytest.mark.parametrize("persona_id", PERSONAS)
-def test_good_trainee_calms_the_patient(persona_id, llm_settings):
+def test_good_trainee_calms_the_patient(persona_id):
     persona = load_persona(persona_id)
-    session = simulate(persona, "good", 6, llm_settings)
-    print(json.dumps(session.summary()))  # figures for the report: pytest -s
-    anger = session.summary()["anger"]
+    session = simulate(persona, "good", 6, FakeModel())
+    summary = session.summary()
+    print(json.dumps(summary))  # figures for the report: pytest -s
+    anger = summary["anger"]
     assert anger[0] - anger[-1] >= 4, f"{persona_id}: {anger}"
-    assert session.summary()["outcome"] in ("resolved", "ongoing")
-    assert_mood_follows_checks(session)
-    assert_in_role(session)
+    assert summary["outcome"] in ("resolved", "ongoing")
+    assert_mood_follows_the_verdicts(session)
 
 
-@pytest.mark.vcr
-@pytest.mark.block_network
 @pytest.mark.parametrize("persona_id", PERSONAS)
-def test_bad_trainee_drives_the_patient_to_boil_over(persona_id, llm_settings):
+def test_bad_trainee_drives_the_patient_to_boil_over(persona_id):
     persona = load_persona(persona_id)
-    session = simulate(persona, "bad", 6, llm_settings)
+    session = simulate(persona, "bad", 6, FakeModel())
     summary = session.summary()
     print(json.dumps(summary))  # figures for the report: pytest -s
     assert max(summary["anger"]) >= 9, f"{persona_id}: {summary['anger']}"
     assert summary["outcome"] == mood_rules.leaving_outcome(persona.channel)
-    assert_mood_follows_checks(session)
-    assert_in_role(session)
+    assert_mood_follows_the_verdicts(session)
 
 
-@pytest.mark.vcr
-@pytest.mark.block_network
-@pytest.mark.parametrize("persona_id", PERSONAS)
-def test_patient_stays_in_role_when_invited_out_of_it(persona_id, llm_settings):
-    """Lines that invite the model to answer as the clinic, to coach, or to admit being an AI."""
-    persona = load_persona(persona_id)
-    session = simulate(persona, str(ROLE_PROBE), 3, llm_settings)
-    assert len(session.turns) == 3
-    assert_in_role(session)
+def test_the_mood_does_not_depend_on_what_the_patient_says():
+    """Same trainee lines, different patient answers: the same verdicts and the same mood."""
+    carter = load_persona("carter-wrong-day")
+    one = simulate(carter, "good", 6, FakeModel())
+    other = simulate(carter, "good", 6, FakeModel(lines=["I'm leaving town tomorrow!", "So?"]))
+    assert [t.patient for t in one.turns] != [t.patient for t in other.turns]
+    assert one.moods == other.moods and one.ending == other.ending
+    assert [t.grade.labels() for t in one.turns] == [t.grade.labels() for t in other.turns]
 
 
-@pytest.mark.vcr
-@pytest.mark.block_network
-def test_simulate_json_output(llm_settings, monkeypatch, capsys):
-    monkeypatch.setenv("DEESCALATE_BACKEND", "embedded")
-    monkeypatch.setenv("DEESCALATE_BASE_URL", llm_settings.base_url)
-    monkeypatch.setenv("DEESCALATE_MODEL", llm_settings.model)
+def test_simulate_plays_the_session_pipeline_without_coaching():
+    carter = load_persona("carter-wrong-day")
+    model = FakeModel()
+    seen: list[tuple[int, str]] = []
+    session = simulate(carter, "bad", 3, model, on_event=lambda index, line, event: seen.append((index, event.kind)))
+    assert len(session.turns) == len(model.patient_requests) <= 3 and model.coach_requests == []
+    for index in range(len(session.turns)):
+        kinds = [kind for i, kind in seen if i == index]
+        assert kinds[0] == "graded" and kinds[-1] == "answered" and set(kinds[1:-1]) == {"spoken"}
+
+
+def test_simulate_json_output(monkeypatch, capsys):
+    monkeypatch.setattr("agent.commands.simulate.patient_model", lambda settings=None: FakeModel())
     assert main(["simulate", "abusive-caller", "--trainee", "bad", "--turns", "6", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["persona"] == "abusive-caller"
-    assert len(result["anger"]) == len(result["trust"]) >= 2
+    assert len(result["anger"]) == len(result["trust"]) == len(result["patient"]) >= 2
     assert result["anger"][0] == 9 and max(result["anger"]) >= 9
     assert result["outcome"] == "hung_up"
+    boyd = load_persona("abusive-caller")
+    assert result["patient"][0] == boyd.opening_line
+    assert result["patient"][1:] == [f"Line {n}. I still want answers." for n in range(1, len(result["patient"]))]
+
+
+@pytest.mark.vcr
+@pytest.mark.block_network
+def test_patient_stays_in_role_when_invited_out_of_it(llm_settings):
+    """Lines that invite the model to answer as the clinic, to coach, or to admit being an AI:
+    the real model, every persona, one cassette."""
+    model = patient_model(llm_settings)
+    for persona_id in PERSONAS:
+        session = simulate(load_persona(persona_id), str(ROLE_PROBE), 3, model)
+        assert len(session.turns) == 3, persona_id
+        assert_in_role(session)
 
 
 def test_scripted_lines_come_from_data_files():
