@@ -62,6 +62,8 @@ def build_app(
             # ---------------------------------------------------------------- Practice
             with gr.Tab("Practice", id="practice"):
                 session_id = gr.Textbox(visible=False, elem_id="session-id")
+                # This browser's trainee key: the sessions it started are the ones it may see and continue.
+                key = gr.BrowserState(None, storage_key="deescalate-trainee-key", secret=web.browser_secret())
                 with gr.Row():
                     with gr.Column(scale=1, min_width=260):
                         persona = gr.Dropdown(label="Patient", choices=web.persona_choices(practice),
@@ -148,15 +150,15 @@ def build_app(
         demo.load(lambda: practice.model.start_background(), api_visibility="private")
         poll.tick(bind(web.model_status, practice), outputs=[model_line, poll], api_visibility="private")
         persona.change(bind(web.persona_card, practice), persona, persona_card, api_visibility="private")
-        start.click(bind(web.start, practice), [persona, trainee], practice_out, api_name="ui_start",
+        start.click(bind(web.start, practice), [persona, trainee, key], practice_out, api_name="ui_start",
                     api_visibility="undocumented")  # fmt: skip
-        gr.on([send.click, message.submit], bind(web.send, practice), [session_id, message], practice_out,
+        gr.on([send.click, message.submit], bind(web.send, practice), [session_id, message, key], practice_out,
               api_name="ui_send", api_visibility="undocumented", **TURN_QUEUE)  # fmt: skip
-        retry.click(bind(web.retry, practice), session_id, practice_out, api_name="ui_retry",
+        retry.click(bind(web.retry, practice), [session_id, key], practice_out, api_name="ui_retry",
                     api_visibility="undocumented", **TURN_QUEUE)  # fmt: skip
-        branch.click(bind(web.branch, practice), [session_id, branch_choice], practice_out,
+        branch.click(bind(web.branch, practice), [session_id, branch_choice, key], practice_out,
                      api_visibility="private")  # fmt: skip
-        end.click(bind(web.end, practice), session_id, practice_out, api_visibility="private")
+        end.click(bind(web.end, practice), [session_id, key], practice_out, api_visibility="private")
 
         unlock.click(web.unlock, password, [unlocked, trainer_box, lock_note], api_visibility="private").then(
             lambda ok: gr.update(visible=not ok), unlocked, lock_row, api_visibility="private"
@@ -174,10 +176,13 @@ def build_app(
         calibration_file.upload(web.calibration, [unlocked, calibration_file], [calibration_table, calibration_note],
                                 api_visibility="private")  # fmt: skip
 
-        gr.on([refresh.click, demo.load], bind(web.history, practice), who, [sessions, progress],
-              api_visibility="private")  # fmt: skip
-        sessions.select(web.history_detail_handler(practice), sessions, [picked, detail], api_visibility="private")
-        resume.click(bind(web.resume, practice), picked, practice_out, api_visibility="private").then(
+        show_history = {"fn": bind(web.history, practice), "inputs": [who, key, unlocked],
+                        "outputs": [sessions, progress], "api_visibility": "private"}  # fmt: skip
+        demo.load(web.browser_key, key, key, api_visibility="private").then(**show_history)
+        refresh.click(**show_history)
+        sessions.select(web.history_detail_handler(practice), [sessions, key, unlocked], [picked, detail],
+                        api_visibility="private")  # fmt: skip
+        resume.click(bind(web.resume, practice), [picked, key, unlocked], practice_out, api_visibility="private").then(
             lambda: gr.Tabs(selected="practice"), outputs=tabs, api_visibility="private"
         )
 

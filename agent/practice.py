@@ -167,12 +167,14 @@ class ModelSupervisor:
             self._thread.start()
 
     def _prepare(self) -> None:
-        from agent import learned, runtime
+        from agent import learned, runtime, tokens
         from agent.rubrics import load_rubric
 
         try:
-            # Load the grader's sentence encoder now (~0.5 s, verified by sha256), not on the first turn.
+            # Load the grader's sentence encoder (~0.5 s, verified by sha256) and the token counter the
+            # session trims the patient's history with now, not on the first turn.
             learned.component_for(load_rubric())
+            tokens.encoding()
             if self.server is None:
                 spec = runtime.MODELS.get(self.base.model or "default")
                 if spec is not None:
@@ -191,7 +193,11 @@ class ModelSupervisor:
             self._state = ModelState(state="error", message=f"The model could not start: {exc}")
 
     def settings(self) -> LLMSettings:
-        """Settings for the next model call; restarts a dead embedded server first."""
+        """Settings for the next model call; restarts a dead embedded server first.
+
+        A running server process is trusted without an HTTP health check (this is on the patient's
+        critical path); one that died is restarted; one that hangs fails the request by its timeout.
+        """
         if not self.supervised:
             return self.base
         if self.server is None:
@@ -201,17 +207,11 @@ class ModelSupervisor:
                 self._prepare()
         if self.server is None:
             raise RuntimeError(self._state.message)
-        self.server.ensure()
+        process = self.server.process
+        if process is None or process.poll() is not None:
+            self.server.ensure()
         self._state = ModelState(state="ready", message=f"Model ready ({self.server.alias}).")
         return self.base.model_copy(update={"base_url": self.server.openai_base_url})
-
-
-ENDINGS = {
-    "resolved": "{name} accepted what you offered and calmed down.",
-    "walked_out": "{name} walked out: the anger stayed too high for too long.",
-    "hung_up": "{name} hung up: the anger stayed too high for too long.",
-    "escalated": "A manager took over the conversation with {name}.",
-}
 
 
 ENDINGS = {
@@ -321,6 +321,15 @@ class Practice:
             session.add_played(turn_from_record(turn, persona, session))
         return self._remember(session_id, Live(session=session, record=record, turns=stored))
 
+    def check_owner(self, session_id: str, owner: str | None) -> None:
+        """Refuse a session that is not ``owner``'s as if it did not exist (a guessed id confirms
+        nothing). ``owner`` None is a trainer, who may open every session."""
+        with self._guard:
+            live = self._live.get(session_id)
+        record = live.record if live is not None else self.store.get_session(session_id)
+        if owner is not None and record.owner != owner:
+            raise StoreError(f"no session {session_id!r}")
+
     @contextmanager
     def _exclusive(self, live: Live) -> Iterator[None]:
         """One turn at a time per session; a second request gets a clear error instead of a hang."""
@@ -361,7 +370,8 @@ class Practice:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def start(self, persona_id: str, trainee_name: str | None = None) -> TurnUpdate:
+    def start(self, persona_id: str, trainee_name: str | None = None, owner: str | None = None) -> TurnUpdate:
+        """A new session; ``owner`` (a browser's key, or "api") is who may see and continue it."""
         persona = self.persona(persona_id)
         session = self._new_session(persona)
         record = self.store.create_session(
@@ -373,7 +383,8 @@ class Practice:
                 model=self.model.base.model,
                 opening=persona.opening_line,
                 initial_mood=session.initial_mood,
-            )  # fmt: skip
+                owner=owner,
+            )
         )
         live = self._remember(record.id, Live(session=session, record=record, turns=[]))
         self._prefill_patient(live)

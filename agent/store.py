@@ -84,6 +84,7 @@ class SessionRecord(BaseModel):
     initial_mood: Mood | None = None
     scorecard: Scorecard | None = None
     active_branch: int = 0
+    owner: str | None = Field(default=None, description="who may see and continue it (agent.practice.Practice)")
 
     @field_validator("scorecard", mode="before")
     @classmethod
@@ -132,6 +133,7 @@ class NewSession(BaseModel):
     model: str | None = None
     opening: str | None = None
     initial_mood: Mood | None = None
+    owner: str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,6 +167,8 @@ class _SessionRow(_Base):
     active_branch: Mapped[int] = mapped_column(Integer, default=0)
     # branch number (as text: JSON keys) -> the turn it continues from (None: from the opening line)
     forks: Mapped[JsonDict | None]
+    # who may see and continue the session: a browser's key, "api", or None (sessions from before keys)
+    owner: Mapped[str | None] = mapped_column(String(80), index=True)
 
 
 class _TurnRow(_Base):
@@ -210,6 +214,7 @@ def _session_record(row: _SessionRow) -> SessionRecord:
         initial_mood=row.initial_mood,
         scorecard=row.scorecard,
         active_branch=row.active_branch,
+        owner=row.owner,
     )
 
 
@@ -293,6 +298,21 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """A database made by an older version lacks columns added since: add them (nullable, so old
+    rows stay as they were). ``create_all`` only creates missing tables."""
+    from sqlalchemy import inspect, text
+
+    inspector = inspect(engine)
+    for table in _Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as connection:
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+
+
 # --------------------------------------------------------------------------------------------
 # The store
 
@@ -304,6 +324,7 @@ class Store:
         self.url = url or database_url()
         self.engine = engine or make_engine(self.url)
         _Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @classmethod
@@ -336,6 +357,7 @@ class Store:
             opening=new.opening,
             initial_mood=_jsonable(new.initial_mood),
             active_branch=0,
+            owner=new.owner,
         )
         with self._tx() as db:
             db.add(row)
@@ -353,10 +375,12 @@ class Store:
 
     def list_sessions(
         self, *, trainee_name: str | None = None, persona_id: str | None = None, ended: bool | None = None,
-        limit: int = 200,
+        limit: int = 200, owner: str | None = None,
     ) -> list[SessionRecord]:  # fmt: skip
-        """Newest first."""
+        """Newest first; ``owner`` keeps one owner's sessions only."""
         query = select(_SessionRow)
+        if owner is not None:
+            query = query.where(_SessionRow.owner == owner)
         if trainee_name is not None:
             query = query.where(_SessionRow.trainee_name == trainee_name)
         if persona_id is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import secrets
 import tempfile
 import threading
 import time
@@ -172,14 +173,41 @@ def _message_only(practice: Practice, session_id: str | None, message: str) -> t
     return _only(status=message)
 
 
-def start(practice: Practice, persona_id: str | None, trainee_name: str | None) -> tuple[Any, ...]:
+def browser_secret() -> str:
+    """The key the browsers' trainee keys are encrypted with: ``$DEESCALATE_SECRET``, else one made
+    once and kept in the data folder, so a browser keeps its sessions across app restarts."""
+    from agent.store import data_dir
+
+    if os.environ.get("DEESCALATE_SECRET"):
+        return os.environ["DEESCALATE_SECRET"]
+    path = data_dir() / "browser-secret"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(32)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_text(encoding="utf-8").strip()
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(secret)
+        return secret
+
+
+def browser_key(key: str | None) -> str:
+    """This browser's trainee key (kept in its local storage): its sessions are the ones it sees."""
+    return key if key and len(key) >= 32 else secrets.token_urlsafe(32)
+
+
+def start(practice: Practice, persona_id: str | None, trainee_name: str | None, key: str) -> tuple[Any, ...]:
     if not persona_id:
         return _message_only(practice, None, "Pick a patient first.")
-    update = practice.start(persona_id, trainee_name)
+    update = practice.start(persona_id, trainee_name, owner=key)
     return practice_view(practice, update, status="Session started. Read the patient's message and reply.")
 
 
-def send(practice: Practice, session_id: str | None, message: str) -> Iterator[tuple[Any, ...]]:
+def send(practice: Practice, session_id: str | None, message: str, key: str) -> Iterator[tuple[Any, ...]]:
     if not session_id:
         yield _message_only(practice, None, "Start a session first.")
         return
@@ -187,6 +215,7 @@ def send(practice: Practice, session_id: str | None, message: str) -> Iterator[t
         yield _message_only(practice, session_id, "Type a reply to the patient first.")
         return
     try:
+        practice.check_owner(session_id, key)
         answered: TurnUpdate | None = None
         for update in practice.turn(session_id, message):
             yield practice_view(practice, update)
@@ -199,11 +228,12 @@ def send(practice: Practice, session_id: str | None, message: str) -> Iterator[t
         yield _message_only(practice, session_id, f"⚠ {exc}")
 
 
-def retry(practice: Practice, session_id: str | None) -> Iterator[tuple[Any, ...]]:
+def retry(practice: Practice, session_id: str | None, key: str) -> Iterator[tuple[Any, ...]]:
     if not session_id:
         yield _message_only(practice, None, "Start a session first.")
         return
     try:
+        practice.check_owner(session_id, key)
         answered: TurnUpdate | None = None
         for update in practice.retry(session_id):
             yield practice_view(practice, update)
@@ -215,27 +245,38 @@ def retry(practice: Practice, session_id: str | None) -> Iterator[tuple[Any, ...
         yield _message_only(practice, session_id, f"⚠ {exc}")
 
 
-def branch(practice: Practice, session_id: str | None, index: int | None) -> tuple[Any, ...]:
+def branch(practice: Practice, session_id: str | None, index: int | None, key: str) -> tuple[Any, ...]:
     if not session_id or index is None:
         return _message_only(practice, session_id, "Pick the turn to answer differently.")
     try:
+        practice.check_owner(session_id, key)
         update = practice.branch(session_id, int(index))
     except StoreError as exc:
         return _message_only(practice, session_id, f"⚠ {exc}")
     return practice_view(practice, update, status=f"Answer turn {int(index) + 1} again: type a different reply.")
 
 
-def end(practice: Practice, session_id: str | None) -> tuple[Any, ...]:
+def end(practice: Practice, session_id: str | None, key: str) -> tuple[Any, ...]:
     if not session_id:
         return _message_only(practice, None, "No session to end.")
-    update = practice.end(session_id, outcome="ended_by_trainee", reason="You ended the session.")
+    try:
+        practice.check_owner(session_id, key)
+        update = practice.end(session_id, outcome="ended_by_trainee", reason="You ended the session.")
+    except StoreError as exc:
+        return _message_only(practice, session_id, f"⚠ {exc}")
     return practice_view(practice, update)
 
 
-def resume(practice: Practice, session_id: str | None) -> tuple[Any, ...]:
+def _viewer(key: str, unlocked: bool) -> str | None:
+    """Whose sessions a page may open: a trainer's (unlocked, password set) every one, else its own."""
+    return None if unlocked and trainer_password() is not None else key
+
+
+def resume(practice: Practice, session_id: str | None, key: str, unlocked: bool = False) -> tuple[Any, ...]:
     if not session_id:
         return _message_only(practice, None, "Pick a session in the table first.")
     try:
+        practice.check_owner(session_id, _viewer(key, unlocked))
         update = practice.snapshot(session_id)
     except (StoreError, PersonaError) as exc:
         return _message_only(practice, None, f"⚠ {exc}")
@@ -263,9 +304,10 @@ def model_status(practice: Practice) -> tuple[str, Any]:
 # -- history -------------------------------------------------------------------------------------
 
 
-def history(practice: Practice, trainee: str | None) -> tuple[list[list[Any]], Any]:
+def history(practice: Practice, trainee: str | None, key: str, unlocked: bool = False) -> tuple[list[list[Any]], Any]:
+    """This browser's sessions (a trainer's page: everybody's), optionally one trainee's."""
     name = (trainee or "").strip() or None
-    sessions = practice.store.list_sessions(trainee_name=name)
+    sessions = practice.store.list_sessions(trainee_name=name, owner=_viewer(key, unlocked))
     counts = {s.id: len(practice.store.turns(s.id)) for s in sessions}
     series: dict[str, list[tuple[int, float]]] = {}
     finished = [s for s in sorted(sessions, key=lambda s: s.started_at) if s.ended and s.scorecard]
@@ -283,10 +325,11 @@ def history_detail_handler(practice: Practice) -> Callable[..., tuple[str, str]]
     A closure, not a ``partial``: Gradio finds the ``gr.SelectData`` parameter by type hints.
     """
 
-    def history_detail(rows: Any, event: gr.SelectData) -> tuple[str, str]:
+    def history_detail(rows: Any, key: str, unlocked: bool, event: gr.SelectData) -> tuple[str, str]:
         try:
             row = event.row_value if event.row_value is not None else rows.iloc[event.index[0]].tolist()
             session_id = str(row[-1])
+            practice.check_owner(session_id, _viewer(key, unlocked))
             session = practice.store.get_session(session_id)
         except Exception:
             return "", ""
@@ -500,6 +543,11 @@ def _api_state(update: TurnUpdate) -> dict[str, Any]:
     }
 
 
+# Sessions started through the API belong to the API: its calls may act on those only (their id is
+# the capability), never on a session a browser started.
+API_OWNER = "api"
+
+
 def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
     """Typed functions for ``gr.api`` (Gradio reads their signatures); documented in docs/api.md."""
 
@@ -515,12 +563,13 @@ def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
         from agent.personas import PersonaError
 
         try:
-            return _api_state(practice.start(persona_id, trainee_name or None))
+            return _api_state(practice.start(persona_id, trainee_name or None, owner=API_OWNER))
         except PersonaError as exc:
             raise gr.Error(str(exc)) from exc
 
     def finish(updates: Iterator[TurnUpdate], session_id: str, with_tip: bool) -> dict[str, Any]:
         try:
+            practice.check_owner(session_id, API_OWNER)
             *_, final = updates
             if with_tip and final.coaching:
                 practice.wait_for_coaching(session_id)
@@ -544,6 +593,7 @@ def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
     def turn_feedback(session_id: str) -> dict[str, Any]:
         """The session now, after waiting for the tips still being written."""
         try:
+            practice.check_owner(session_id, API_OWNER)
             practice.wait_for_coaching(session_id)
             return _api_state(practice.snapshot(session_id))
         except StoreError as exc:
@@ -551,7 +601,11 @@ def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
 
     def end_session(session_id: str) -> dict[str, Any]:
         """End the session now; returns the scorecard."""
-        return _api_state(practice.end(session_id, outcome="ended_by_trainee", reason="Ended through the API."))
+        try:
+            practice.check_owner(session_id, API_OWNER)
+            return _api_state(practice.end(session_id, outcome="ended_by_trainee", reason="Ended through the API."))
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from exc
 
     return {
         "personas": personas,

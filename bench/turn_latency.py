@@ -436,12 +436,13 @@ class HandlerDriver(Driver):
             raise RuntimeError(self.practice.model.state().message)
 
     def start(self, persona: Persona) -> str:
-        view = web.start(self.practice, persona.id, None)
+        self.key = web.browser_key(None)
+        view = web.start(self.practice, persona.id, None, self.key)
         return str(view[0])
 
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]:
         marks: dict[str, Any] = {"t0": now()}
-        for view in web.send(self.practice, session_id, text):
+        for view in web.send(self.practice, session_id, text, self.key):
             stamp = now()
             stage = self.recorder.stages[-1][0] if self.recorder.stages else None
             if stage == "graded":

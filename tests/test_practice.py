@@ -24,6 +24,13 @@ GOOD_2 = (
 )
 BAD = "That's not my problem, you should have read the letter."
 REPO = Path(__file__).resolve().parents[1]
+KEY = "a-browser-key-" + "x" * 30  # a page's trainee key (web.browser_key)
+
+
+@pytest.fixture(autouse=True)
+def trainer_password(monkeypatch):
+    """The trainer's test run is a trainer tool: it needs the password set (and the page unlocked)."""
+    monkeypatch.setenv("TRAINER_PASSWORD", "s3cret")
 
 
 @pytest.fixture
@@ -180,10 +187,10 @@ def test_a_session_resumes_in_a_new_app_with_its_failed_turn(store):
     fake = FakeModel()
     fake.fail_patient = 1
     first_app = practice_with(store, fake)
-    session_id = first_app.start(PERSONA, "Sam").session.id
+    session_id = first_app.start(PERSONA, "Sam", owner=KEY).session.id
     list(first_app.turn(session_id, GOOD_1))
     restarted = practice_with(Store(store.url), FakeModel())
-    values = dict(zip(web.PRACTICE_OUTPUTS, web.resume(restarted, session_id), strict=True))
+    values = dict(zip(web.PRACTICE_OUTPUTS, web.resume(restarted, session_id, KEY), strict=True))
     assert "press Retry" in values["status"] and values["retry"]["visible"] is True
     assert [m["content"] for m in values["chat"]] == [restarted.persona(PERSONA).opening_line, GOOD_1]
     *_, retried = restarted.retry(session_id)
@@ -254,9 +261,9 @@ def test_model_server_killed_mid_turn_then_retry_restarts_it(tmp_path, store):
     server.ensure()
     try:
         practice = Practice(store, LLMSettings(backend=Backend.EMBEDDED, model="small"), server=server, seed=3)
-        session_id = practice.start(PERSONA).session.id
+        session_id = practice.start(PERSONA, owner=KEY).session.id
         outputs = []
-        for number, values in enumerate(web.send(practice, session_id, GOOD_1)):
+        for number, values in enumerate(web.send(practice, session_id, GOOD_1, KEY)):
             outputs.append(dict(zip(web.PRACTICE_OUTPUTS, values, strict=True)))
             if number == 0:  # graded: the patient's request is next
                 server.kill()
@@ -267,7 +274,7 @@ def test_model_server_killed_mid_turn_then_retry_restarts_it(tmp_path, store):
         [turn] = store.turns(session_id)
         assert turn.trainee_text == GOOD_1 and turn.status == "failed"
 
-        outputs = [dict(zip(web.PRACTICE_OUTPUTS, v, strict=True)) for v in web.retry(practice, session_id)]
+        outputs = [dict(zip(web.PRACTICE_OUTPUTS, v, strict=True)) for v in web.retry(practice, session_id, KEY)]
         answered = next(v for v in outputs if isinstance(v["chat"], list) and v["retry"].get("visible") is False)
         assert server.alive() and practice.model.state().state == "ready"
         [turn] = store.turns(session_id)

@@ -40,10 +40,11 @@ def page(persona_id: str, script: str, store: Store) -> list[float]:
     fake = FakeModel()
     practice = Practice(store, patient=fake, coach=fake, seed=7)
     persona = load_persona(persona_id)
-    session_id = practice.start(persona_id).session.id
+    key = web.browser_key(None)
+    session_id = practice.start(persona_id, owner=key).session.id
     angers = [persona.anger]
     for line in trainee_lines(persona, script)[: persona.thresholds.max_turns]:
-        list(web.send(practice, session_id, line))  # the page's own handler, tip included
+        list(web.send(practice, session_id, line, key))  # the page's own handler, tip included
         update = practice.snapshot(session_id)
         angers.append(update.last.mood_after.anger)
         if update.session.ended:

@@ -134,11 +134,12 @@ def test_rubric_view_lists_steps_with_sources(practice):
 
 
 def test_an_ended_session_shows_why_its_scorecard_plots_and_downloads(practice, tmp_path):
-    session_id = practice.start("carter-wrong-day").session.id
+    key = web.browser_key(None)
+    session_id = practice.start("carter-wrong-day", owner=key).session.id
     list(practice.turn(session_id, "Calm down, it's your own fault."))
     practice.end(session_id, outcome="walked_out", reason="Mr. Carter walked out.")
     reopened = Practice(Store(practice.store.url), personas_dir=practice.personas_dir)  # resumed from the store
-    values = dict(zip(web.PRACTICE_OUTPUTS, web.resume(reopened, session_id), strict=True))
+    values = dict(zip(web.PRACTICE_OUTPUTS, web.resume(reopened, session_id, key), strict=True))
     assert "Session ended — walked out" in values["status"] and "Mr. Carter walked out." in values["status"]
     assert values["scorecard_box"]["visible"] is True
     assert "| Do not argue back or blame | avoided 0 / 1 | 0% |" in values["scorecard"]
@@ -167,16 +168,38 @@ def test_calibration_upload_with_a_bad_line_names_it(tmp_path):
 
 
 def test_history_lists_sessions_and_plots_progress_per_step(practice):
-    for trainee, reply in (("Ana", "Hello."), ("Ana", "I understand how frustrating that must be."), ("Ben", "Hi.")):
-        session_id = practice.start("carter-wrong-day", trainee).session.id
+    mine, theirs = web.browser_key(None), web.browser_key(None)
+    for trainee, reply, key in (("Ana", "Hello.", mine), ("Ana", "I understand how frustrating that must be.", mine),
+                                ("Ben", "Hi.", theirs)):  # fmt: skip
+        session_id = practice.start("carter-wrong-day", trainee, owner=key).session.id
         list(practice.turn(session_id, reply))
         practice.end(session_id, outcome="walked_out", reason="test")
-    practice.start("carter-wrong-day", "Ana")
+    practice.start("carter-wrong-day", "Ana", owner=mine)
 
-    rows, figure = web.history(practice, "Ana")
+    rows, figure = web.history(practice, "Ana", mine)
     assert [row[1] for row in rows] == ["Ana", "Ana", "Ana"]
     assert [row[4] for row in rows] == ["in progress", "walked_out", "walked_out"]
     empathy = next(line for line in figure.axes[0].lines if line.get_label() == "empathize")
     assert list(empathy.get_xdata()) == [1, 2] and list(empathy.get_ydata()) == [0.0, 1.0]
-    rows, _ = web.history(practice, "")
-    assert len(rows) == 4
+    assert len(web.history(practice, "", mine)[0]) == 3  # this browser's sessions only
+    assert [row[1] for row in web.history(practice, "", theirs)[0]] == ["Ben"]
+    assert len(web.history(practice, "", theirs, unlocked=True)[0]) == 4  # a trainer sees everybody's
+
+
+def test_a_trainee_cannot_see_or_continue_another_browsers_session(practice):
+    mine, theirs = web.browser_key(None), web.browser_key(None)
+    session_id = practice.start("carter-wrong-day", "Ana", owner=mine).session.id
+    for values in (
+        web.resume(practice, session_id, theirs),
+        *web.send(practice, session_id, "Hello?", theirs),
+        *web.retry(practice, session_id, theirs),
+        web.end(practice, session_id, theirs),
+        web.branch(practice, session_id, 0, theirs),
+    ):
+        status = dict(zip(web.PRACTICE_OUTPUTS, values, strict=True))["status"]
+        assert status == f"⚠ no session '{session_id}'"  # as if it did not exist
+    assert practice.store.turns(session_id) == [] and not practice.store.get_session(session_id).ended
+    assert web.resume(practice, session_id, theirs, unlocked=True)[0] == session_id  # a trainer may open it
+    api = web.api_endpoints(practice)
+    with pytest.raises(gr.Error, match="no session"):
+        api["practice_turn"](session_id, "Hello?")  # the API acts on sessions it started only
