@@ -10,8 +10,9 @@ Three parts, each printing medians and maxima:
    line, so no prompt is in the server's cache by accident. Timed with
    :func:`agent.grader.stream_grade`: "tip" is when the tip is on screen (its JSON string has
    closed), "phrasing" when the better phrasing is too. Each reply is graded *cold* (the whole
-   prompt is read after "send") and *warm* (first :func:`agent.grader.warm_tip_prompt`, untimed,
-   which is what the app does while the trainee types), on two servers used in turn.
+   prompt is read after "send") and *warm* (first the coach's slot reads
+   :func:`agent.grader.tip_prefix_messages`, untimed, which is what the app does while the trainee
+   types), on two servers used in turn.
 3. **In the app** (``--app-turns``): a real :class:`agent.practice.Practice` session on a fresh
    server and a throwaway SQLite database, scripted trainee lines, a pause between turns for
    "typing"; per turn the time from the patient's last word to the tip and to the phrasing.
@@ -30,7 +31,8 @@ from pathlib import Path
 
 from agent import learned
 from agent.calibrate import Example, load_examples
-from agent.grader import TurnGrade, grade_fast, stream_grade, warm_tip_prompt
+from agent.checks import TurnContext
+from agent.grader import TurnGrade, coach_model, grade_fast, stream_grade, tip_prefix_messages
 from agent.llm import Backend, LLMSettings
 from agent.practice import Practice
 from agent.rubrics import Rubric, load_rubric
@@ -99,13 +101,13 @@ def bench_tips(
         settings = {mode: LLMSettings(backend=Backend.EMBEDDED, base_url=server.openai_base_url, model=model,
                                       timeout=900) for mode, server in servers.items()}  # fmt: skip
         for mode in servers:  # one untimed call each, so no timed call pays for first use
-            warm_tip_prompt(examples[0].turn_context().model_copy(update={"history": []}), settings[mode])
+            warm(examples[0].turn_context().model_copy(update={"history": []}), settings[mode])
         for example in examples:
             context = example.turn_context()
             line = f"  {example.id:<30}"
             for mode in ("cold", "warm"):
                 if mode == "warm":  # what the app does while the trainee types (untimed)
-                    warm_tip_prompt(context, settings[mode], situation=example.situation)
+                    warm(context, settings[mode], situation=example.situation)
                 *_, result = stream_grade(rubric, example.reply, context, settings[mode], situation=example.situation)
                 tip, phrasing = _record(out[mode], result)
                 line += f"   {mode}: tip {tip / 1000:4.2f} s, phrasing {phrasing / 1000:4.2f} s"
@@ -113,6 +115,11 @@ def bench_tips(
             if show:
                 print(f"      tip: {result.tip}\n      try: {result.better_phrasing}")
     return out
+
+
+def warm(context: TurnContext, settings: LLMSettings, situation: str | None = None) -> None:
+    """What the app does while the trainee types: the coach's slot reads the tip prompt's known front."""
+    coach_model(settings).prefill(tip_prefix_messages(context, situation))
 
 
 def bench_app(model: str, turns: int, pause: float) -> dict[str, list[float]]:
@@ -128,15 +135,15 @@ def bench_app(model: str, turns: int, pause: float) -> dict[str, list[float]]:
         lines = [line for pair in zip(good, bad, strict=False) for line in pair][:turns]
         for index, line in enumerate(lines):
             time.sleep(pause)  # the trainee reads the answer and types; the warm-up runs meanwhile
-            answered = tipped = None
-            ended = False
-            for update in practice.turn(session_id, line):
+            tipped = None
+            *_, last = practice.turn(session_id, line)
+            answered = time.perf_counter()
+            ended = last.session.ended
+            for update in practice.coaching(session_id):  # the tip follows the answer, off the critical path
                 now = time.perf_counter()
-                if update.stage == "answered":
-                    answered = now
-                elif update.stage == "tipped" and answered is not None:
+                if update.stage == "tipped":
                     tipped = now
-                elif update.stage == "graded" and answered is not None:
+                elif update.stage == "coached":
                     out["tip"].append(((tipped or now) - answered) * 1000)
                     out["phrasing"].append((now - answered) * 1000)
                     print(f"  turn {index + 1}: tip {out['tip'][-1] / 1000:5.2f} s   phrasing "
