@@ -34,10 +34,10 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
-    Index,
     Integer,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     delete,
     event,
@@ -46,6 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from agent.grades import TurnGrade
@@ -152,15 +153,15 @@ class _SessionRow(_Base):
     __tablename__ = "sessions"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    persona_id: Mapped[str] = mapped_column(String(200), index=True)
-    rubric_id: Mapped[str] = mapped_column(String(200))
-    trainee_name: Mapped[str | None] = mapped_column(String(200), index=True)
+    persona_id: Mapped[str] = mapped_column(Text, index=True)
+    rubric_id: Mapped[str] = mapped_column(Text)
+    trainee_name: Mapped[str | None] = mapped_column(Text, index=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    outcome: Mapped[str | None] = mapped_column(String(40))
+    outcome: Mapped[str | None] = mapped_column(Text)
     end_reason: Mapped[str | None] = mapped_column(Text)
-    backend: Mapped[str | None] = mapped_column(String(40))
-    model: Mapped[str | None] = mapped_column(String(200))
+    backend: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
     opening: Mapped[str | None] = mapped_column(Text)
     initial_mood: Mapped[JsonDict | None]
     scorecard: Mapped[JsonDict | None]
@@ -173,7 +174,8 @@ class _SessionRow(_Base):
 
 class _TurnRow(_Base):
     __tablename__ = "turns"
-    __table_args__ = (Index("ix_turns_session_branch", "session_id", "branch", "index"),)
+    # One turn per place in a conversation: two workers racing to write the same turn cannot both win.
+    __table_args__ = (UniqueConstraint("session_id", "branch", "index", name="uq_turns_session_branch_index"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
@@ -464,7 +466,11 @@ class Store:
         branched away from first, so the stored conversation never has a hole in it.
         """
         with self._tx() as db:
-            session = self._session_row(db, session_id)
+            # Locks the session's row until the turn is written (PostgreSQL; SQLite locks the whole
+            # database for a write), so app workers in other processes cannot interleave a turn.
+            session = db.get(_SessionRow, session_id, with_for_update=True)
+            if session is None:
+                raise StoreError(f"no session {session_id!r}")
             if session.ended_at is not None:
                 raise StoreError(f"session {session_id} has ended")
             leaf = self._leaf(db, session_id, session.active_branch)
@@ -485,7 +491,10 @@ class Store:
                 updated_at=_now(),
             )
             db.add(row)
-            db.flush()
+            try:
+                db.flush()
+            except IntegrityError as exc:  # another worker wrote this turn first
+                raise StoreError("this session is still answering the previous reply") from exc
             return _turn_record(row)
 
     def _continuation(self, db: Session, session: _SessionRow, leaf: _TurnRow | None) -> tuple[int | None, int]:

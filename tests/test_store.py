@@ -383,3 +383,24 @@ def test_a_killed_process_loses_nothing_it_committed(tmp_path):
     assert turn.mood_after == Mood(anger=9, trust=1)
     assert store.open_turn(session_id).id == turn.id
     store.close()
+
+
+def test_long_names_are_kept_alike_by_every_database(store):
+    """PostgreSQL refused what SQLite took (String(200)); every text column is unbounded now."""
+    long_name = "Dr. " + " ".join(["Anna-Maria"] * 40)
+    session_id = new_session(store, trainee_name=long_name, model="m" * 300)
+    assert store.get_session(session_id).trainee_name == long_name
+
+
+def test_a_place_in_the_conversation_takes_one_turn_only(store):
+    """Two workers racing to write the same turn: the database keeps one, the other gets a clear error."""
+    from sqlalchemy import insert
+
+    from agent.store import _TurnRow
+
+    session_id = new_session(store)
+    first = store.begin_turn(session_id, "Sorry.")
+    with pytest.raises(Exception, match="UNIQUE|unique|duplicate"), store.engine.begin() as connection:
+        connection.execute(insert(_TurnRow).values(session_id=session_id, index=first.index, branch=first.branch,
+                                                   trainee_text="Me too.", status="pending"))  # fmt: skip
+    assert [t.trainee_text for t in store.turns(session_id)] == ["Sorry."]
