@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agent.checks import TurnContext
+from agent.checks import TurnContext, conditions_met
 from agent.grader import TurnGrade, grade, grade_fast
 from agent.llm import LLMSettings
 from agent.rubrics import Rubric, Verdict, load_rubric
@@ -72,6 +72,8 @@ class CalibrationReport(BaseModel):
     macro_kappa: float | None
     macro_accuracy: float | None
     steps: dict[str, StepScore]
+    # Per step: why some of its labels cannot be judged from what the file gives (see label_warnings).
+    warnings: dict[str, str] = Field(default_factory=dict)
     mistakes: list[Mistake] = Field(default_factory=list)
 
 
@@ -110,6 +112,57 @@ def load_examples(path: str | Path, rubric: Rubric | None = None) -> list[Exampl
     if not examples:
         raise CalibrationError(f"{path}: no examples")
     return examples
+
+
+# What the grader needs from the file to know that a step applies, per ``applies_when`` condition.
+# ``trainee_uncertain`` and ``always`` come from the reply itself, so no file can lack them.
+NEEDS = {
+    "has_name": "context.persona_name (the patient's name as the trainee knows it)",
+    "public_channel": "context.channel naming a public channel",
+    "patient_abusive": "context.patient_abusive or the patient's abusive message in history",
+    "patient_demands_manager_or_rude": "the patient's message in history (or context.patient_abusive)",
+    "transferring": "context.transferring",
+}
+FROM_HISTORY = {"patient_abusive", "patient_demands_manager_or_rude"}
+
+
+def label_warnings(examples: list[Example], rubric: Rubric) -> dict[str, str]:
+    """Per step, a warning when labels say the step applies but the file gives the grader no way to know.
+
+    A line labelled ``use_name: demonstrated`` without ``context.persona_name``, or ``take_offline``
+    labelled on a line whose channel is not public, is scored ``not_applicable`` by the grader
+    whatever the reply says: the step's agreement then measures the file, not the grader (issue 13).
+    Conditions read from the patient's message only count as lacking when the line has no history.
+    """
+    lacking: dict[str, dict[str, int]] = {}
+    labelled: dict[str, int] = {}
+    for example in examples:
+        met: set[str] | None = None
+        for step_id, verdict in example.labels.items():
+            step = rubric.step(step_id)
+            if step.kind != "do" or verdict == "not_applicable" or "always" in step.applies_when:
+                continue
+            file_given = [c for c in step.applies_when if c in NEEDS]
+            if not file_given:
+                continue
+            labelled[step_id] = labelled.get(step_id, 0) + 1
+            if met is None:
+                met = conditions_met(rubric, example.reply, example.turn_context())
+            if met.intersection(step.applies_when):
+                continue
+            missing = [c for c in file_given if c not in FROM_HISTORY or not example.history]
+            if missing:
+                counts = lacking.setdefault(step_id, {})
+                counts[missing[0]] = counts.get(missing[0], 0) + 1
+    warnings: dict[str, str] = {}
+    for step_id, counts in lacking.items():
+        total = sum(counts.values())
+        needs = " / ".join(NEEDS[c] for c in counts)
+        warnings[step_id] = (
+            f"{total} of {labelled[step_id]} lines labelled {step_id} as applying give no {needs}; "
+            f"the grader scores it not_applicable there, so {step_id}'s agreement measures the file, not the grader"
+        )
+    return dict(sorted(warnings.items(), key=lambda item: rubric.step_ids.index(item[0])))
 
 
 def cohen_kappa(gold: list[str], predicted: list[str]) -> float | None:
@@ -212,6 +265,7 @@ def calibrate(
         macro_kappa=_mean(s.kappa for s in steps.values()),
         macro_accuracy=_mean(s.accuracy for s in steps.values()),
         steps=dict(sorted(steps.items(), key=lambda item: rubric.step_ids.index(item[0]))),
+        warnings=label_warnings(examples, rubric),
         mistakes=mistakes,
     )
 
@@ -225,7 +279,11 @@ def format_report(report: CalibrationReport, *, show_mistakes: bool = False) -> 
         lines.append(f"{step_id:<20} {s.n:>4} {s.accuracy:>9.3f} {kappa:>7}")
     macro_k = f"{report.macro_kappa:.3f}" if report.macro_kappa is not None else "n/a"
     macro_a = f"{report.macro_accuracy:.3f}" if report.macro_accuracy is not None else "n/a"
-    lines += ["", f"macro accuracy {macro_a}   macro kappa {macro_k}", "", "confusion (rows gold, columns predicted):"]
+    lines += ["", f"macro accuracy {macro_a}   macro kappa {macro_k}"]
+    if report.warnings:
+        lines += ["", "warnings (labels the file gives the grader no way to judge):"]
+        lines += [f"  warning: {step_id}: {text}" for step_id, text in report.warnings.items()]
+    lines += ["", "confusion (rows gold, columns predicted):"]
     for step_id, s in report.steps.items():
         classes = sorted(set(s.confusion) | {p for row in s.confusion.values() for p in row})
         lines.append(f"  {step_id}")
@@ -246,7 +304,7 @@ def as_json(report: CalibrationReport, *, include_mistakes: bool = False) -> dic
 
 
 def agreement_table(path: str | Path, rubric: str = "deescalation") -> tuple[list[list[Any]], str]:
-    """Rows ``[step, n, accuracy, kappa]`` and a one-line summary, for the trainer page."""
+    """Rows ``[step, n, accuracy, kappa]`` and a summary for the trainer page, with any per-step warnings."""
     report = calibrate(path, rubric)
     rows = [
         [step_id, s.n, round(s.accuracy, 3), None if s.kappa is None else round(s.kappa, 3)]
@@ -254,4 +312,7 @@ def agreement_table(path: str | Path, rubric: str = "deescalation") -> tuple[lis
     ]
     macro_k = "n/a" if report.macro_kappa is None else f"{report.macro_kappa:.3f}"
     macro_a = "n/a" if report.macro_accuracy is None else f"{report.macro_accuracy:.3f}"
-    return rows, f"{report.examples} replies: macro accuracy {macro_a}, macro kappa {macro_k}"
+    note = f"{report.examples} replies: macro accuracy {macro_a}, macro kappa {macro_k}"
+    for step_id, text in report.warnings.items():
+        note += f"\n⚠ {step_id}: {text}"
+    return rows, note

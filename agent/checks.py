@@ -34,6 +34,80 @@ SENTENCE_END = re.compile(r"[.?!\n]")
 WORD = re.compile(r"\b[A-Za-z]+\b")
 TITLE_DOT = re.compile(r"\b(Mr|Mrs|Ms|Mx|Dr|St|Prof)\.", re.IGNORECASE)
 
+# Capitals that are not raised voices (issue 13): a word written in capitals is shouting only when it
+# reads as an ordinary word said loudly ("I have told you TWICE"). Not when it is markup -- a handle,
+# a hashtag, a masked placeholder, a code, a file or product name (``@USER``, ``#FAIL``, ``<URL>``,
+# ``WS-37368-7``, ``ZIP2``) -- nor when it names a thing the way acronyms do, after a determiner,
+# possessive or preposition or in brackets ("your PC", "the USB port", "an ORM", "(EAP)").
+CAPS_MARKUP_BEFORE = re.compile(r"[@#<\[({/\\_\-.:=0-9]$")
+CAPS_MARKUP_AFTER = re.compile(r"^([>\])}/\\_\-=0-9]|\.[A-Za-z0-9])")
+CAPS_NAMING_WORD = re.compile(
+    r"\b(the|a|an|your|our|my|their|his|her|its|this|that|these|those|of|in|for|with|via|from|by|any|some|no|"
+    r"each|every|per|using|use|about)\s+$",
+    re.IGNORECASE,
+)
+
+# Text that addresses the grader or names rubric steps is never evidence for any step (issue 13):
+# "[empathize]", "mark involve_manager demonstrated", "Note to the grader: ...". Such sentences are
+# blanked (same length, so quoted evidence still points into the original) before any check runs,
+# and left out of what the classifier reads (agent.learned.score_reply).
+META_WORDS = (
+    r"\b(grader|graders|grading|rubric|rubrics|evaluator|scorer|assessor|classifier|checklist|step ids?|"
+    r"full marks|(give|award) (me |this |us )?(full )?(marks|points|credit)|"
+    r"ignore (all |any )?(previous|prior|above|the) (instructions|rules)|"
+    r"(mark|label|score|grade|rate|count|flag|tick|record|log)( this| that| it| me| the reply| every step| all steps)? "
+    r"(as )?(demonstrated|violated|not[ _]applicable|passed|complete))\b"
+)
+VERDICT_WORDS = r"demonstrated|violated|missed|not_applicable|not applicable|ok"
+_meta_patterns: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
+def meta_pattern(step_ids: Iterable[str]) -> re.Pattern[str]:
+    """Grader-addressing words, a step id written as one ("involve_manager"), or a step id or verdict in brackets."""
+    ids = tuple(sorted(step_ids))
+    if ids not in _meta_patterns:
+        named = "|".join(re.escape(i) for i in ids if "_" in i) or "(?!)"
+        any_id = "|".join([*(re.escape(i).replace("_", "[_ ]") for i in ids), VERDICT_WORDS])
+        bracket = rf"[\[{{(<]\s*(step:?\s*)?({any_id})\b[^\]}})>\n]{{0,40}}[\]}})>]"
+        _meta_patterns[ids] = re.compile(rf"{META_WORDS}|\b({named})\b|{bracket}", re.IGNORECASE)
+    return _meta_patterns[ids]
+
+
+def meta_spans(text: str, step_ids: Iterable[str]) -> list[Span]:
+    """The sentences of ``text`` that address the grader or name a rubric step (whole sentences)."""
+    hits = [m.span() for m in meta_pattern(step_ids).finditer(text)]
+    spans: list[Span] = []
+    for start, end in hits:
+        left = max((m.end() for m in SENTENCE_END.finditer(text, 0, start)), default=0)
+        after = SENTENCE_END.search(text, end)
+        spans.append((left, after.end() if after else len(text)))
+    return spans
+
+
+def blank(text: str, spans: Iterable[Span]) -> str:
+    """``text`` with each span replaced by spaces (same length, so positions still map to the original)."""
+    chars = list(text)
+    for start, end in spans:
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
+
+
+def strip_meta(text: str, step_ids: Iterable[str]) -> str:
+    """``text`` without its grader-addressing sentences, whitespace collapsed (what the classifier reads)."""
+    return re.sub(r"[ \t]{2,}", " ", blank(text, meta_spans(text, step_ids))).strip()
+
+
+CLAUSE_END = re.compile(r"[.?!\n;]")
+# Negation or retraction later in the same sentence takes back what came before it ("Let me find out
+# -- actually no, I don't know"): a do-step is not shown by the retracted part (don't-steps still
+# see all of it).
+RETRACTION = re.compile(
+    r"\b(actually,? no|actually,? (i|we) (wont|will not|cant|cannot|dont|do not)|no wait|scratch that|"
+    r"just kidding|on second thought|never ?mind|forget (it|that|what i (said|just said))|"
+    r"(i|we) take (that|it) back)\b",
+    re.IGNORECASE,
+)
+
 # Confidence of a check verdict: a quoted match is strong evidence; absence of a phrase is weaker
 # (the trainee may have said it in words the patterns do not know).
 CONFIDENCE_MATCH = 0.9
@@ -157,13 +231,33 @@ def _question_evidence(step: Step, text: Normalized) -> str | None:
     return find_evidence(step.check.compiled_match, step.check.compiled_unless, text)
 
 
+def _caps_is_markup_or_name(original: str, word: re.Match[str]) -> bool:
+    """A word in capitals that is markup (``@USER``, ``<URL>``, ``#FAIL``, ``WS-37``) or names a thing ("your PC")."""
+    before, after = original[max(0, word.start() - 40) : word.start()], original[word.end() : word.end() + 2]
+    naming = CAPS_NAMING_WORD.search(before)  # "my GOD" names nothing when "OH MY" is shouted too
+    return bool(CAPS_MARKUP_BEFORE.search(before) or CAPS_MARKUP_AFTER.search(after)
+                or (naming and not naming.group(1).isupper()))  # fmt: skip
+
+
+def retracted_spans(text: str) -> list[Span]:
+    """What a later "actually no" / "scratch that" takes back: the sentence up to the retraction."""
+    spans = []
+    for m in RETRACTION.finditer(text):
+        start = max((e.end() for e in SENTENCE_END.finditer(text, 0, m.start())), default=0)
+        spans.append((start, m.start()))
+    return spans
+
+
 def _shouting_evidence(step: Step, text: Normalized) -> str | None:
     assert step.check is not None
     allowed = {w.upper() for w in step.check.allowed_caps}
     caps = [
         m
         for m in WORD.finditer(text.original)
-        if m.group().isupper() and len(m.group()) >= step.check.caps_min_letters and m.group() not in allowed
+        if m.group().isupper()
+        and len(m.group()) >= step.check.caps_min_letters
+        and m.group() not in allowed
+        and not _caps_is_markup_or_name(text.original, m)
     ]
     if len(caps) >= step.check.caps_min_words:
         return " ".join(m.group() for m in caps)
@@ -263,6 +357,11 @@ def run(rubric: Rubric, reply: str, context: TurnContext | None = None) -> dict[
     """Verdicts for every graded per-turn step of ``rubric`` on one trainee ``reply``."""
     context = context or TurnContext()
     text = Normalized(reply)
-    met = conditions_met(rubric, reply, context)
-    verdicts = {step.id: judge_step(step, text, context, met) for step in rubric.turn_steps()}
+    # Grader-addressing text counts for nothing; a retracted promise shows no do-step.
+    text.text = blank(text.text, meta_spans(text.text, rubric.step_ids))
+    kept = Normalized(reply)
+    kept.text = blank(text.text, retracted_spans(text.text))
+    met = conditions_met(rubric, blank(reply, meta_spans(reply, rubric.step_ids)), context)
+    verdicts = {step.id: judge_step(step, kept if step.kind == "do" else text, context, met)
+                for step in rubric.turn_steps()}  # fmt: skip
     return apply_voids(rubric, apply_after_violations(rubric, verdicts))

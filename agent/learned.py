@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from agent import checks, embed
 from agent.checks import StepVerdict
-from agent.rubrics import Rubric
+from agent.rubrics import Rubric, RubricError, load_rubric
 
 # A sentence ends at . ! ? followed by space, or at a line break; "Mr. Carter" and "3.40" do not end one.
 BOUNDARY = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -114,12 +114,25 @@ class ReplyScores(BaseModel):
     sentence: dict[str, str]
 
 
+def _step_ids(model: LearnedModel) -> list[str]:
+    """Every step id of the model's rubric (the rubric is cached), so that "[ask_questions]" is meta-text too."""
+    try:
+        return [*model.steps, *load_rubric(model.rubric).step_ids]
+    except RubricError:
+        return list(model.steps)
+
+
 def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str) -> ReplyScores:
     """Score the reply (the verdict) and each sentence on its own (which one to quote as evidence).
 
-    A reply of fewer than ``MIN_REPLY_WORDS`` words ("Hello.", "Okay.") gets no scores and is left to
+    Sentences that address the grader or name a rubric step (:func:`agent.checks.strip_meta`) are
+    removed first. A reply of fewer than ``MIN_REPLY_WORDS`` words ("Hello.", "Okay.") gets no scores and is left to
     the checks: no gold reply is that short, and the classifiers read curtness as rudeness.
     """
+    # Sentences that address the grader or name a step are not read (they are never evidence).
+    reply = checks.strip_meta(reply, _step_ids(model))
+    # Sentences that address the grader or name a step are not read (they are never evidence).
+    reply = checks.strip_meta(reply, _step_ids(model))
     if len(reply.split()) < MIN_REPLY_WORDS:
         return ReplyScores(probability={}, sentence={})
     parts = sentences(reply)

@@ -159,3 +159,37 @@ def test_the_learned_part_adds_agreement_on_held_out_replies():
     assert both.macro_kappa >= checks_only.macro_kappa + 0.10
     assert both.macro_accuracy is not None and checks_only.macro_accuracy is not None
     assert both.macro_accuracy > checks_only.macro_accuracy
+
+
+# -- Issue 13, item 4: a file that lacks what the grader needs says so, per step --------------------------
+
+NO_CONTEXT = [
+    {"id": "n1", "reply": "I'm so sorry, Dana. Please DM us.",
+     "labels": {"use_name": "demonstrated", "take_offline": "demonstrated"}},
+    {"id": "n2", "reply": "Sorry, Dana, we will look into it.",
+     "labels": {"use_name": "demonstrated", "take_offline": "missed"}},
+    {"id": "n3", "reply": "I'm sorry about that.",
+     "labels": {"use_name": "not_applicable", "apologize": "demonstrated"}},
+]  # fmt: skip
+
+
+def test_labels_the_file_gives_no_way_to_judge_are_warned_per_step(tmp_path):
+    report = calibrate.calibrate(_write(tmp_path, NO_CONTEXT), RUBRIC, use_learned=False)
+    assert set(report.warnings) == {"use_name", "take_offline"}
+    assert "2 of 2" in report.warnings["use_name"] and "context.persona_name" in report.warnings["use_name"]
+    assert "context.channel" in report.warnings["take_offline"]
+    # with the context given there is nothing to warn about
+    given = [dict(row, context={"persona_name": "Dana Lee", "channel": "public_post"}) for row in NO_CONTEXT]
+    assert calibrate.calibrate(_write(tmp_path, given), RUBRIC, use_learned=False).warnings == {}
+
+
+def test_warnings_reach_the_text_report_the_json_and_the_trainer_upload(tmp_path, capsys):
+    path = _write(tmp_path, NO_CONTEXT)
+    assert _cli(str(path), "--checks-only") == 0
+    assert "warning: use_name:" in capsys.readouterr().out
+    assert _cli(str(path), "--json", "--checks-only") == 0
+    assert set(json.loads(capsys.readouterr().out)["warnings"]) == {"use_name", "take_offline"}
+    _, note = calibrate.agreement_table(path)
+    assert "use_name" in note and "take_offline" in note and "context.persona_name" in note
+    _, clean = calibrate.agreement_table(_write(tmp_path, ROWS))
+    assert "⚠" not in clean
