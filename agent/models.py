@@ -94,11 +94,17 @@ class ServedModel:
     """
 
     def __init__(
-        self, settings: LLMSettings, *, resolve: Callable[[], LLMSettings] | None = None, slot: int | None = None
+        self,
+        settings: LLMSettings,
+        *,
+        resolve: Callable[[], LLMSettings] | None = None,
+        slot: int | None = None,
+        context_tokens: int | None = None,
     ) -> None:
         self.declared = settings
         self._resolve = resolve
         self.slot = slot
+        self._context = context_tokens
 
     @property
     def settings(self) -> LLMSettings:
@@ -111,6 +117,9 @@ class ServedModel:
 
     @property
     def context_tokens(self) -> int:
+        """What one request may hold: given, else the embedded slot's size or a hosted model's."""
+        if self._context is not None:
+            return self._context
         return EMBEDDED_CONTEXT if self.declared.backend is Backend.EMBEDDED else HOSTED_CONTEXT
 
     @property

@@ -169,29 +169,30 @@ def outcome(mood: Mood, persona: Persona) -> Outcome | None:
 
 
 _ANGER_WORDS = [(9, "furious"), (7, "very angry"), (5, "still angry"), (3, "annoyed"), (1.5, "mostly calm")]
-_TRUST_WORDS = [
-    (8, "trusts the staff now"),
-    (6, "starting to trust the staff"),
-    (4, "starting to listen"),
-    (2, "doubts the staff will help"),
-]
+_TRUST_WORDS = [(8, "trusting"), (6, "starting to trust"), (4, "listening"), (2, "doubtful")]
 _CREDIT_WORDS = {
     "empathize": "feels heard",
     "summarize": "feels understood",
     "apologize": "got an apology",
-    "offer_solution": "is weighing the solution offered",
-    "find_out": "was promised an answer",
-    "explain_transfer": "knows why they are being transferred",
-    "take_offline": "was offered a private conversation",
-    "involve_manager": "was told a manager will help",
-    "set_boundary": "was asked firmly to stay civil",
+    "offer_solution": "weighing the offer",
+    "find_out": "promised an answer",
+    "explain_transfer": "knows why the transfer",
+    "take_offline": "offered a private talk",
+    "involve_manager": "promised a manager",
+    "set_boundary": "asked to stay civil",
 }
 
 
 def describe(mood: Mood, persona: Persona | None = None) -> str:
-    """The mood in words the patient model can act on, e.g. "still angry, starting to listen"."""
+    """The mood in a few words the patient model can act on, e.g. "still angry, cooling down,
+    listening; feels heard".
+
+    Short on purpose: it is the stage direction before each patient line, read anew every turn
+    (about 20 tokens with the speaker tag). One cue at most: being provoked or ignored, else the
+    strongest recent step; then a warning when the patient is about to leave.
+    """
     anger = next((word for floor, word in _ANGER_WORDS if mood.anger >= floor), "calm")
-    trust = next((word for floor, word in _TRUST_WORDS if mood.trust >= floor), "does not trust the staff at all")
+    trust = next((word for floor, word in _TRUST_WORDS if mood.trust >= floor), "distrustful")
     parts = [anger]
     if mood.previous_anger is not None:
         if mood.anger < mood.previous_anger - 0.2:
@@ -200,14 +201,14 @@ def describe(mood: Mood, persona: Persona | None = None) -> str:
             parts.append("getting angrier")
     parts.append(trust)
     text = ", ".join(parts)
-    recent = [word for step, word in _CREDIT_WORDS.items() if mood.credits.get(step, 0.0) >= FRESH]
-    if recent:
-        text += "; " + ", ".join(recent)
-    provoked = [e.source.split(":", 1)[1] for e in mood.effects if e.anger > 0 and e.source != "ignored"]
+    provoked = any(e.anger > 0 and e.source != "ignored" for e in mood.effects)
+    recent = sorted((value, step) for step, value in mood.credits.items() if value >= FRESH and step in _CREDIT_WORDS)
     if provoked:
-        text += "; just felt provoked by the staff"
+        text += "; just felt provoked"
     elif any(e.source == "ignored" for e in mood.effects):
         text += "; feels ignored"
+    elif recent:
+        text += "; " + _CREDIT_WORDS[recent[-1][1]]
     if persona is not None and mood.anger >= persona.thresholds.leave_anger - 1:
         text += "; about to " + ("hang up" if leaving_outcome(persona.channel) == "hung_up" else "walk out")
     return text

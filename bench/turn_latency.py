@@ -88,7 +88,7 @@ from agent import web  # noqa: E402
 from agent.llm import Backend, LLMSettings  # noqa: E402
 from agent.models import COACH_SLOT, PATIENT_SLOT  # noqa: E402
 from agent.patient import SENTENCE_END  # noqa: E402
-from agent.personas import Persona, load_persona  # noqa: E402
+from agent.personas import Persona, load_persona_argument  # noqa: E402
 from agent.practice import Practice  # noqa: E402
 from agent.runtime import EmbeddedServer, free_port  # noqa: E402
 from agent.simulate import trainee_lines  # noqa: E402
@@ -625,7 +625,7 @@ def turn_row(marks: dict[str, Any], recorder: Recorder, number: int, session: in
 
 
 def play(args: argparse.Namespace) -> dict[str, Any]:
-    persona = load_persona(args.persona)
+    persona = load_persona_argument(args.persona)
     lines = trainee_lines(persona, "good")[: args.turns]
     workdir = Path(tempfile.mkdtemp(prefix="turn-latency-"))
     began = now()

@@ -229,12 +229,12 @@ def test_patience_runs_out_after_max_turns():
 @pytest.mark.parametrize(
     ("anger", "trust", "words"),
     [
-        (9.5, 0.5, "furious, does not trust the staff at all"),
-        (7.5, 2.5, "very angry, doubts the staff will help"),
-        (5.5, 4.5, "still angry, starting to listen"),
-        (3.5, 6.5, "annoyed, starting to trust the staff"),
-        (2, 8.5, "mostly calm, trusts the staff now"),
-        (0.5, 9, "calm, trusts the staff now"),
+        (9.5, 0.5, "furious, distrustful"),
+        (7.5, 2.5, "very angry, doubtful"),
+        (5.5, 4.5, "still angry, listening"),
+        (3.5, 6.5, "annoyed, starting to trust"),
+        (2, 8.5, "mostly calm, trusting"),
+        (0.5, 9, "calm, trusting"),
     ],
 )
 def test_describe_bands(anger, trust, words):
@@ -244,10 +244,21 @@ def test_describe_bands(anger, trust, words):
 def test_describe_says_what_changed_and_what_is_on_the_table():
     after = M.update(mood(anger=8, trust=3), {"offer_solution": "demonstrated"}, P)
     text = M.describe(after)
-    assert text.startswith("still angry, cooling down") and "weighing the solution offered" in text
+    assert text.startswith("still angry, cooling down") and text.endswith("; weighing the offer")
     worse = M.update(mood(anger=7, trust=3), {}, P, "calm down")
-    assert "getting angrier" in M.describe(worse) and "provoked" in M.describe(worse)
+    assert "getting angrier" in M.describe(worse) and M.describe(worse).endswith("; just felt provoked")
     assert "feels ignored" in M.describe(M.update(mood(), {}, P))
+
+
+def test_describe_stays_short_for_the_stage_direction():
+    """One cue at most, so the direction read every turn stays about 20 tokens with the speaker tag."""
+    from agent.tokens import count
+
+    credits = {step: 1.0 for step in ("empathize", "summarize", "apologize", "offer_solution")}
+    busy = M.Mood(anger=5.5, trust=6.5, turn=3, previous_anger=7, credits=credits)
+    text = M.describe(busy, persona())
+    assert text.count(";") == 1
+    assert count(f"[Mr. Carter is {text}.]\nMr. Carter:") <= 24  # it was 37 with every recent step listed
 
 
 def test_describe_warns_when_about_to_leave():

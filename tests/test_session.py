@@ -232,6 +232,35 @@ def test_a_40_turn_session_stays_inside_a_small_context():
     assert grew >= 30
 
 
+@pytest.mark.live
+def test_a_40_turn_session_on_a_real_server_with_a_small_context(tmp_path):
+    """The same on llama.cpp with 1,024 tokens a slot: a prompt that outgrew it would fail with
+    HTTP 400 (the server refuses it), so every one of the 40 turns answering is the proof."""
+    import os
+
+    from agent.llm import Backend, LLMSettings
+    from agent.models import PATIENT_SLOT, ServedModel
+    from agent.runtime import EmbeddedServer, ServerOptions
+
+    model_name = os.environ.get("DEESCALATE_LIVE_MODEL", "small")
+    options = ServerOptions(n_ctx=1024)
+    with EmbeddedServer(model=model_name, options=options, log_path=tmp_path / "server.log") as server:
+        settings = LLMSettings(backend=Backend.EMBEDDED, base_url=server.openai_base_url, model=model_name)
+        patient = ServedModel(settings, slot=PATIENT_SLOT, context_tokens=options.n_ctx)
+        session = Session(endless(CARTER), patient, seed=7, temperature=0.0, use_learned=False)
+        lines = [
+            CARTER.script.good[1],
+            CARTER.script.good[2],
+            SORRY,
+            "I see. Let me look into the appointment for you.",
+        ]
+        for index in range(40):
+            events = list(session.stream_turn(lines[index % len(lines)]))
+            assert isinstance(events[-1], Answered), f"turn {index}"
+    assert len(session.turns) == 40 and all(turn.patient for turn in session.turns)
+    assert session.trimmed > 0  # without trimming, a 1,024-token slot overflows long before turn 40
+
+
 # -- a dead model server --------------------------------------------------------------------------
 
 
