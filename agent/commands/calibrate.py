@@ -8,6 +8,7 @@ import sys
 
 from agent import calibrate as calibration
 from agent.llm import LLMSettings
+from agent.rubrics import load_rubric_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +31,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     settings = LLMSettings.from_env() if args.llm else None
     report = calibration.calibrate(
         args.file,
-        args.rubric,
+        load_rubric_argument(args.rubric),
         use_llm=args.llm,
         judge=args.judge,
         use_learned=not args.checks_only,

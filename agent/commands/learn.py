@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from agent import embed, learned, training
-from agent.rubrics import load_rubric
+from agent.rubrics import load_rubric_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
-    rubric = load_rubric(args.rubric)
+    rubric = load_rubric_argument(args.rubric)
     encoder = embed.shared_encoder()
     extra = [] if args.no_rubric_examples else training.rubric_examples(rubric)
     if args.cv:
