@@ -22,7 +22,7 @@ import gradio as gr
 
 from agent import ui
 from agent.personas import PersonaError
-from agent.practice import Practice, TurnUpdate, check_persona_id
+from agent.practice import Practice, TurnUpdate
 from agent.store import StoreError
 
 # The order of values every practice handler returns (app.py builds its output list from this).
@@ -397,7 +397,7 @@ def trainer_load(practice: Practice, unlocked: bool, persona_id: str | None) -> 
     # Fires on page load too: while locked, load nothing rather than greet every trainee with an error.
     if not persona_id or trainer_password() is None or not unlocked:
         return "", ""
-    path = persona_path(check_persona_id(persona_id), practice.personas_dir)  # ids only, never paths
+    path = persona_path(persona_id, practice.personas_dir)  # ids only, never paths (PersonaError)
     text = path.read_text(encoding="utf-8")
     return text, trainer_validate(text, path.name)
 
