@@ -55,9 +55,9 @@ class Lane:
     def patient_busy(self) -> bool:
         return self._patients > 0
 
-    def wait_until_free(self, stop: threading.Event) -> None:
+    def wait_until_free(self) -> None:
         with self._changed:
-            self._changed.wait_for(lambda: self._patients == 0 or stop.is_set())
+            self._changed.wait_for(lambda: self._patients == 0)
 
 
 class YieldingCoach:
@@ -126,8 +126,8 @@ class Coaching:
         self._queue: deque[CoachJob] = deque()
         self._warmups: deque[Callable[[], object]] = deque(maxlen=1)
         self._wake = threading.Condition()
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._busy = False  # the worker is running a tip or a warm-up now
 
     def submit(self, job: CoachJob) -> CoachJob:
         with self._wake:
@@ -146,16 +146,9 @@ class Coaching:
         self._ensure_thread()
 
     def idle(self) -> bool:
+        """Nothing queued and nothing running (the bench waits for this between turns)."""
         with self._wake:
             return not self._queue and not self._warmups and not self._busy
-
-    _busy = False
-
-    def close(self) -> None:
-        self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
-        self.lane.wait_until_free(self._stop)
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -171,21 +164,18 @@ class Coaching:
             log.warning("could not drop coaching for %s: %s", job.key, exc)
             job._post(job.latest or TurnGrade(verdicts={}), final=True)
 
-    def _next(self) -> CoachJob | Callable[[], object] | None:
+    def _next(self) -> CoachJob | Callable[[], object]:
         with self._wake:
-            self._wake.wait_for(lambda: self._queue or self._warmups or self._stop.is_set())
-            if self._stop.is_set():
-                return None
+            self._wake.wait_for(lambda: self._queue or self._warmups)
             self._busy = True
             return self._queue.popleft() if self._queue else self._warmups.popleft()
 
     def _work(self) -> None:
-        while not self._stop.is_set():
+        """The worker thread (a daemon: it lives as long as the app)."""
+        while True:
             item = self._next()
-            if item is None:
-                return
             try:
-                self.lane.wait_until_free(self._stop)
+                self.lane.wait_until_free()
                 if isinstance(item, CoachJob):
                     self._coach(item)
                 else:
