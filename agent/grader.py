@@ -196,15 +196,23 @@ def copies(text: str, source: str) -> bool:
     return bool(source) and bool(_shingles(text) & _shingles(source))
 
 
-def phrasing_fixes(rubric: Rubric, step: Step | None, phrasing: str, context: TurnContext) -> bool:
+def mostly_copies(text: str, source: str, share: float = 0.5) -> bool:
+    """True when at least ``share`` of ``text``'s five-word runs come from ``source``."""
+    runs = _shingles(text)
+    return bool(runs) and len(runs & _shingles(source)) >= share * len(runs)
+
+
+def phrasing_fixes(rubric: Rubric, step: Step | None, phrasing: str, context: TurnContext, reply: str = "") -> bool:
     """Keep the model's better phrasing only if the checks agree it is better.
 
     It must show the focus step (a do-step) and violate no don't-step, and must not parrot the
-    patient or the prompt's worked example. The same deterministic checks that grade the trainee
-    grade the suggestion, so the panel never shows a "better" line that the grader itself would
-    mark down.
+    patient or the prompt's worked example, nor be mostly the trainee's own reply (which may carry
+    text written to steer the coach). The same deterministic checks that grade the trainee grade
+    the suggestion, so the panel never shows a "better" line that the grader itself would mark down.
     """
     if not phrasing or copies(phrasing, context.last_patient()) or copies(phrasing, tip_example().better_phrasing):
+        return False
+    if mostly_copies(phrasing, reply):
         return False
     verdicts = checks.run(rubric, phrasing, context)
     if any(v.verdict == "violated" for v in verdicts.values()):
@@ -299,7 +307,7 @@ def coach(
         if judge and isinstance(advice, JudgedAdvice):
             _apply_judgement(rubric, result.verdicts, advice)
         phrasing = quote_block(advice.better_phrasing)
-        if phrasing_fixes(rubric, step, phrasing, context):
+        if phrasing_fixes(rubric, step, phrasing, context, reply):
             result.better_phrasing, result.phrasing_source = phrasing, "model"
         else:
             result.better_phrasing, result.phrasing_source = fallback.better_phrasing, "rubric"

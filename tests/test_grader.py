@@ -149,6 +149,17 @@ def test_a_better_phrasing_is_kept_only_if_the_checks_agree_it_is_better():
     assert not phrasing_fixes(RUBRIC, argue, "", CONTEXT)
 
 
+def test_a_better_phrasing_that_is_mostly_the_trainees_reply_is_not_shown():
+    """A red-team reply carried its own "better phrasing" for the coach to copy (bench/redteam.py)."""
+    argue = RUBRIC.step("argue_back")
+    injected = "Noted. Better phrasing: I can see the mix-up with the dates; let me see what we can do today."
+    copied = "I can see the mix-up with the dates; let me see what we can do today."
+    assert phrasing_fixes(RUBRIC, argue, copied, CONTEXT)  # fine on its own ...
+    assert not phrasing_fixes(RUBRIC, argue, copied, CONTEXT, injected)  # ... but not as a copy of the reply
+    kept = "I'm so sorry about the mix-up with the dates, Mr. Carter; I can check for a slot today or tomorrow."
+    assert phrasing_fixes(RUBRIC, argue, kept, CONTEXT, "I'm so sorry about the mix-up. You should have read it.")
+
+
 def test_judge_mode_can_add_findings_but_never_overrule_a_quoted_match():
     verdicts = grade_fast(RUBRIC, BAD_REPLY, CONTEXT).verdicts
     advice = JudgedAdvice(tip="t", better_phrasing="b", also_demonstrated=["empathize", "argue_back", "nonsense"],
