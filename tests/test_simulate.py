@@ -28,20 +28,11 @@ from tests.fakes import FakeModel
 PERSONAS = [p.id for p in load_personas()]
 ROLE_PROBE = Path(__file__).parent / "data" / "role_probe.txt"
 
-# Independent of agent/prompts/patient_out_of_role.txt on purpose: what a reviewer would call
-# "the patient talking like staff, a coach or a chatbot".
+# Independent of agent/prompts/patient_out_of_role.txt on purpose (see the file).
 NOT_A_PATIENT = [
-    r"\bhow (can|may|could) (i|we) (help|assist)",
-    r"\b(i'?m|i am) (here|happy|glad) to (help|assist)",
-    r"\bwhat can i do for you\b",
-    r"\bas an ai\b",
-    r"\b(i'?m|i am) (an? )?(ai|artificial|language model|chatbot|bot|virtual assistant|assistant)\b",
-    r"\blanguage model\b",
-    r"^\s*(receptionist|staff|clinic|assistant|agent)\s*:",
-    r"\bour (clinic|office|policy|staff|team)\b",
-    r"\b(i'?ll|i will|let me) (transfer|connect|put) you\b",
-    r"\byou should (empathi[sz]e|apologi[sz]e|stay calm)",
-]
+    line for line in (Path(__file__).parent / "data" / "not_a_patient.txt").read_text(encoding="utf-8").splitlines()
+    if line.strip() and not line.startswith("#")
+]  # fmt: skip
 
 
 def assert_in_role(session: Session) -> None:
