@@ -13,6 +13,7 @@ The API (``gradio_client``) is described in docs/api.md.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,13 @@ from agent.store import Store
 MODEL_QUEUE = {"concurrency_id": "model", "concurrency_limit": 1}
 # Turns run side by side: the controller gives the patient the model first (agent/coaching.py),
 # and a trainee may send the next reply while the previous turn's tip is still being written.
-TURN_QUEUE = {"concurrency_id": "turns", "concurrency_limit": 16, "trigger_mode": "multiple", "show_progress": "hidden"}
+# DEESCALATE_TURN_CONCURRENCY raises it for a server that answers many requests at once (vLLM, Ollama with
+# OLLAMA_NUM_PARALLEL, llama.cpp with --parallel): docs/app.md, "Concurrency".
+TURN_CONCURRENCY = int(os.environ.get("DEESCALATE_TURN_CONCURRENCY", "16"))
+TURN_QUEUE = {"concurrency_id": "turns", "concurrency_limit": TURN_CONCURRENCY, "trigger_mode": "multiple",
+              "show_progress": "hidden"}  # fmt: skip
 # Requests waiting beyond this are refused with "queue full" instead of piling up behind the model.
-MAX_QUEUE = 64
+MAX_QUEUE = max(64, 4 * TURN_CONCURRENCY)
 THEME = gr.themes.Soft()
 CSS = "#feedback {min-height: 200px} .mood-meter {font-size: 0.9em}"
 
@@ -190,8 +195,9 @@ def build_app(
         api = web.api_endpoints(practice)
         gr.api(api["personas"], api_name="personas")
         gr.api(api["start_session"], api_name="start_session")
-        gr.api(api["practice_turn"], api_name="practice_turn", concurrency_id="turns", concurrency_limit=16)
-        gr.api(api["retry_turn"], api_name="retry_turn", concurrency_id="turns", concurrency_limit=16)
+        turn_api = {"concurrency_id": "turns", "concurrency_limit": TURN_CONCURRENCY}
+        gr.api(api["practice_turn"], api_name="practice_turn", **turn_api)
+        gr.api(api["retry_turn"], api_name="retry_turn", **turn_api)
         gr.api(api["turn_feedback"], api_name="turn_feedback")
         gr.api(api["end_session"], api_name="end_session")
     return demo
