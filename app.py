@@ -35,6 +35,11 @@ MODEL_QUEUE = {"concurrency_id": "model", "concurrency_limit": 1}
 TURN_CONCURRENCY = int(os.environ.get("DEESCALATE_TURN_CONCURRENCY", "16"))
 TURN_QUEUE = {"concurrency_id": "turns", "concurrency_limit": TURN_CONCURRENCY, "trigger_mode": "multiple",
               "show_progress": "hidden"}  # fmt: skip
+# Speech recognition has a lane of its own (one at a time: it uses both cores for about a second),
+# so a trainee's recording never waits behind the model and the model never waits behind it. The
+# patient's voice is made on its own worker thread (agent/voice.py), inside the turn's lane.
+SPEECH_IN = {"concurrency_id": "speech", "concurrency_limit": 1, "show_progress": "minimal"}
+SPEECH_OUT = {"concurrency_id": "opening-voice", "concurrency_limit": 4, "show_progress": "hidden"}
 # Requests waiting beyond this are refused with "queue full" instead of piling up behind the model.
 MAX_QUEUE = max(64, 4 * TURN_CONCURRENCY)
 THEME = gr.themes.Soft()
@@ -90,6 +95,16 @@ def build_app(
                             message = gr.Textbox(placeholder="Your reply to the patient…", show_label=False,
                                                  max_length=2000, scale=5, elem_id="message")  # fmt: skip
                             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                        # Voice mode (README "Voice"): speak the reply, hear the patient answer.
+                        voice_on = gr.Checkbox(label="Voice: speak your reply, hear the patient", value=False,
+                                               elem_id="voice-on")  # fmt: skip
+                        with gr.Group(visible=False) as voice_box:
+                            voice_note = gr.Markdown(web.voice_note(), elem_id="voice-note")
+                            with gr.Row():
+                                mic = gr.Audio(sources=["microphone"], type="filepath", label="Your reply (record)",
+                                               elem_id="voice-mic")  # fmt: skip
+                                patient_audio = gr.Audio(label="The patient", streaming=True, autoplay=True,
+                                                         interactive=False, elem_id="patient-audio")  # fmt: skip
                     with gr.Column(scale=1, min_width=280):
                         feedback = gr.Markdown(web.ui.feedback_markdown(None), elem_id="feedback")
                 with gr.Column(visible=False, elem_id="scorecard-box") as scorecard_box:
@@ -156,9 +171,16 @@ def build_app(
         poll.tick(bind(web.model_status, practice), outputs=[model_line, poll], api_visibility="private")
         persona.change(bind(web.persona_card, practice), persona, persona_card, api_visibility="private")
         start.click(bind(web.start, practice), [persona, trainee, key], practice_out, api_name="ui_start",
-                    api_visibility="undocumented")  # fmt: skip
-        gr.on([send.click, message.submit], bind(web.send, practice), [session_id, message, key], practice_out,
-              api_name="ui_send", api_visibility="undocumented", **TURN_QUEUE)  # fmt: skip
+                    api_visibility="undocumented").then(
+            bind(web.speak_opening, practice), [session_id, key, voice_on], patient_audio, api_visibility="private",
+            **SPEECH_OUT,
+        )  # fmt: skip
+        gr.on([send.click, message.submit], bind(web.send_spoken, practice), [session_id, message, key, voice_on],
+              [*practice_out, patient_audio], api_name="ui_send", api_visibility="undocumented",
+              **TURN_QUEUE)  # fmt: skip
+        voice_on.change(lambda on: gr.update(visible=on), voice_on, voice_box, api_visibility="private")
+        mic.stop_recording(bind(web.transcribe, practice), [session_id, mic, key], [message, voice_note],
+                           api_visibility="private", **SPEECH_IN)  # fmt: skip
         retry.click(bind(web.retry, practice), [session_id, key], practice_out, api_name="ui_retry",
                     api_visibility="undocumented", **TURN_QUEUE)  # fmt: skip
         branch.click(bind(web.branch, practice), [session_id, branch_choice, key], practice_out,

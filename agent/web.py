@@ -207,7 +207,11 @@ def start(practice: Practice, persona_id: str | None, trainee_name: str | None, 
     return practice_view(practice, update, status="Session started. Read the patient's message and reply.")
 
 
-def send(practice: Practice, session_id: str | None, message: str, key: str) -> Iterator[tuple[Any, ...]]:
+def send(
+    practice: Practice, session_id: str | None, message: str, key: str,
+    observe: Callable[[TurnUpdate], None] | None = None,
+) -> Iterator[tuple[Any, ...]]:  # fmt: skip
+    """``observe`` sees each update of the turn before the page does (voice mode speaks the reply)."""
     if not session_id:
         yield _message_only(practice, None, "Start a session first.")
         return
@@ -218,6 +222,8 @@ def send(practice: Practice, session_id: str | None, message: str, key: str) -> 
         practice.check_owner(session_id, key)
         answered: TurnUpdate | None = None
         for update in practice.turn(session_id, message):
+            if observe is not None:
+                observe(update)
             yield practice_view(practice, update)
             answered = update
         # Send is enabled again by now; the tip and the better phrasing follow into the feedback panel.
@@ -287,6 +293,88 @@ def resume(practice: Practice, session_id: str | None, key: str, unlocked: bool 
         note = "Session resumed. The last reply never got an answer: press Retry."
         update = update.model_copy(update={"stage": "failed"})
     return practice_view(practice, update, status=note)
+
+
+# -- voice ---------------------------------------------------------------------------------------
+# Voice mode (README "Voice"): the trainee speaks, the transcript lands in the reply box to edit,
+# Send grades it like typed text, and the patient's reply is spoken sentence by sentence while it
+# streams. The speech models load on first use, on the speech lane, never on the model lane.
+
+
+def voice_note() -> str:
+    from agent import speech, voice
+
+    if speech.available() and voice.available():
+        return "Record your reply, check the transcript in the reply box, then press Send."
+    return f"Voice practice is not installed: {voice.INSTALL_HINT}."
+
+
+def _persona_of(practice: Practice, session_id: str, key: str) -> Any:
+    practice.check_owner(session_id, key)
+    return practice.persona(practice.store.get_session(session_id).persona_id)
+
+
+def transcribe(practice: Practice, session_id: str | None, audio: str | None, key: str) -> tuple[Any, str]:
+    """The recorded reply as text in the reply box (to edit before sending), and a note."""
+    from agent import speech
+
+    if not audio:
+        return gr.update(), ""
+    words: list[str] = []
+    if session_id:
+        try:
+            words = speech.hot_words(_persona_of(practice, session_id, key))
+        except (StoreError, PersonaError):
+            words = []
+    try:
+        heard = speech.recogniser().transcribe(audio, words)
+    except speech.SpeechError as exc:
+        return gr.update(), f"⚠ {exc}"
+    except speech.SpeechUnavailable as exc:
+        return gr.update(), f"⚠ {exc}"
+    if not heard.text:
+        return gr.update(), "⚠ No words were heard: speak closer to the microphone and record again."
+    return heard.text[:2000], f"Heard in {heard.took_s:.1f} s. Edit the text if a word is wrong, then press Send."
+
+
+def send_spoken(
+    practice: Practice, session_id: str | None, message: str, key: str, voice_on: bool
+) -> Iterator[tuple[Any, ...]]:
+    """``send``, plus the patient's voice as the last output when voice mode is on."""
+    from agent import voice
+
+    speaker = None
+    if voice_on and session_id and voice.available():
+        try:
+            speaker = voice.Speaker(voice.persona_style(_persona_of(practice, session_id, key)))
+        except (StoreError, PersonaError):
+            speaker = None
+    if speaker is None:
+        for view in send(practice, session_id, message, key):
+            yield (*view, gr.update())
+        return
+    for view, audio in voice.interleave(send(practice, session_id, message, key, observe=speaker.follow), speaker):
+        yield (*(view if view is not None else _only()), gr.update() if audio is None else audio)
+    if speaker.error:
+        yield (*_only(status=f"⚠ The patient's voice failed: {speaker.error}"), gr.update())
+
+
+def speak_opening(practice: Practice, session_id: str | None, key: str, voice_on: bool) -> Iterator[Any]:
+    """The patient's opening line, spoken, when a session starts in voice mode."""
+    from agent import voice
+
+    if not (voice_on and session_id and voice.available()):
+        return
+    try:
+        persona = _persona_of(practice, session_id, key)
+        opening = practice.store.get_session(session_id).opening
+    except (StoreError, PersonaError):
+        return
+    speaker = voice.Speaker(voice.persona_style(persona))
+    speaker.hear(opening, final=True)
+    for _view, audio in voice.interleave(iter(()), speaker):
+        if audio is not None:
+            yield audio
 
 
 # -- model status ------------------------------------------------------------------------------
