@@ -85,9 +85,25 @@ def verify_files(directory: Path, expected: dict[str, str]) -> None:
 
 
 # A capitalised word that does not open a sentence is a name (Facebook, March, a drug's brand name);
-# so is an acronym (GP). "I" and titles are capitalised without being names.
-_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b([A-Z][a-z][A-Za-z'’-]*|[A-Z]{2,})\b")
-_NOT_NAMES = frozenset({"i", "mr", "mrs", "ms", "dr", "ok"})
+# so is an acronym (GP). "I" and titles are capitalised without being names, and a title's full
+# stop does not end a sentence ("Dr. Okafor").
+_TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*\.?|[!?.]")
+_TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "st."})
+_NOT_NAMES = frozenset({"i", "mr", "mrs", "ms", "dr", "st", "ok"})
+
+
+def _names_in(text: str) -> list[str]:
+    names: list[str] = []
+    opens_sentence = True
+    for token in _TOKEN.findall(text):
+        if token in "!?.":
+            opens_sentence = True
+            continue
+        word = token.rstrip(".").rstrip("'’-")
+        if not opens_sentence and (re.fullmatch(r"[A-Z][a-z].*", word) or re.fullmatch(r"[A-Z]{2,}", word)):
+            names.append(word)
+        opens_sentence = token.endswith(".") and token.lower() not in _TITLES
+    return names
 
 
 def hot_words(persona: Persona) -> list[str]:
@@ -100,7 +116,7 @@ def hot_words(persona: Persona) -> list[str]:
     words: list[str] = [persona.address_as, *persona.name.split()]
     texts = [persona.setting, persona.situation, persona.backstory, persona.needs, persona.opening_line, *persona.facts]
     for text in texts:
-        words.extend(match.group(1).rstrip("'’-") for match in _NAME.finditer(" ".join(text.split())))
+        words.extend(_names_in(text))
     seen: set[str] = set()
     chosen: list[str] = []
     for word in words:
@@ -223,3 +239,22 @@ def recogniser() -> Recogniser:
 def available() -> bool:
     """Whether the voice extra is installed (cheap: finds the packages, loads nothing)."""
     return all(importlib.util.find_spec(name) is not None for name in (MODULE, "faster_whisper"))
+
+
+def normalise(text: str) -> list[str]:
+    """Words for scoring: lower case, punctuation dropped, digits spelt as the recogniser writes them."""
+    return re.findall(r"[a-z0-9']+", text.lower().replace("’", "'"))
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """(substitutions + deletions + insertions) / reference words, by edit distance over words."""
+    ref, hyp = normalise(reference), normalise(hypothesis)
+    if not ref:
+        return float(bool(hyp))
+    previous = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, start=1):
+        current = [i] + [0] * len(hyp)
+        for j, other in enumerate(hyp, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other))
+        previous = current
+    return previous[-1] / len(ref)

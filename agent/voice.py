@@ -102,8 +102,8 @@ def persona_style(persona: Persona) -> VoiceStyle:
 # -- sentences ----------------------------------------------------------------------------------
 
 # A sentence ends at . ! ? or … (closing quotes may follow) followed by white space.
-_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+")
-_ABBREVIATIONS = ("mr.", "mrs.", "ms.", "dr.", "st.", "no.", "e.g.", "i.e.", "vs.", "a.m.", "p.m.", "etc.")
+_END = re.compile(r"(?<=[.!?…])([\"'”’)\]]*)\s+")
+_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "e.g.", "i.e.", "vs.", "a.m.", "p.m."})
 _SPEAKABLE = re.compile(r"[A-Za-z0-9]")
 
 
@@ -129,8 +129,8 @@ class SentenceSplitter:
         sentences: list[str] = []
         start = 0
         for match in _END.finditer(pending):
-            candidate = pending[start : match.start()].strip()
-            if candidate.lower().endswith(_ABBREVIATIONS):
+            candidate = pending[start : match.end(1)].strip()
+            if candidate.rsplit(None, 1)[-1].lower() in _ABBREVIATIONS:
                 continue
             sentences.append(candidate)
             start = match.end()
