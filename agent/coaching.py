@@ -35,17 +35,27 @@ MAX_PREEMPTIONS = 2
 class Lane:
     """Who may use the model server now: patient answers first, coaching when none is running."""
 
-    def __init__(self) -> None:
+    def __init__(self, patient_slots: int | None = None) -> None:
         self._changed = threading.Condition()
         self._patients = 0
+        # The server's slots for patient answers (the embedded server pins them all to one). Answers
+        # beyond that wait here, where no request timeout runs, and not in the server's queue, where
+        # the HTTP client's timeout counts the wait: 8 trainees at once on the embedded model timed
+        # out there (bench/load.py). None: the server queues (a remote one with its own slots).
+        self._slots = threading.BoundedSemaphore(patient_slots) if patient_slots else None
 
     @contextmanager
     def patient(self) -> Iterator[None]:
-        """Hold while the patient's answer is being written; a running tip stops at its next chunk."""
+        """Hold while the patient's answer is being written; a running tip stops at its next chunk.
+        Waits for a free patient slot first, if the server has few."""
         with self._changed:
             self._patients += 1
         try:
-            yield
+            if self._slots is None:
+                yield
+            else:
+                with self._slots:
+                    yield
         finally:
             with self._changed:
                 self._patients -= 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
+import httpx
 import openai
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
@@ -33,7 +34,15 @@ HOSTED_CONTEXT = 32768
 
 
 class ModelUnavailable(RuntimeError):
-    """The model server could not answer (down, timed out, refused); the caller keeps its input."""
+    """The model server could not answer (down, timed out, refused); the caller keeps its input.
+
+    ``timed_out``: the server took the request but did not answer in time (hung, or overloaded),
+    which a process check cannot see: the app's supervisor restarts such a server (agent.practice).
+    """
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class Preempted(Exception):
@@ -78,10 +87,12 @@ class CoachModel(Protocol):
 def _unavailable(exc: Exception) -> ModelUnavailable:
     if isinstance(exc, openai.APIStatusError):
         return ModelUnavailable(f"the model refused the request (HTTP {exc.status_code}): {exc}")
-    return ModelUnavailable(f"the model is not answering ({type(exc).__name__}: {exc})")
+    timed_out = isinstance(exc, openai.APITimeoutError | httpx.TimeoutException)
+    return ModelUnavailable(f"the model is not answering ({type(exc).__name__}: {exc})", timed_out=timed_out)
 
 
-_MODEL_ERRORS = (openai.APIConnectionError, openai.APITimeoutError, openai.APIStatusError)
+# httpx's own errors reach us when the server dies or stalls in the middle of a streamed answer.
+_MODEL_ERRORS = (openai.APIConnectionError, openai.APITimeoutError, openai.APIStatusError, httpx.TransportError)
 
 
 class ServedModel:

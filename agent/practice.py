@@ -32,11 +32,11 @@ from agent import mood as moods
 from agent.coaching import Coaching, CoachJob, Lane, YieldingCoach
 from agent.grades import TurnGrade
 from agent.llm import Backend, LLMSettings
-from agent.models import COACH_SLOT, PATIENT_SLOT, CoachModel, PatientModel, ServedModel
+from agent.models import COACH_SLOT, PATIENT_SLOT, CoachModel, ModelUnavailable, PatientModel, ServedModel
 from agent.mood import Mood
 from agent.session import Answered, Graded, Session, Spoken, Turn, TurnEvent, decide_ending
 from agent.simulate import SCRIPTED, simulate
-from agent.store import NewSession, SessionRecord, Store, StoreError, TurnRecord
+from agent.store import NewSession, SessionRecord, Store, StoreError, StoreUnavailable, TurnRecord
 
 log = logging.getLogger(__name__)
 Stage = Literal["ready", "graded", "typing", "answered", "tipped", "coached", "ended", "failed"]
@@ -102,6 +102,16 @@ def describe_error(exc: BaseException) -> str:
     return f"The model failed ({text[:200]}). Your words are saved; press Retry."
 
 
+def timed_out(exc: BaseException) -> bool:
+    """Whether a model failure was a request the server took and never answered in time."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ModelUnavailable) and seen.timed_out:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class ModelSupervisor:
     """Prepares and supervises the embedded model server for the app, and reports progress.
 
@@ -118,6 +128,7 @@ class ModelSupervisor:
         self._state = ModelState(state="idle", message="Model not started yet.")
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._hung = False
 
     @property
     def supervised(self) -> bool:
@@ -184,21 +195,32 @@ class ModelSupervisor:
         except Exception as exc:  # the page must say why, not hang on "preparing"
             self._state = ModelState(state="error", message=f"The model could not start: {exc}")
 
+    def hung(self) -> None:
+        """A request to the running server timed out: the process lives (and may still answer
+        /health) but does not answer; the next :meth:`settings` restarts it (embedded only)."""
+        if self.supervised:
+            self._hung = True
+
     def settings(self) -> LLMSettings:
-        """Settings for the next model call; restarts a dead embedded server first.
+        """Settings for the next model call; restarts a dead (or hung) embedded server first.
 
         A running server process is trusted without an HTTP health check (this is on the patient's
         critical path); one that died is restarted; one that hangs fails the request by its timeout.
         """
         if not self.supervised:
             return self.base
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            # Still preparing or starting: the server's process exists before it listens, so a
+            # request now would be refused (a turn sent during start-up failed at once).
+            thread.join()
         if self.server is None:
-            if self._thread is not None:
-                self._thread.join()
-            if self.server is None:
-                self._prepare()
+            self._prepare()
         if self.server is None:
             raise RuntimeError(self._state.message)
+        if self._hung:  # it answered /health but not the last request: start a fresh one
+            self._hung = False
+            self.server.stop()
         process = self.server.process
         if process is None or process.poll() is not None:
             self.server.ensure()
@@ -265,7 +287,8 @@ class Practice:
         self.coach = coach or ServedModel(self.model.base, resolve=self.model.settings, slot=COACH_SLOT)
         self.personas_dir = personas_dir
         self.seed = seed
-        self.lane = Lane()
+        pinned = isinstance(self.patient, ServedModel) and self.patient.embedded and self.patient.slot is not None
+        self.lane = Lane(patient_slots=1 if pinned else None)  # the embedded server: one patient slot
         self.coaching_worker = Coaching(self.lane)
         self._live: OrderedDict[str, Live] = OrderedDict()
         self._guard = threading.Lock()
@@ -402,8 +425,17 @@ class Practice:
             graded = next(events)
             assert isinstance(graded, Graded)
             turn = graded.turn
-            record = self.store.begin_turn(session_id, turn.trainee, mood_before=turn.mood_before,
-                                           mood_after=turn.mood_after, grade=turn.grade)  # fmt: skip
+            try:
+                record = self.store.begin_turn(session_id, turn.trainee, mood_before=turn.mood_before,
+                                               mood_after=turn.mood_after, grade=turn.grade)  # fmt: skip
+            except BaseException as exc:
+                # Not saved, so not played: the session in memory forgets it too, and Send works again.
+                events.close()
+                live.session.discard_unanswered()
+                if isinstance(exc, StoreUnavailable):
+                    raise StoreUnavailable(f"{exc.why}; your reply was not saved and the patient did not "
+                                           "hear it: send it again in a moment") from exc  # fmt: skip
+                raise
             live.turns.append(record)
             yield self.update(live, "graded")
             yield from self._play(live, events, record)
@@ -435,17 +467,26 @@ class Practice:
                         answered = event
         except GeneratorExit:  # the page went away mid-turn: say so, so Retry is offered on return
             events.close()
-            live.replace(self.store.fail_turn(record.id, "The page closed before the patient answered; press Retry."))
+            self._fail(live, record, "The page closed before the patient answered; press Retry.")
             raise
         except Exception as exc:  # the model failed: the words are saved, the page offers a retry
             message = describe_error(exc)
-            live.replace(self.store.fail_turn(record.id, message))
+            if timed_out(exc):
+                self.model.hung()
+            self._fail(live, record, message)
             yield self.update(live, "failed", error=message)
             return
         assert answered is not None
         turn = answered.turn
-        live.replace(self.store.complete_turn(record.id, patient_reply=turn.patient or "", mood_after=turn.mood_after,
-                                              grade=turn.grade))  # fmt: skip
+        try:
+            live.replace(self.store.complete_turn(record.id, patient_reply=turn.patient or "",
+                                                  mood_after=turn.mood_after, grade=turn.grade))  # fmt: skip
+        except StoreUnavailable as exc:  # the answer is not kept: Retry asks the patient again
+            live.session.unanswer()
+            message = f"The patient's answer could not be saved: {exc.why}. Your words are saved; press Retry."
+            self._fail(live, record, message)
+            yield self.update(live, "failed", error=message)
+            return
         note = None
         if answered.trimmed:
             note = (f"The patient now remembers the opening and the last exchanges: {answered.trimmed} earlier "
@@ -458,6 +499,15 @@ class Practice:
             return
         yield self.update(live, "answered", note=note, coaching=True)
 
+    def _fail(self, live: Live, record: TurnRecord, message: str) -> None:
+        """Mark the turn failed with ``message``; if the database cannot take even that, the turn
+        stays pending there (a restart offers Retry for it too) and failed in memory."""
+        try:
+            live.replace(self.store.fail_turn(record.id, message))
+        except StoreError as exc:
+            log.warning("turn %s could not be marked failed: %s", record.id, exc)
+            live.replace(record.model_copy(update={"status": "failed", "error": message}))
+
     # -- coaching ------------------------------------------------------------------------------
 
     def _coach_job(self, live: Live, index: int, record_id: int) -> CoachJob:
@@ -468,7 +518,7 @@ class Practice:
 
         def drop(why: str) -> TurnGrade:
             turn = session.turns[index]
-            turn.grade = grader.rubric_coaching(session.rubric, turn.grade, why)
+            turn.grade = grader.rubric_coaching(session.rubric, turn.grade, why, session.persona)
             return turn.grade
 
         def run() -> Iterator[TurnGrade]:

@@ -184,8 +184,7 @@ class Session:
         if self.ending is not None:
             raise SessionError(f"the session has ended ({self.ending.kind}); start a new one")
         if self.pending:  # the trainee rephrased instead of retrying: forget the unanswered turn
-            self.turns.pop()
-            self.transcript.messages.pop()
+            self.discard_unanswered()
         before = self.mood
         grade = grader.grade_fast(self.rubric, text, self.context(), use_learned=self.use_learned)
         after = mood_rules.update(before, grade.labels(), self.persona, text)
@@ -201,6 +200,23 @@ class Session:
         if not self.pending:
             raise SessionError("there is no unanswered turn to retry")
         yield from self._answer()
+
+    def discard_unanswered(self) -> None:
+        """Forget the last turn, which has no answer (its reply could not be saved, or is replaced)."""
+        if not self.pending:
+            raise SessionError("the last turn has an answer; it cannot be discarded")
+        self.turns.pop()
+        self.transcript.messages.pop()
+
+    def unanswer(self) -> None:
+        """Take back the last turn's answer (it could not be saved): the turn is pending again, so
+        :meth:`retry` asks for the answer anew, and the session is not over yet."""
+        if not self.turns or self.pending:
+            raise SessionError("the last turn has no answer to take back")
+        turn = self.turns[-1]
+        turn.patient, turn.notes = None, []
+        self.transcript.messages.pop()
+        self.ending = None
 
     def turn(self, trainee_text: str) -> Turn:
         """:meth:`stream_turn` without streaming: the answered turn."""
@@ -261,7 +277,7 @@ class Session:
         """
         turn = self.turns[index]
         for stage in grader.coach(self.rubric, turn.trainee, self.context(index), turn.grade, model,
-                                  situation=self.persona.situation):  # fmt: skip
+                                  situation=self.persona.situation, persona=self.persona):  # fmt: skip
             turn.grade = stage
             yield stage
 

@@ -46,7 +46,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from agent.grades import TurnGrade
@@ -60,6 +60,26 @@ JsonDict = dict[str, Any]
 
 class StoreError(RuntimeError):
     """A store operation referred to something that does not exist or is not allowed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not do the write (or read) now: locked by another program, disk full,
+    server gone. Nothing was written by the failed call; the same call can be tried again later.
+    ``why`` says what happened in words a trainee can act on."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"the database could not save this: {why}")
+        self.why = why
+
+
+def _unavailable(exc: OperationalError) -> StoreUnavailable:
+    detail = str(exc.orig or exc).splitlines()[0][:200]
+    lowered = detail.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return StoreUnavailable("the database is locked by another program")
+    if "full" in lowered or "no space" in lowered:
+        return StoreUnavailable("the disk is full")
+    return StoreUnavailable(f"the database failed ({detail})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,13 +297,17 @@ def database_url() -> str:
     return f"sqlite:///{data_dir() / 'deescalate.db'}"
 
 
+# How long a SQLite write waits for another program's write lock before it fails with "locked".
+BUSY_TIMEOUT_MS = 5000
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL: readers never block the writer and a committed turn survives a crash of the app."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -342,8 +366,13 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with self._sessions() as db, db.begin():
-            yield db
+        """One transaction; a database that cannot do it now (locked, disk full) is a
+        :class:`StoreUnavailable`, rolled back whole, so the caller may try again."""
+        try:
+            with self._sessions() as db, db.begin():
+                yield db
+        except OperationalError as exc:
+            raise _unavailable(exc) from exc
 
     # -- sessions -----------------------------------------------------------------------------
 

@@ -4,14 +4,22 @@ retry, branches, resume, endings and the scorecard. The live tests kill a real s
 
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
 import pytest
 from fakes import PHRASING, TIP, FakeModel
+from sqlalchemy import event
+from stub_server import LINE, StubProcess
 
-from agent import web
+from agent import grader, web
+from agent import store as store_module
 from agent.llm import Backend, LLMSettings
+from agent.models import ServedModel
 from agent.practice import Practice
 from agent.runtime import EmbeddedServer
 from agent.store import Store, StoreError
@@ -289,3 +297,265 @@ def test_trainer_test_run_plays_both_scripts_on_a_real_server(tmp_path, store):
     figure, note = results[-1]
     assert len(figure.axes[0].lines) == 4  # anger and trust for each script
     assert "**good trainee**: resolved" in note and "**bad trainee**: walked out" in note
+
+
+# -- faults (issue 11, item 5): each leaves the transcript intact, says what happened, and Retry or
+# Send continues the session. (A page that goes away mid-turn: test_a_page_that_goes_away_mid_turn...)
+
+
+class _KillsServerMidAnswer:
+    """The real patient model, whose server is killed once the answer has started to stream."""
+
+    def __init__(self, model: ServedModel, server: EmbeddedServer) -> None:
+        self.model, self.server, self.kills = model, server, 0
+        self.prompt_style, self.context_tokens = model.prompt_style, model.context_tokens
+
+    def stream(self, messages, **options):
+        for number, chunk in enumerate(self.model.stream(messages, **options)):
+            yield chunk
+            if number == 1 and self.kills == 0:
+                self.kills += 1
+                self.server.kill()
+
+    def prefill(self, messages) -> bool:
+        return False
+
+
+@pytest.mark.live
+def test_a_model_server_killed_mid_answer_keeps_the_words_and_retry_restarts_it(tmp_path, store):
+    server = EmbeddedServer(model="small", log_path=tmp_path / "server.log")
+    server.ensure()
+    try:
+        settings = LLMSettings(backend=Backend.EMBEDDED, model="small")
+        practice = Practice(store, settings, server=server, seed=3)
+        served = ServedModel(settings, resolve=practice.model.settings, slot=0)
+        practice.patient = killer = _KillsServerMidAnswer(served, server)  # sessions started from now on
+        session_id = practice.start(PERSONA, owner=KEY).session.id
+        updates = list(practice.turn(session_id, GOOD_1))
+        assert killer.kills == 1  # killed after the answer's first chunks had arrived
+        assert updates[-1].stage == "failed" and "model server stopped answering" in updates[-1].error
+        [turn] = store.turns(session_id)
+        assert turn.trainee_text == GOOD_1 and turn.status == "failed" and turn.patient_reply is None
+        first_pid = server.process.pid if server.process else None
+        *_, retried = practice.retry(session_id)
+        assert retried.stage == "answered" and server.alive() and server.process.pid != first_pid
+        [turn] = store.turns(session_id)
+        assert turn.status == "complete" and turn.patient_reply and turn.trainee_text == GOOD_1
+    finally:
+        server.stop()
+
+
+def test_a_hung_model_server_times_out_and_retry_restarts_it(store):
+    """The server answers /health but never a completion: the request's timeout fires, the turn
+    fails saying so, and Retry restarts the server (a process check sees nothing wrong) and answers."""
+    server = StubProcess(hang_first=True)
+    try:
+        practice = Practice(store, LLMSettings(backend=Backend.EMBEDDED, model="small", timeout=1.0), server=server)
+        session_id = practice.start(PERSONA, owner=KEY).session.id
+        *_, failed = practice.turn(session_id, GOOD_1)
+        assert failed.stage == "failed" and "took too long" in failed.error and "press Retry" in failed.error
+        [turn] = store.turns(session_id)
+        assert turn.status == "failed" and turn.trainee_text == GOOD_1 and turn.grade is not None
+        *_, retried = practice.retry(session_id)
+        assert retried.stage == "answered" and server.starts == 2
+        [turn] = store.turns(session_id)
+        assert turn.status == "complete" and turn.patient_reply == LINE
+        *_, after = practice.turn(session_id, GOOD_2)  # and the session goes on
+        assert after.stage in ("answered", "ended") and len(store.turns(session_id)) == 2
+    finally:
+        server.stop()
+
+
+def test_concurrent_turns_wait_for_the_one_patient_slot_in_the_app_not_in_the_server(store):
+    """The embedded server answers the patient on one slot: six trainees at once queue in the app,
+    where no request timeout runs; queued in the server, the later ones timed out (bench/load.py)."""
+    server = StubProcess(serial=True, delay=0.3)
+    try:
+        practice = Practice(store, LLMSettings(backend=Backend.EMBEDDED, model="small", timeout=1.2), server=server)
+        ids = [practice.start(PERSONA, owner=KEY).session.id for _ in range(6)]
+        results: dict[str, list] = {}
+
+        def play(session_id: str) -> None:
+            results[session_id] = list(practice.turn(session_id, f"{GOOD_1} ({session_id[:6]})"))
+
+        threads = [threading.Thread(target=play, args=(session_id,)) for session_id in ids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert [results[i][-1].stage for i in ids] == ["answered"] * 6, [results[i][-1].error for i in ids]
+        for session_id in ids:
+            [turn] = store.turns(session_id)
+            assert turn.status == "complete" and turn.trainee_text.endswith(f"({session_id[:6]})")
+    finally:
+        server.stop()
+
+
+def test_a_turn_sent_while_the_model_server_starts_waits_for_it(store):
+    """llama-server's process exists a while before it listens: a turn then was refused at once."""
+    server = StubProcess(listen_after=1.0)
+    try:
+        practice = Practice(store, LLMSettings(backend=Backend.EMBEDDED, model="small"), server=server)
+        practice.model.start_background()
+        session_id = practice.start(PERSONA, owner=KEY).session.id
+        *_, answered = practice.turn(session_id, GOOD_1)
+        assert answered.stage == "answered", answered.error
+        assert server.starts == 1
+    finally:
+        server.stop()
+
+
+class _GarbledCoach(FakeModel):
+    """A coach that writes something other than the JSON it was asked for."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__()
+        self.answer = answer
+
+    def stream_json(self, schema, messages, *, max_tokens):
+        self.coach_requests.append(list(messages))
+        yield self.answer[: len(self.answer) // 2]
+        yield self.answer
+
+
+@pytest.mark.parametrize("answer", ["Sure! Be kinder to him next time.", '{"tip": "Name the fee', '{"tip": 3}'])
+def test_malformed_coach_json_falls_back_to_the_rubrics_advice_and_keeps_the_verdicts(store, answer):
+    coach = _GarbledCoach(answer)
+    practice = Practice(store, patient=FakeModel(), coach=coach, seed=7)
+    session_id = practice.start(PERSONA).session.id
+    updates = list(practice.turn(session_id, BAD))
+    before = updates[0].last.grade
+    practice.wait_for_coaching(session_id)
+    [turn] = store.turns(session_id)
+    assert coach.coach_requests, "the coach was asked"
+    rubric_tip = grader.rubric_coaching(practice.live(session_id).session.rubric, before, "").tip
+    assert turn.grade.tip == rubric_tip and turn.grade.tip_source == "rubric"
+    assert turn.grade.phrasing_source == "rubric" and turn.grade.better_phrasing
+    assert turn.grade.error  # what happened is kept with the grade
+    assert turn.grade.verdicts == before.verdicts and turn.mood_after == updates[0].last.mood_after
+    assert turn.status == "complete" and turn.patient_reply
+    *_, after = practice.turn(session_id, GOOD_1)  # the session goes on
+    assert after.stage == "answered"
+
+
+class _DatabaseFault:
+    """Makes the store's SQLite file refuse writes for real: another connection holds the write
+    lock (``locked``), or SQLite's page limit stops it growing, which raises the very error a full
+    disk does, "database or disk is full" (``full``: a simulated disk, not a full one)."""
+
+    def __init__(self, store: Store, kind: str) -> None:
+        self.store, self.kind = store, kind
+        self._holder: sqlite3.Connection | None = None
+
+    def _limit(self, connection, _record) -> None:
+        pages = connection.execute("PRAGMA page_count").fetchone()[0]
+        connection.execute(f"PRAGMA max_page_count={pages}")
+
+    def on(self) -> None:
+        if self.kind == "locked":
+            self._holder = sqlite3.connect(self.store.engine.url.database, isolation_level=None)
+            self._holder.execute("BEGIN IMMEDIATE")
+        else:
+            event.listen(self.store.engine, "connect", self._limit)
+            self.store.engine.dispose()  # pooled connections are made again, with the limit
+
+    def off(self) -> None:
+        if self._holder is not None:
+            self._holder.execute("ROLLBACK")
+            self._holder.close()
+            self._holder = None
+        elif event.contains(self.store.engine, "connect", self._limit):
+            event.remove(self.store.engine, "connect", self._limit)
+            self.store.engine.dispose()
+
+
+class _FaultWhileAnswering(FakeModel):
+    """Turns a database fault on while the patient's answer streams (between the two writes)."""
+
+    def __init__(self) -> None:
+        # The second answer is long: saving it needs new pages, which a full disk cannot give.
+        super().__init__(lines=["Fine. What now?", "I have been waiting here " + "and waiting " * 400 + "for nothing."])
+        self.fault: _DatabaseFault | None = None
+
+    def stream(self, messages, **options):
+        for number, piece in enumerate(super().stream(messages, **options)):
+            if number == 1 and self.fault is not None:
+                self.fault.on()
+                self.fault = None
+            yield piece
+
+
+@pytest.mark.parametrize("when", ["saving the reply", "saving the answer"])
+@pytest.mark.parametrize("kind", ["locked", "full"])
+def test_a_locked_or_full_database_loses_nothing_and_send_or_retry_continues(tmp_path, monkeypatch, kind, when):
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 200)  # a locked write gives up sooner
+    store = Store(f"sqlite:///{tmp_path / 'fault.db'}")
+    fake = _FaultWhileAnswering()
+    practice = Practice(store, patient=fake, coach=FakeModel(), seed=7)
+    session_id = practice.start(PERSONA).session.id
+    list(practice.turn(session_id, GOOD_1))
+    practice.wait_for_coaching(session_id)
+    fault = _DatabaseFault(store, kind)
+    said = "locked by another program" if kind == "locked" else "disk is full"
+    if when == "saving the reply":
+        fault.on()
+        with pytest.raises(StoreError, match=f"{said}; your reply was not saved .* send it again"):
+            list(practice.turn(session_id, GOOD_2))
+        fault.off()
+        assert [t.trainee_text for t in store.turns(session_id)] == [GOOD_1]
+        *_, update = practice.turn(session_id, GOOD_2)  # Send again
+    else:
+        fake.fault = fault
+        *_, failed = practice.turn(session_id, GOOD_2)
+        assert failed.stage == "failed" and said in failed.error and "press Retry" in failed.error
+        assert failed.last.status == "failed" and failed.last.patient_reply is None
+        fault.off()
+        [first, second] = store.turns(session_id)
+        assert first.status == "complete" and second.trainee_text == GOOD_2 and second.status != "complete"
+        with pytest.raises(StoreError, match="press Retry"):
+            list(practice.turn(session_id, "Hello?"))
+        *_, update = practice.retry(session_id)
+    assert update.stage in ("answered", "ended"), update.error
+    turns = store.turns(session_id)
+    assert [t.trainee_text for t in turns] == [GOOD_1, GOOD_2] and all(t.status == "complete" for t in turns)
+    assert [t.patient_reply for t in turns] == [t.patient_reply for t in update.turns]
+    store.close()
+
+
+def test_an_app_killed_mid_turn_leaves_a_pending_turn_that_retry_completes(tmp_path):
+    """SIGKILL between the two writes (the reply saved pending, the answer never saved)."""
+    db = tmp_path / "killed.db"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        sys.path.insert(0, "tests")
+        from fakes import FakeModel
+        from agent.practice import Practice
+        from agent.store import Store
+
+        class DiesMidAnswer(FakeModel):
+            def stream(self, messages, **options):
+                yield "I "
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        practice = Practice(Store("sqlite:///{db}"), patient=DiesMidAnswer(), coach=FakeModel(), seed=7)
+        session_id = practice.start({PERSONA!r}, owner={KEY!r}).session.id
+        print(session_id, flush=True)
+        for update in practice.turn(session_id, {GOOD_1!r}):
+            pass
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == -9, result.stderr
+    session_id = result.stdout.strip()
+    store = Store(f"sqlite:///{db}")
+    [turn] = store.turns(session_id)
+    assert turn.trainee_text == GOOD_1 and turn.status == "pending" and turn.grade is not None
+    restarted = practice_with(store, FakeModel())
+    values = dict(zip(web.PRACTICE_OUTPUTS, web.resume(restarted, session_id, KEY), strict=True))
+    assert "press Retry" in values["status"] and values["retry"]["visible"] is True
+    *_, retried = restarted.retry(session_id)
+    assert retried.stage == "answered"
+    [turn] = store.turns(session_id)
+    assert turn.status == "complete" and turn.patient_reply and turn.trainee_text == GOOD_1
+    store.close()
