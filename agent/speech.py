@@ -48,6 +48,9 @@ MIN_SECONDS = 0.3
 # words in silence ("Thank you."), so an empty recording is refused before it reaches the model.
 SILENCE_PEAK = 0.01
 MAX_HOT_WORDS = 24
+# Beam search over 5 hypotheses: on 20 gold replies (bench/voice_latency.py) the word error rate
+# went from 12.6 % (greedy) to 9.4 %, for no measurable extra time on a 4-7 s reply.
+BEAM = 5
 
 
 class SpeechUnavailable(RuntimeError):
@@ -131,8 +134,9 @@ def hot_words(persona: Persona) -> list[str]:
 def listening_prompt(words: Sequence[str]) -> str | None:
     """The hot words as Whisper's prompt: a short list of names read as if already said.
 
-    faster-whisper's ``hotwords`` option was tried first: on the fixture "Ms. Price, your father
-    is safe..." it made tiny.en drop the name altogether, while the same words as a prompt kept it.
+    faster-whisper's ``hotwords`` option was tried first: on a synthesised "Ms. Price, your father
+    is safe..." it made tiny.en drop the name altogether, and on the fixture moreno.wav with beam
+    search it dropped "Mr. Moreno"; the same words as a prompt kept both.
     """
     return f"{', '.join(words)}." if words else None
 
@@ -186,7 +190,7 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
 
 
 class Recogniser:
-    """Whisper tiny.en, int8, greedy: one transcription at a time (it uses both cores)."""
+    """Whisper tiny.en, int8, beam search: one transcription at a time (it uses both cores)."""
 
     def __init__(self, model: object) -> None:
         self._model = model
@@ -213,7 +217,7 @@ class Recogniser:
             segments, _info = self._model.transcribe(  # type: ignore[attr-defined]
                 samples,
                 language="en",
-                beam_size=1,
+                beam_size=BEAM,
                 temperature=0.0,
                 condition_on_previous_text=False,
                 initial_prompt=listening_prompt(hot_words),

@@ -44,17 +44,34 @@ def recogniser() -> speech.Recogniser:
 # -- hot words ---------------------------------------------------------------------------------
 
 
+def persona_saying(*texts: str, name: str = "Gary Boyd", address_as: str = "Mr. Boyd"):
+    """A shipped persona with its texts replaced (the shipped wording changes; these tests must not)."""
+    fields = ("setting", "situation", "backstory", "needs", "opening_line")
+    update = {field: texts[i] if i < len(texts) else "x" for i, field in enumerate(fields)}
+    return load_persona("abusive-caller").model_copy(
+        update={**update, "name": name, "address_as": address_as, "facts": list(texts[len(fields) :])}
+    )
+
+
 def test_hot_words_are_the_personas_names_places_and_acronyms():
-    assert speech.hot_words(load_persona("abusive-caller")) == ["Mr. Boyd", "Gary", "Boyd", "GP"]
-    assert speech.hot_words(load_persona("multiple-complaints")) == ["Ms. Nolan", "Patricia", "Nolan", "March"]
-    assert "Facebook" in speech.hot_words(load_persona("facebook-review"))
+    persona = persona_saying("A phone call.", "Two weeks and no referral.", "Money is tight since March.",
+                             "His Facebook post says so.", "Are you people completely incompetent?",
+                             "His referral was sent by his GP two weeks ago.")  # fmt: skip
+    assert speech.hot_words(persona) == ["Mr. Boyd", "Gary", "Boyd", "March", "Facebook", "GP"]
 
 
 def test_words_that_open_a_sentence_are_not_taken_for_names():
-    persona = load_persona("carter-wrong-day")
-    found = speech.hot_words(persona.model_copy(update={"facts": ["Why did Dr. Okafor cancel? He gave Lisinopril."]}))
+    found = speech.hot_words(persona_saying("Why did Dr. Okafor cancel? He gave Lisinopril. I said OK."))
     assert "Okafor" in found and "Lisinopril" in found
-    assert not {"Why", "He", "Dr", "Dr."} & set(found)
+    assert not {"Why", "He", "Dr", "Dr.", "I", "OK"} & set(found)
+
+
+def test_every_shipped_persona_gives_its_names():
+    from agent.personas import load_personas
+
+    for persona in load_personas():
+        found = speech.hot_words(persona)
+        assert found[0] == persona.address_as and persona.name.split()[-1] in found
 
 
 def test_the_prompt_lists_the_hot_words():

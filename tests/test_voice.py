@@ -60,11 +60,18 @@ def test_nothing_unspeakable_is_given_out():
 # -- persona pace --------------------------------------------------------------------------------
 
 
+def patient(style: str, anger: float, age: int = 50):
+    return load_persona("abusive-caller").model_copy(update={"style": style, "anger": anger, "age": age})
+
+
 def test_an_angry_clipped_caller_speaks_faster_than_a_tired_patient_in_pain():
-    boyd = voice.persona_style(load_persona("abusive-caller"))  # loud, interrupts, short jabs; anger 9
-    moreno = voice.persona_style(load_persona("back-pain-wait"))  # strained, tired; anger 7
-    assert boyd.length_scale < 1.0 < moreno.length_scale
-    assert boyd.noise_scale > moreno.noise_scale
+    caller = voice.persona_style(patient("loud, insulting, interrupts; short jabs", anger=9))
+    tired = voice.persona_style(patient("strained, tired, short of patience", anger=7))
+    plain = voice.persona_style(patient("polite but firm", anger=5))
+    old = voice.persona_style(patient("polite but firm", anger=5, age=80))
+    assert caller.length_scale < plain.length_scale == 1.0 < tired.length_scale
+    assert old.length_scale > plain.length_scale
+    assert caller.noise_scale > plain.noise_scale
 
 
 # -- the speaker and the merge, on a fake engine --------------------------------------------------
@@ -207,7 +214,8 @@ def test_the_patient_speaks_words_the_recogniser_reads_back():
 def test_a_faster_persona_says_the_same_words_in_less_time():
     engine = voice.synthesiser()
     line = "Two weeks I have waited on this referral, and nobody calls me back."
-    fast, slow = (voice.persona_style(load_persona(p)) for p in ("abusive-caller", "back-pain-wait"))
+    fast = voice.persona_style(patient("loud, insulting, interrupts; short jabs", anger=9))
+    slow = voice.persona_style(patient("strained, tired, short of patience", anger=7))
     # Piper varies each phoneme's length at random, so compare three takes of each (measured ratio 0.82-0.89).
     fast_s = sum(engine.speak(line, fast).seconds for _ in range(3))
     slow_s = sum(engine.speak(line, slow).seconds for _ in range(3))
