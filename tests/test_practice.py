@@ -559,3 +559,62 @@ def test_an_app_killed_mid_turn_leaves_a_pending_turn_that_retry_completes(tmp_p
     [turn] = store.turns(session_id)
     assert turn.status == "complete" and turn.patient_reply and turn.trainee_text == GOOD_1
     store.close()
+
+
+# -- stuck sessions and memory (issue 11, findings 8 and 5)
+
+
+class _HeldAnswer(FakeModel):
+    """A patient whose answer stops after its first word until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def stream(self, messages, **options):
+        for number, piece in enumerate(super().stream(messages, **options)):
+            if number == 1:
+                self.started.set()
+                assert self.release.wait(30)
+            yield piece
+
+
+def test_ending_a_session_waits_for_the_turn_in_progress_which_it_then_scores(store):
+    fake = _HeldAnswer()
+    practice = practice_with(store, fake)
+    session_id = practice.start(PERSONA).session.id
+    played = threading.Thread(target=lambda: list(practice.turn(session_id, GOOD_1)))
+    played.start()
+    assert fake.started.wait(30)
+    ended: list = []
+    ending = threading.Thread(target=lambda: ended.append(practice.end(session_id)))
+    ending.start()
+    ending.join(0.5)
+    assert not ended and not store.get_session(session_id).ended  # End waits for the answer
+    fake.release.set()
+    played.join(30)
+    ending.join(30)
+    [turn] = store.turns(session_id)
+    assert turn.status == "complete" and ended[0].session.scorecard.turns == 1
+
+
+def test_an_ended_session_cannot_be_retried(store):
+    fake = FakeModel()
+    fake.fail_patient = 1
+    practice = practice_with(store, fake)
+    session_id = practice.start(PERSONA).session.id
+    *_, failed = practice.turn(session_id, GOOD_1)
+    assert failed.stage == "failed"
+    practice.end(session_id)
+    with pytest.raises(StoreError, match="has ended"):
+        list(practice.retry(session_id))
+    assert store.turns(session_id)[0].status == "failed"
+
+
+def test_idle_sessions_beyond_the_limit_leave_memory_and_resume_from_the_store(store, monkeypatch):
+    monkeypatch.setattr("agent.practice.MAX_LIVE", 3)
+    practice = practice_with(store, FakeModel())
+    ids = [practice.start(PERSONA).session.id for _ in range(5)]
+    assert list(practice._live) == ids[-3:]  # memory stays bounded however many sessions start
+    *_, answered = practice.turn(ids[0], GOOD_1)  # an evicted session resumes from the store
+    assert answered.stage == "answered" and store.turns(ids[0])[0].status == "complete"
