@@ -35,9 +35,12 @@ import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import jiter
+import yaml
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, ConfigDict
 
 from agent import checks, learned
 from agent.checks import StepVerdict, TurnContext
@@ -45,6 +48,8 @@ from agent.grades import PROBLEM_VERDICTS, JudgedAdvice, TipAdvice, TurnGrade
 from agent.llm import Backend, LLMSettings
 from agent.models import COACH_SLOT, CoachModel, Preempted, ServedModel
 from agent.neutral import prompt_text
+from agent.personas import Persona
+from agent.phrasings import Curated, Phrasebook, load_phrasebook
 from agent.rubrics import Rubric, Step
 from agent.transcript import Message, Transcript
 
@@ -104,12 +109,135 @@ def focus_step(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> Step | None:
     return min(problems, key=rank)
 
 
-def fallback_advice(rubric: Rubric, step: Step | None) -> TipAdvice:
-    """Tip and phrasing straight from the rubric, for when the model is unavailable."""
+def fallback_advice(rubric: Rubric, step: Step | None, verdicts: dict[str, StepVerdict] | None = None) -> TipAdvice:
+    """Tip and phrasing straight from the rubric, for when the model is unavailable.
+
+    A turn with nothing to fix is praised for a step it showed, so even this tip names one.
+    """
     if step is None:
+        shown = [rubric.step(s) for s in rubric.step_ids if verdicts and s in verdicts
+                 and verdicts[s].verdict == "demonstrated" and rubric.step(s).kind == "do"]  # fmt: skip
+        if shown:
+            return TipAdvice(tip=f'Good turn: you showed "{shown[0].title}"; keep doing that.', better_phrasing="")
         return TipAdvice(tip="Good turn: keep the same calm, kind tone.", better_phrasing="")
     good = step.good[0] if step.good else ""
     return TipAdvice(tip=step.advice or step.description, better_phrasing=good)
+
+
+class Fallback(BaseModel):
+    """What the trainee sees when the model's tip or phrasing is not shown: the persona's curated
+    coaching for the step if it has some, else the rubric's advice; ``*_source`` say which."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tip: str
+    tip_source: Literal["curated", "rubric"]
+    tip_label: str
+    better_phrasing: str
+    phrasing_source: Literal["curated", "rubric"]
+    phrasing_label: str
+
+
+def fallback_for(
+    rubric: Rubric, step: Step | None, verdicts: dict[str, StepVerdict], book: Phrasebook | None
+) -> Fallback:
+    advice = fallback_advice(rubric, step, verdicts)
+    curated: Curated | None = book.for_step(step.id) if book and step else None
+    if curated is not None:
+        return Fallback(
+            tip=curated.tip,
+            tip_source="curated",
+            tip_label=curated.source.replace("phrasing", "tip"),
+            better_phrasing=curated.say,
+            phrasing_source="curated",
+            phrasing_label=curated.source,
+        )
+    return Fallback(
+        tip=advice.tip,
+        tip_source="rubric",
+        tip_label="rubric advice",
+        better_phrasing=advice.better_phrasing,
+        phrasing_source="rubric",
+        phrasing_label="rubric advice",
+    )
+
+
+# -- the coach's guard: what a tip or a phrasing must not be (agent/prompts/coach_guard.yaml) --------
+
+
+class CoachGuard(BaseModel):
+    """Patterns that keep a tip on the trainee and a phrasing fit to say (see the YAML's comments)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    not_to_trainee: list[re.Pattern[str]]
+    to_trainee: list[re.Pattern[str]]
+    refusal: list[re.Pattern[str]]
+    step_words: dict[str, list[re.Pattern[str]]]
+    facts: list[re.Pattern[str]]
+
+
+@cache
+def coach_guard() -> CoachGuard:
+    data = yaml.safe_load((PROMPTS / "coach_guard.yaml").read_text(encoding="utf-8"))
+
+    def many(items: list[str], flags: int = re.IGNORECASE) -> list[re.Pattern[str]]:
+        return [re.compile(item, flags) for item in items]
+
+    return CoachGuard(
+        not_to_trainee=many(data["not_to_trainee"]),
+        to_trainee=many(data["to_trainee"], 0),
+        refusal=many(data["refusal"]),
+        step_words={step: many(words) for step, words in data["step_words"].items()},
+        facts=many(data["facts"], 0),
+    )
+
+
+def _straight(text: str) -> str:
+    return text.replace("\u2019", "'").replace("\u2018", "'")
+
+
+def _first_hit(patterns: list[re.Pattern[str]], text: str) -> str | None:
+    return next((m.group(0) for p in patterns if (m := p.search(_straight(text)))), None)
+
+
+def refuses(text: str) -> str | None:
+    """The refusal or brush-off in ``text`` ("I can't help with that", "something else"), or None."""
+    return _first_hit(coach_guard().refusal, text)
+
+
+def invented_facts(text: str, known: str) -> list[str]:
+    """Numbers, times, days, months and titled names in ``text`` that ``known`` never mentions.
+
+    The coach is shown the situation and the conversation; anything else it states as a fact
+    (a 2:15 slot, a Dr. Patel) is made up, and a trainee who repeated it would be making things up.
+    """
+    words = " " + " ".join(re.findall(r"[a-z0-9:]+", _straight(known).lower())) + " "
+    found = []
+    for pattern in coach_guard().facts:
+        for match in pattern.finditer(_straight(text)):
+            token = re.findall(r"[a-z0-9:]+", match.group(0).lower())
+            key = token[-1:] if token and token[0] in {"dr", "doctor", "nurse", "mr", "mrs", "ms", "miss"} else token
+            if key and f" {' '.join(key)} " not in words:
+                found.append(match.group(0).strip())
+    return found
+
+
+def tip_problem(tip: str, step: Step | None) -> str | None:
+    """Why ``tip`` should not be shown, or None: it must speak to the trainee (you / an
+    instruction), give no advice only a patient could follow, not refuse, and name a step."""
+    guard = coach_guard()
+    wrong = _first_hit(guard.not_to_trainee, tip)
+    if wrong:
+        return f"not to the trainee ({wrong!r})"
+    if not _first_hit(guard.to_trainee, tip):
+        return "neither 'you' nor an instruction"
+    refusal = refuses(tip)
+    if refusal:
+        return f"a refusal ({refusal!r})"
+    if not any(_first_hit(words, tip) for words in guard.step_words.values()):
+        return "names no step"
+    return None
 
 
 @cache
@@ -202,18 +330,27 @@ def mostly_copies(text: str, source: str, share: float = 0.5) -> bool:
     return bool(runs) and len(runs & _shingles(source)) >= share * len(runs)
 
 
-def phrasing_fixes(rubric: Rubric, step: Step | None, phrasing: str, context: TurnContext, reply: str = "") -> bool:
+def phrasing_fixes(
+    rubric: Rubric, step: Step | None, phrasing: str, context: TurnContext, reply: str = "", known: str | None = None
+) -> bool:
     """Keep the model's better phrasing only if the checks agree it is better.
 
     It must show the focus step (a do-step) and violate no don't-step, and must not parrot the
     patient or the prompt's worked example, nor be mostly the trainee's own reply (which may carry
     text written to steer the coach). The same deterministic checks that grade the trainee grade
     the suggestion, so the panel never shows a "better" line that the grader itself would mark down.
+    It must not be a refusal ("I can't help with that. Let's talk about something else."), and
+    when ``known`` (what the persona's file says) is given, it may state no number, time, day or
+    name that neither ``known`` nor the conversation mentions.
     """
     if not phrasing or copies(phrasing, context.last_patient()) or copies(phrasing, tip_example().better_phrasing):
         return False
-    if mostly_copies(phrasing, reply):
+    if mostly_copies(phrasing, reply) or refuses(phrasing):
         return False
+    if known is not None:
+        said = " ".join([known, context.persona_name or "", reply, *(m.content for m in context.history)])
+        if invented_facts(phrasing, said):
+            return False
     verdicts = checks.run(rubric, phrasing, context)
     if any(v.verdict == "violated" for v in verdicts.values()):
         return False
@@ -255,13 +392,32 @@ def closed_field(text: str, key: str) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def _take_tip(result: TurnGrade, tip: str, fallback: TipAdvice, context: TurnContext, reply: str) -> None:
+def _take_tip(
+    result: TurnGrade, tip: str, fallback: Fallback, context: TurnContext, reply: str, step: Step | None
+) -> None:
     tip = tip.strip()
     echoes = (context.last_patient(), reply, tip_example().tip)
-    if tip and not any(copies(tip, source) for source in echoes):
+    if tip and not any(copies(tip, source) for source in echoes) and tip_problem(tip, step) is None:
         result.tip, result.tip_source = tip, "model"
+        result.sources["tip"] = "model"
     else:
-        result.tip, result.tip_source = fallback.tip, "rubric"
+        _fallback_tip(result, fallback)
+
+
+def _fallback_tip(result: TurnGrade, fallback: Fallback) -> None:
+    result.tip, result.tip_source = fallback.tip, fallback.tip_source
+    result.sources["tip"] = fallback.tip_label
+
+
+def _fallback_phrasing(result: TurnGrade, fallback: Fallback) -> None:
+    result.better_phrasing, result.phrasing_source = fallback.better_phrasing, fallback.phrasing_source
+    result.sources["better_phrasing"] = fallback.phrasing_label
+
+
+def persona_known(persona: Persona) -> str:
+    """What the persona's file says: the facts a better phrasing may repeat."""
+    fields = [persona.name, persona.address_as, persona.setting, persona.situation, persona.backstory, persona.needs]
+    return " ".join([*(field or "" for field in fields), persona.opening_line, *persona.facts])
 
 
 def coach(
@@ -273,18 +429,26 @@ def coach(
     *,
     situation: str | None = None,
     judge: bool = False,
+    persona: Persona | None = None,
 ) -> Iterator[TurnGrade]:
     """The tip, then the better phrasing, for verdicts already decided: one coach model call.
 
     Yields a copy of the grade when the tip is there (``better_phrasing`` still None) and the
     finished grade last (``coached``). The verdicts are never changed (``judge`` is for
-    ``calibrate --judge`` alone). A model failure never loses a tip already shown: what is missing
-    falls back to the rubric's own advice and ``error`` says what happened.
+    ``calibrate --judge`` alone). What the model wrote is shown only if it passes the guard
+    (:func:`tip_problem`, :func:`phrasing_fixes`); otherwise, and when the model fails, the
+    trainee sees the ``persona``'s curated coaching for the step (``personas/phrasings/``) or the
+    rubric's own advice, and ``sources`` says which. A model failure never loses a tip already
+    shown; ``error`` says what happened.
     """
     result = verdicts.model_copy(deep=True)
     step = focus_step(rubric, result.verdicts)
     result.focus = step.id if step else None
-    fallback = fallback_advice(rubric, step)
+    book = load_phrasebook(persona.id) if persona else None
+    fallback = fallback_for(rubric, step, result.verdicts, book)
+    known = persona_known(persona) if persona else None
+    if persona and situation is None:
+        situation = persona.situation
     started = time.perf_counter()
 
     def elapsed() -> float:
@@ -297,39 +461,43 @@ def coach(
         for text in model.stream_json(schema, messages, max_tokens=MAX_TIP_TOKENS):
             tip = closed_field(text, "tip") if result.tip is None else None
             if tip is not None:
-                _take_tip(result, tip, fallback, context, reply)
+                _take_tip(result, tip, fallback, context, reply, step)
                 result.tip_ms = elapsed()
                 yield result.model_copy(deep=True)
         advice = schema.model_validate_json(text)
         if result.tip is None:
-            _take_tip(result, advice.tip, fallback, context, reply)
+            _take_tip(result, advice.tip, fallback, context, reply, step)
             result.tip_ms = elapsed()
         if judge and isinstance(advice, JudgedAdvice):
             _apply_judgement(rubric, result.verdicts, advice)
         phrasing = quote_block(advice.better_phrasing)
-        if phrasing_fixes(rubric, step, phrasing, context, reply):
+        if phrasing_fixes(rubric, step, phrasing, context, reply, known):
             result.better_phrasing, result.phrasing_source = phrasing, "model"
+            result.sources["better_phrasing"] = "model"
         else:
-            result.better_phrasing, result.phrasing_source = fallback.better_phrasing, "rubric"
+            _fallback_phrasing(result, fallback)
     except Preempted:
         raise  # the patient needs the model: the caller finishes this later or drops it
     except Exception as exc:  # the model is optional for coaching; the verdicts are not
         if result.tip is None:
-            result.tip, result.tip_source, result.tip_ms = fallback.tip, "rubric", elapsed()
-        result.better_phrasing, result.phrasing_source = fallback.better_phrasing, "rubric"
+            _fallback_tip(result, fallback)
+            result.tip_ms = elapsed()
+        _fallback_phrasing(result, fallback)
         result.error = f"{type(exc).__name__}: {exc}"[:300]
     result.advice_ms = elapsed()
     yield result
 
 
-def rubric_coaching(rubric: Rubric, verdicts: TurnGrade, why: str) -> TurnGrade:
-    """The rubric's own tip and phrasing, for a turn whose model coaching was dropped."""
+def rubric_coaching(rubric: Rubric, verdicts: TurnGrade, why: str, persona: Persona | None = None) -> TurnGrade:
+    """Coaching without the model, for a turn whose model coaching was dropped: the ``persona``'s
+    curated coaching for the step if it has some, else the rubric's own tip and phrasing."""
     result = verdicts.model_copy(deep=True)
     step = focus_step(rubric, result.verdicts)
-    advice = fallback_advice(rubric, step)
+    book = load_phrasebook(persona.id) if persona else None
+    fallback = fallback_for(rubric, step, result.verdicts, book)
     result.focus = step.id if step else None
-    result.tip, result.tip_source = advice.tip, "rubric"
-    result.better_phrasing, result.phrasing_source = advice.better_phrasing, "rubric"
+    _fallback_tip(result, fallback)
+    _fallback_phrasing(result, fallback)
     result.tip_ms = result.advice_ms = 0.0
     result.error = why
     return result

@@ -37,8 +37,13 @@ class TurnGrade(BaseModel):
     tip: str | None = None
     better_phrasing: str | None = None
     focus: str | None = Field(default=None, description="the step the tip is about")
-    tip_source: Literal["model", "rubric"] | None = None
-    phrasing_source: Literal["model", "rubric"] | None = None
+    tip_source: Literal["model", "curated", "rubric"] | None = None
+    phrasing_source: Literal["model", "curated", "rubric"] | None = None
+    sources: dict[str, str] = Field(
+        default_factory=dict,
+        description='where the tip and the phrasing the trainee sees came from, e.g. {"better_phrasing": '
+        '"curated phrasing from 004_54c74b88a13cd7e8.txt"}; "model" or "rubric advice" otherwise',
+    )
     components: list[str] = Field(default_factory=lambda: ["checks"], description="what decided the verdicts")
     verdicts_ms: float = 0.0
     tip_ms: float | None = Field(default=None, description="from the start of coaching until the tip was there")

@@ -142,6 +142,9 @@ def feedback_markdown(
         lines += ["", f"**Tip:** {md(grade.tip)}"]
     if grade.better_phrasing:
         lines += ["", f"**Try saying:** _{md(grade.better_phrasing)}_"]
+        source = grade.sources.get("better_phrasing", "")
+        if source.startswith("curated"):  # the model's line failed the coach's guard: say whose this is
+            lines[-1] += f" ({md(source)})"
     elif coaching and grade.tip:
         lines += ["", "_Better phrasing on the way…_"]
     elif coaching:

@@ -1,5 +1,7 @@
 """Per-turn grading: verdicts from checks, tip from the model (cassette), injections change nothing."""
 
+import json
+
 import pytest
 from fakes import TIP, FakeModel
 
@@ -12,11 +14,13 @@ from agent.grader import (
     coach,
     coach_model,
     copies,
+    fallback_advice,
     focus_step,
     grade,
     grade_fast,
     grade_session,
     phrasing_fixes,
+    rubric_coaching,
     stream_grade,
     tip_messages,
     tip_prefix_messages,
@@ -24,6 +28,8 @@ from agent.grader import (
 )
 from agent.llm import Backend, LLMSettings
 from agent.models import ModelUnavailable, Preempted
+from agent.personas import load_persona
+from agent.phrasings import load_phrasebook
 from agent.rubrics import load_rubric
 from agent.transcript import Message, Transcript
 
@@ -202,6 +208,76 @@ def test_a_preempted_tip_is_handed_back_not_replaced_by_the_rubric():
 
     with pytest.raises(Preempted):
         list(coach(RUBRIC, BAD_REPLY, CONTEXT, grade_fast(RUBRIC, BAD_REPLY, CONTEXT), Busy()))
+
+
+class Says(FakeModel):
+    """A coach that writes one given answer (what the embedded model wrote in live sessions)."""
+
+    def __init__(self, tip: str, phrasing: str) -> None:
+        super().__init__()
+        self.answer = json.dumps({"tip": tip, "better_phrasing": phrasing})
+
+    def stream_json(self, schema, messages, *, max_tokens):
+        yield self.answer
+
+
+CARTER = load_persona("carter-wrong-day")
+SEEN_IN_LIVE_SESSIONS = [  # issue 13: the tip coaches the patient; the "better" line is a brush-off
+    ("Rephrase the complaint to make it more polite and direct",
+     "I understand you're upset, but I can't help with that. Let's talk about something else."),
+    ("If you're unsure about the appointment, ask the receptionist to confirm the date",
+     "I understand you're upset, but I can't help with that. Let's talk about something else."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tip", "phrasing"), SEEN_IN_LIVE_SESSIONS)
+def test_a_tip_to_the_patient_and_a_refusal_give_way_to_the_personas_curated_coaching(tip, phrasing):
+    verdicts = grade_fast(RUBRIC, BAD_REPLY, CONTEXT)
+    *_, done = coach(RUBRIC, BAD_REPLY, CONTEXT, verdicts, Says(tip, phrasing), persona=CARTER)
+    curated = load_phrasebook(CARTER.id).for_step("argue_back")
+    assert done.focus == "argue_back" and done.error is None
+    assert (done.tip, done.tip_source) == (curated.tip, "curated")
+    assert (done.better_phrasing, done.phrasing_source) == (curated.say, "curated")
+    assert done.sources == {"tip": f"curated tip from {curated.seed}", "better_phrasing": curated.source}
+    assert done.labels() == verdicts.labels()
+
+
+def test_without_a_persona_a_rejected_tip_falls_back_to_the_rubric_and_sources_say_so():
+    tip, phrasing = SEEN_IN_LIVE_SESSIONS[0]
+    *_, done = coach(RUBRIC, BAD_REPLY, CONTEXT, grade_fast(RUBRIC, BAD_REPLY, CONTEXT), Says(tip, phrasing))
+    argue = RUBRIC.step("argue_back")
+    assert (done.tip, done.tip_source, done.better_phrasing) == (argue.advice, "rubric", argue.good[0])
+    assert done.sources == {"tip": "rubric advice", "better_phrasing": "rubric advice"}
+
+
+def test_a_tip_to_the_trainee_and_a_phrasing_that_passes_are_the_models():
+    tip = "You blamed him for the date; describe the mix-up neutrally instead."
+    phrasing = "I can see the confusion with the dates, Mr. Carter; let me see what we can do today."
+    *_, done = coach(RUBRIC, BAD_REPLY, CONTEXT, grade_fast(RUBRIC, BAD_REPLY, CONTEXT), Says(tip, phrasing),
+                     persona=CARTER)  # fmt: skip
+    assert (done.tip, done.better_phrasing) == (tip, phrasing)
+    assert done.sources == {"tip": "model", "better_phrasing": "model"}
+
+
+def test_a_phrasing_that_invents_a_slot_is_replaced_but_the_tip_stays():
+    tip = "You blamed him for the date; describe the mix-up neutrally instead."
+    invented = "I can see the confusion with the dates, Mr. Carter; Dr. Patel has a gap at 2:15 today."
+    *_, done = coach(RUBRIC, BAD_REPLY, CONTEXT, grade_fast(RUBRIC, BAD_REPLY, CONTEXT), Says(tip, invented),
+                     persona=CARTER)  # fmt: skip
+    assert done.tip == tip and done.tip_source == "model"
+    assert done.phrasing_source == "curated" and "2:15" not in done.better_phrasing
+
+
+def test_a_dropped_turn_gets_the_personas_curated_coaching():
+    dropped = rubric_coaching(RUBRIC, grade_fast(RUBRIC, BAD_REPLY, CONTEXT), "dropped", CARTER)
+    assert dropped.tip_source == dropped.phrasing_source == "curated" and dropped.error == "dropped"
+    assert dropped.better_phrasing == load_phrasebook(CARTER.id).for_step("argue_back").say
+
+
+def test_a_turn_with_nothing_to_fix_is_praised_for_a_step_it_showed():
+    verdicts = grade_fast(RUBRIC, "I'm so sorry, Mr. Carter, I can see how frustrating this is.", CONTEXT).verdicts
+    advice = fallback_advice(RUBRIC, None, verdicts)
+    assert advice.tip == 'Good turn: you showed "Acknowledge feelings"; keep doing that.'
 
 
 @pytest.mark.vcr
