@@ -88,7 +88,8 @@ def test_a_phrasing_may_repeat_facts_but_not_invent_them():
     assert grader.invented_facts(invented, known) == ["2:15", "Dr. Patel"]
     assert not grader.phrasing_fixes(RUBRIC, step, invented, context, known=known)
     assert grader.phrasing_fixes(RUBRIC, step, invented, context)  # without the persona nothing to compare with
-    said = context.model_copy(update={"history": [*context.history, Message(role="patient", content="Can I see Dr. Patel? I heard she is free at 2:15.")]})
+    asked = Message(role="patient", content="Can I see Dr. Patel? I heard she is free at 2:15.")
+    said = context.model_copy(update={"history": [*context.history, asked]})
     assert grader.phrasing_fixes(RUBRIC, step, invented, said, known=known)  # said in the conversation: fine
     fact = "What I can do is check for a cancellation today, Mr. Carter, since you are away for two weeks."
     assert grader.phrasing_fixes(RUBRIC, step, fact, context, known=known)  # in the persona's facts
@@ -99,7 +100,7 @@ def test_a_persona_without_a_file_has_no_curated_coaching(tmp_path):
 
 
 def test_a_file_for_another_persona_or_an_unknown_seed_is_refused(tmp_path):
-    entry = "coaching:\n  - steps: [empathize]\n    tip: You can name the feeling.\n    say: I can see how hard this is.\n"
+    entry = "coaching:\n  - steps: [empathize]\n    tip: You can name the feeling.\n    say: I see how hard this is.\n"
     (tmp_path / "carter-wrong-day.yaml").write_text(
         f"persona: back-pain-wait\n{entry}    seed: 004_54c74b88a13cd7e8.txt\n", encoding="utf-8"
     )

@@ -86,6 +86,15 @@ def test_feedback_lists_verdicts_with_evidence_tip_and_phrasing():
     assert "on the way" not in text
 
 
+def test_feedback_names_the_seed_of_a_curated_phrasing_and_not_the_models():
+    source = {"better_phrasing": "curated phrasing from 004_54c74b88a13cd7e8.txt"}
+    curated = GRADE.model_copy(update={"phrasing_source": "curated", "sources": source})
+    text = ui.feedback_markdown(turn(0, "I understand.", grade=curated))
+    assert "_I'm sorry you waited, Mr. Carter._ (curated phrasing from 004\\_54c74b88a13cd7e8.txt)" in text
+    model = GRADE.model_copy(update={"sources": {"better_phrasing": "model"}})
+    assert "curated" not in ui.feedback_markdown(turn(0, "I understand.", grade=model))
+
+
 def test_feedback_puts_violations_first():
     grade = TurnGrade(
         verdicts={"apologize": verdict("apologize", "missed"), "argue_back": verdict("argue_back", "violated", "But")}
