@@ -1,8 +1,9 @@
 """Coach quality (issue 13, item 3): does each tip speak to the trainee and name a step, and is each
 better phrasing something staff would say to this patient?
 
-Usage: python bench/coach_quality.py [--json] [--limit N] [--model default|small|PATH]
-                                     [--record PATH] [--from PATH] [--labels PATH] [--seed N]
+Usage: python bench/coach_quality.py [--json] [--limit N] [--model default|small|PATH] [--threads N]
+                                     [--record PATH] [--from PATH] [--replay PATH] [--part K/N]
+                                     [--labels PATH] [--seed N] [--sample]
        (a bigger OpenAI-compatible backend: --backend compatible --base-url URL --api-model NAME)
 
 Plays 63 trainee turns, 7 per persona over all 9 personas, each as the first or second turn of a
@@ -15,6 +16,11 @@ same turns come out every time. Each turn is coached with the model through ``Se
 exactly as the page does, and written to ``--record`` (default ``tests/data/coach/turns.jsonl``).
 
 ``--from PATH`` re-scores recorded turns without a model (the labelled part reads those records).
+Each record keeps the model's whole answer (``raw``) and a digest of the prompt, so ``--replay PATH``
+can serve the same answers to another version of the coaching code (at temperature 0 the model
+writes the same answer to the same prompt; ``prompt_matches`` says whether that version asked the
+same thing): that is how "before" (the coach without the guard and curated coaching) and "after"
+are compared on one model run. ``--part K/N`` coaches a K-th of the turns, to run parts side by side.
 
 Scored mechanically per turn (patterns in ``tests/data/coach/checks.yaml``, written for the bench
 and kept apart from the coach's own guard):
@@ -432,27 +438,39 @@ def labelled(records: list[dict[str, Any]], path: Path) -> dict[str, Any]:
 
 
 def play(turns: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Coach each turn; each record is written to ``--record`` as soon as it is done (a long run
+    on a busy machine keeps what it did if it is stopped)."""
     from agent.patient import patient_model
     from agent.runtime import EmbeddedServer, ServerOptions
+
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    source = f"replay of {args.replay}" if args.replay else args.model if args.backend == "embedded" else args.api_model
+    args.record.parent.mkdir(parents=True, exist_ok=True)
 
     def run_all(settings: LLMSettings | None) -> list[dict[str, Any]]:
         model = grader.coach_model(settings) if settings else None
         patient = patient_model(settings or LLMSettings())  # asked nothing: the turns' answers are given
         out = []
-        for number, turn in enumerate(turns, 1):
-            if model is None:
-                answer = replayed.get(turn["id"])
-                if answer is None:
-                    raise SystemExit(f"{args.replay}: no recorded answer for {turn['id']}")
-                coach: Recording = Replay(answer["raw"], answer.get("prompt"))
-            else:
-                coach = Recording(model)
-            record = coach_turn(turn, patient, coach)
-            out.append(record)
-            print(f"[{number}/{len(turns)}] {turn['id']} ({turn['kind']}, focus {record['focus']}) "
-                  f"{record['coach_s']} s | tip [{record['tip_source']}]: {record['tip']!r}"[:400],
-                  file=sys.stderr, flush=True)  # fmt: skip
+        with args.record.open("w", encoding="utf-8") as written:
+            for number, turn in enumerate(turns, 1):
+                out.append(coach_one(number, turn, model, patient, written))
         return out
+
+    def coach_one(number: int, turn: dict[str, Any], model: Any, patient: Any, written: Any) -> dict[str, Any]:
+        if model is None:
+            answer = replayed.get(turn["id"])
+            if answer is None:
+                raise SystemExit(f"{args.replay}: no recorded answer for {turn['id']}")
+            coach: Recording = Replay(answer["raw"], answer.get("prompt"))
+        else:
+            coach = Recording(model)
+        record = {**coach_turn(turn, patient, coach), "model": source, "recorded_at": stamp}
+        written.write(json.dumps(record, ensure_ascii=False) + "\n")
+        written.flush()
+        print(f"[{number}/{len(turns)}] {turn['id']} ({turn['kind']}, focus {record['focus']}) "
+              f"{record['coach_s']} s | tip [{record['tip_source']}]: {record['tip']!r}"[:400],
+              file=sys.stderr, flush=True)  # fmt: skip
+        return record
 
     if args.replay:
         replayed = {r["id"]: r for r in read_records(args.replay)}
@@ -499,29 +517,23 @@ def main() -> int:
                         help="serve the model answers recorded in this file (its 'raw' field) instead of a model: "
                         "scores another version of the coaching code on the same answers")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: all cores)")
+    parser.add_argument("--part", default="", help="K/N: coach only the K-th of N equal parts of the turns")
     args = parser.parse_args()
     began = time.perf_counter()
     if args.source:
         records = read_records(args.source)
         origin = str(args.source)
     else:
-        turns = choose_turns(args.seed)
+        keys = ("id", "persona", "kind", "history", "reply")
+        # a replay plays the recorded turns themselves, so both versions see the same conversations
+        turns = [{k: r[k] for k in keys} for r in read_records(args.replay)] if args.replay else choose_turns(args.seed)
+        if args.part:  # "2/3": the second third, to run parts side by side and join the files
+            index, parts = (int(n) for n in args.part.split("/"))
+            size = -(-len(turns) // parts)
+            turns = turns[(index - 1) * size : index * size]
         if args.limit:
             turns = turns[: args.limit]
         records = play(turns, args)
-        args.record.parent.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        with args.record.open("w", encoding="utf-8") as out:
-            for record in records:
-                model = (
-                    f"replay of {args.replay}"
-                    if args.replay
-                    else args.model
-                    if args.backend == "embedded"
-                    else args.api_model
-                )
-                out.write(json.dumps({**record, "model": model,
-                                      "recorded_at": stamp}, ensure_ascii=False) + "\n")  # fmt: skip
         origin = str(args.record)
     if args.sample:
         print("\n".join(label_sample(records, args.seed)))
