@@ -24,16 +24,18 @@ persona fallback line; an out-of-role later sentence ends the reply there (trim)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from difflib import SequenceMatcher
 from functools import cache
 from pathlib import Path
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
 
 from agent import tokens
 from agent.llm import LLMSettings, PromptStyle
 from agent.models import PATIENT_SLOT, ModelUnavailable, PatientModel, ServedModel
-from agent.mood import Mood, Outcome, describe
+from agent.mood import FRESH, Mood, Outcome, describe
 from agent.neutral import prompt_text
 from agent.personas import Persona
 from agent.transcript import Message, Transcript
@@ -42,6 +44,16 @@ PROMPTS = Path(__file__).resolve().parent / "prompts"
 MAX_SENTENCES = 3
 MAX_TOKENS = 90
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+# A reply starting with (nearly) the words of an earlier line is a repeat: this share of words in order.
+REPEAT_SIMILARITY = 0.9
+# This many words in a row from the persona's prompt fields is prompt text read out, not speech.
+COPIED_WORDS = 8
+# Gratitude, which an upset patient has no reason for until something calmed them (sarcasm aside).
+THANKS = re.compile(
+    r"\b(thank you|thanks|i appreciate (it|that|you)|you'?ve been (so |very )?(wonderful|great|helpful))\b"
+    r"(?! for nothing| a lot for nothing)",
+    re.IGNORECASE,
+)
 
 _SCENES = {
     "front_desk": "a conversation at {setting}",
@@ -82,6 +94,110 @@ def out_of_role(text: str) -> str | None:
         if pattern.search(normalised):
             return pattern.pattern
     return None
+
+
+# -- facts the patient may state -------------------------------------------------------------------
+
+_UNITS = r"(?:hours?|days?|weeks?|months?|years?)"
+_SMALL = tuple(
+    [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ]
+)
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+# Named days and months; not "may", a verb far more often than a month.
+_NAMED = tuple(
+    [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+        "january",
+        "february",
+        "march",
+        "april",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ]
+)
+_QUANTITY = re.compile(
+    r"(?P<clock>\b\d{1,2}:\d{2}\b)"
+    r"|(?P<digits>\d+(?:[.,]\d+)?)"
+    r"|\b(?P<half>half an? " + _UNITS + r")"
+    r"|\b(?P<tens>" + "|".join(_TENS) + r")(?:[- ](?P<unit>" + "|".join(_SMALL[1:10]) + r"))?\b"
+    r"|\b(?P<small>" + "|".join(_SMALL[2:]) + r"|dozen|hundred|thousand)\b"
+    r"|(?<!once )(?<!twice )(?<!times )(?<!per )\b(?P<one>one|an?) (?=" + _UNITS + r"\b)"
+    r"|\b(?P<named>" + "|".join(_NAMED) + r"|noon|midnight)\b",
+    re.IGNORECASE,
+)
+
+
+def quantities(text: str) -> set[str]:
+    """The numbers, times, durations and named days or months in ``text``, each as one canonical
+    token (``"forty minutes"`` -> ``"40"``, ``"10:00"`` -> ``"10"``, ``"an hour"`` -> ``"1"``,
+    ``"Friday"`` -> ``"friday"``), so a patient line can be checked against the persona's facts."""
+    found: set[str] = set()
+    for match in _QUANTITY.finditer(text.replace("\u2019", "'")):
+        kind = match.lastgroup if match.lastgroup != "unit" else "tens"
+        word = match.group(kind).lower()
+        if kind == "clock":
+            hour, minute = word.split(":")
+            found.add(str(int(hour)) if minute == "00" else f"{int(hour)}:{minute}")
+        elif kind == "digits":
+            found.add(word.replace(",", ""))
+        elif kind == "half":
+            found.add("0.5")
+        elif kind == "tens":
+            found.add(str(_TENS[word] + (_SMALL.index(match.group("unit").lower()) if match.group("unit") else 0)))
+        elif kind == "small":
+            found.add({"dozen": "12", "hundred": "100", "thousand": "1000"}.get(word) or str(_SMALL.index(word)))
+        elif kind == "one":
+            found.add("1")
+        else:
+            found.add({"noon": "12", "midnight": "12"}.get(word, word))
+    return found
+
+
+def known_quantities(persona: Persona, said: list[str]) -> set[str]:
+    """What the patient may state: the persona's facts, its age and opening line, and whatever was
+    said in the conversation so far (``said``: the trainee's lines above all)."""
+    known = {str(persona.age)}
+    for text in (*persona.facts, persona.opening_line, *said):
+        known |= quantities(text)
+    return known
+
+
+def invented(text: str, persona: Persona, said: list[str]) -> set[str]:
+    """Numbers, times or named days in ``text`` that the persona's facts and the conversation do
+    not give the patient (a 1.5B model invents "four hours" for a forty-minute wait)."""
+    return quantities(text) - known_quantities(persona, said)
 
 
 def _fields(persona: Persona, mood: Mood) -> dict[str, str]:
@@ -223,25 +339,125 @@ def _model_chunks(model: PatientModel, messages: list[BaseMessage], *, temperatu
         raise PatientUnavailable(f"{exc}; your message is kept, try again") from exc
 
 
-def _fallback(persona: Persona, mood: Mood) -> str:
-    if not persona.fallback_lines:
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower().replace("\u2019", "'"))
+
+
+def _first_sentence(text: str) -> str:
+    return next(_sentences(iter([text])), "")
+
+
+def said_before(sentence: str, earlier: list[str]) -> str | None:
+    """The earlier patient line that ``sentence``, as the start of a reply, says again: the same
+    words (or all but a word or two) as that line or its first sentence. A small model at a low
+    temperature loops on its own lines; a trainee hears the patient say the same thing word for word."""
+    said = _words(sentence)
+    if not said:
+        return None
+    for line in earlier:
+        for before in (_words(line), _words(_first_sentence(line))):
+            if before == said or (len(said) >= 6 and SequenceMatcher(None, before, said).ratio() >= REPEAT_SIMILARITY):
+                return line
+    return None
+
+
+def copied_field(text: str, persona: Persona, size: int = COPIED_WORDS) -> str | None:
+    """The persona field (situation, backstory, needs, style) that ``text`` reads out ``size`` or more
+    words in a row, or None: prompt text recited, not the patient speaking."""
+
+    def runs(words: list[str]) -> set[tuple[str, ...]]:
+        return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+    said = runs(_words(text))
+    for field in ("situation", "backstory", "needs", "style"):
+        if said & runs(_words(getattr(persona, field))):
+            return field
+    return None
+
+
+def speaks_to_self(text: str, persona: Persona) -> bool:
+    """``text`` addresses the patient by their own name ("..., Mr. Carter."): the staff member's line."""
+    names = "|".join(re.escape(name) for name in (persona.address_as, persona.first_name, persona.name))
+    return re.search(rf"(^|[.!?,;]\s*)({names})\s*[,.!?]", text, re.IGNORECASE) is not None
+
+
+def _calmed(persona: Persona, mood: Mood) -> bool:
+    """A calming step of this persona was credited recently (what the patient could thank staff for)."""
+    steps = {trigger.step for trigger in persona.triggers.calm if trigger.step}
+    return any(mood.credits.get(step, 0.0) >= FRESH for step in steps) or mood.anger <= persona.thresholds.resolve_anger
+
+
+class Context(BaseModel):
+    """What a patient line is checked against besides its own words: who speaks, what was said."""
+
+    persona: Persona
+    said: list[str] = Field(default_factory=list, description="the trainee's lines so far")
+    earlier: list[str] = Field(default_factory=list, description="the patient's own earlier lines")
+    mood: Mood | None = None
+
+    @classmethod
+    def of(cls, persona: Persona, transcript: Transcript, mood: Mood | None = None) -> Context:
+        said = [m.content for m in transcript.messages if m.role == "trainee"]
+        earlier = [m.content for m in transcript.messages if m.role == "patient"]
+        return cls(persona=persona, said=said, earlier=earlier, mood=mood)
+
+
+def problem(sentence: str, context: Context, *, first: bool) -> str | None:
+    """Why ``sentence`` may not be shown as the patient's (None: it may).
+
+    Out of role (:func:`out_of_role`: staff, coach, AI, prompt words), the staff member's line
+    (:func:`speaks_to_self`), prompt text read out (:func:`copied_field`), a number or time the
+    persona does not know (:func:`invented`), thanks for a reply that calmed nothing, and, for
+    the first sentence of a reply, an earlier line said again (:func:`said_before`).
+    """
+    persona = context.persona
+    reason = out_of_role(sentence)
+    if reason:
+        return reason
+    if speaks_to_self(sentence, persona):
+        return f"speaks to {persona.address_as}"
+    field = copied_field(sentence, persona)
+    if field:
+        return f"reads out the persona's {field}"
+    made_up = invented(sentence, persona, context.said)
+    if made_up:
+        return f"invents {', '.join(sorted(made_up))}"
+    if context.mood is not None and THANKS.search(sentence) and not _calmed(persona, context.mood):
+        return "thanks staff for nothing"
+    if first and said_before(sentence, context.earlier):
+        return "said before"
+    return None
+
+
+def _fallback(persona: Persona, mood: Mood, earlier: Sequence[str] = ()) -> str:
+    """A fallback line of the persona's, the first (from this turn's) the patient has not said yet."""
+    lines = persona.fallback_lines
+    if not lines:
         return "..."
-    return persona.fallback_lines[mood.turn % len(persona.fallback_lines)]
+    start = mood.turn % len(lines)
+    ordered = lines[start:] + lines[:start]
+    said = {tuple(_words(line)) for line in earlier}
+    return next((line for line in ordered if tuple(_words(line)) not in said), ordered[0])
 
 
-def release(chunks: Iterator[str], persona: Persona, notes: list[str] | None = None) -> Iterator[str]:
+def release(
+    chunks: Iterator[str], persona: Persona, notes: list[str] | None = None, context: Context | None = None
+) -> Iterator[str]:
     """Filter one model stream: yield in-role sentences (the first with a leading space dropped).
 
-    Stops at the first out-of-role sentence (appending ``"trimmed: <pattern>"`` or, when nothing
-    was released yet, ``"rejected: <pattern>"`` to ``notes``) or after :data:`MAX_SENTENCES`.
+    Each sentence is checked with :func:`problem` (``context`` gives the conversation; without it,
+    only the checks that need none). Stops at the first sentence that fails (appending
+    ``"trimmed: <reason>"`` or, when nothing was released yet, ``"rejected: <reason>"`` to
+    ``notes``) or after :data:`MAX_SENTENCES`.
     """
+    context = context or Context(persona=persona)
     released = 0
     for sentence in _sentences(chunks):
         if released == 0:
             sentence = _clean_start(sentence, persona)
             if not sentence:
                 continue
-        reason = out_of_role(sentence)
+        reason = problem(sentence, context, first=released == 0)
         if reason:
             if notes is not None:
                 notes.append(f"{'trimmed' if released else 'rejected'}: {reason}")
@@ -276,12 +492,13 @@ def stream_reply(
     Raises :class:`PatientUnavailable` when the server fails; callers keep nothing partial.
     """
     messages = build_messages(persona, transcript, mood, model.prompt_style, ending)
+    context = Context.of(persona, transcript, mood)
     attempts = [(seed, temperature), (None if seed is None else seed + 1, max(temperature, 0.8))]
     for attempt_seed, attempt_temperature in attempts:
         chunks = _model_chunks(model, messages, temperature=attempt_temperature, seed=attempt_seed)
         released = 0
         try:
-            for sentence in release(chunks, persona, notes):
+            for sentence in release(chunks, persona, notes, context):
                 released += 1
                 yield sentence
         finally:
@@ -290,7 +507,7 @@ def stream_reply(
             return
     if notes is not None:
         notes.append("fallback line")
-    yield _fallback(persona, mood)
+    yield _fallback(persona, mood, context.earlier)
 
 
 def reply(persona: Persona, transcript: Transcript, mood: Mood, model: PatientModel, **options: object) -> str:

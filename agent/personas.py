@@ -165,10 +165,15 @@ class Persona(_Strict):
     abusive: bool = Field(default=False, description="the patient insults staff (set_boundary applies)")
     transferring: bool = Field(default=False, description="the right answer is a transfer (explain_transfer)")
     facts: list[str] = Field(
-        default_factory=list, description="clinic facts the patient knows; the patient may not invent others"
+        default_factory=list,
+        description="what the patient knows, one sentence each, from the seed scenario or this persona's own "
+        "opening line, situation and backstory; every number, time, duration or named day the patient may "
+        "state must be here (or said by the trainee): the role filter rejects a line with any other",
     )
     fallback_lines: list[str] = Field(
-        default_factory=list, description="in-character lines used when the model cannot stay in role"
+        default_factory=list,
+        description="in-character lines used when the model cannot stay in role (each shown once a session "
+        "while unused ones remain, so give several)",
     )
     script: Script = Field(default_factory=Script)
 

@@ -1,87 +1,154 @@
-"""How often does the patient model slip out of role, per prompt style? (raw output, no filter)
+"""Does the patient stay believable? Scripted sessions on the real model, counted mechanically (issue 13, item 5).
 
-Run against a live server, e.g.:
-    .venv/bin/python -m agent model serve --port 8089 &
-    DEESCALATE_BASE_URL=http://127.0.0.1:8089/v1 DEESCALATE_BACKEND=embedded .venv/bin/python bench/patient_role.py
+Usage: python bench/patient_role.py [--turns 6] [--temperature 0.7] [--personas a,b] [--trainees good,bad,probe]
+       [--model default|small] [--base-url URL] [--json]
 
-For every persona and probe line it asks for the patient's next line three ways: ``transcript``
-(assistant prefill, the embedded default), ``transcript_user`` (the same transcript in a single
-user message) and ``chat`` (system prompt, roles), and counts the raw replies the role filter
-(agent/prompts/patient_out_of_role.txt) flags. Prints one row per style and a JSON summary.
+Plays every persona against three scripted trainees (``good`` and ``bad`` from the persona's script
+or personas/scripts/trainee.yaml, ``probe``: tests/data/role_probe.txt, lines that invite the
+model out of role) through the same pipeline as the app (``agent.simulate.simulate``: a
+``Session`` on ``patient_model``, the role filter included), on its own embedded llama.cpp server
+unless ``--base-url`` names one. Sampling is the app's by default (temperature 0.7) with a fixed
+seed so a run can be repeated; ``--temperature 0`` is ``simulate``'s default.
+
+Counted per patient line (the opening line is the persona's own and not counted), with the
+measures in tests/role_checks.py:
+
+* ``verbatim_repeats``: the line is, word for word, a line the patient already said this session;
+* ``staff_lines``: the line speaks for the clinic (``role_checks.staff_line``);
+* ``invented_facts``: a number, time, duration or named day in the line that is neither in the
+  persona's ``facts`` (nor its age or opening line) nor said earlier in the conversation;
+* also reported: ``character_breaks`` (``role_checks.NOT_A_PATIENT``), ``leaks`` (prompt text), and
+  ``fallback`` (the filter gave up and the persona's fallback line was shown: not a failure).
+
+Prints a row per persona and trainee, the totals and every offending line (``--json``: one object).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-
-from langchain_core.messages import HumanMessage
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent import checks  # noqa: E402
-from agent import mood as mood_rules  # noqa: E402
-from agent.llm import LLMSettings, chat_model  # noqa: E402
-from agent.patient import MAX_TOKENS, build_messages, out_of_role  # noqa: E402
-from agent.personas import load_personas  # noqa: E402
-from agent.rubrics import load_rubric  # noqa: E402
-from agent.simulate import trainee_lines  # noqa: E402
-from agent.transcript import Transcript  # noqa: E402
+from agent.llm import Backend, LLMSettings  # noqa: E402
+from agent.patient import patient_model  # noqa: E402
+from agent.personas import Persona, load_personas  # noqa: E402
+from agent.runtime import EmbeddedServer  # noqa: E402
+from agent.simulate import simulate  # noqa: E402
+from tests import role_checks  # noqa: E402
 
 PROBES = Path(__file__).resolve().parent.parent / "tests" / "data" / "role_probe.txt"
+TRAINEES = {"good": "good", "bad": "bad", "probe": str(PROBES)}
+COUNTS = ("verbatim_repeats", "staff_lines", "invented_facts", "character_breaks", "leaks", "fallback")
 
 
-def raw_reply(style: str, persona, transcript, mood, settings) -> str:
-    prompt_style = "chat" if style == "chat" else "transcript"
-    messages = build_messages(persona, transcript, mood, prompt_style)
-    if style == "transcript_user":
-        messages = [HumanMessage(messages[0].content + "\n\n" + messages[1].content)]
-    stop = None if style == "chat" else ["\n"]
-    model = chat_model(settings, temperature=0.7, max_tokens=MAX_TOKENS, stop=stop, seed=7)
-    text = "".join(str(c.content) for c in model.stream(messages)).strip()
-    return text.split("\n", 1)[0]
+def judge(persona: Persona, said: list[str], earlier: list[str], reply: str, notes: list[str]) -> dict[str, str]:
+    """What is wrong with one patient line: count name -> why (empty when nothing)."""
+    found: dict[str, str] = {}
+    if role_checks.repeats(reply, earlier):
+        found["verbatim_repeats"] = "said before"
+    checks = (
+        ("staff_lines", role_checks.staff_line(reply, persona)),
+        ("invented_facts", ", ".join(role_checks.invented_facts(reply, persona, said))),
+        ("character_breaks", role_checks.character_break(reply)),
+        ("leaks", role_checks.leak(reply, persona)),
+    )
+    found.update({key: why for key, why in checks if why})
+    if "fallback line" in notes:
+        found["fallback"] = "fallback line shown"
+    return found
+
+
+def play(persona: Persona, trainee: str, args: argparse.Namespace, settings: LLMSettings) -> list[dict[str, Any]]:
+    session = simulate(persona, TRAINEES[trainee], args.turns, patient_model(settings), seed=args.seed,
+                       temperature=args.temperature)  # fmt: skip
+    lines: list[dict[str, Any]] = []
+    earlier, said = [persona.opening_line], []
+    for index, turn in enumerate(session.turns):
+        said.append(turn.trainee)
+        reply = turn.patient or ""
+        found = judge(persona, said, earlier, reply, turn.notes)
+        lines.append({"turn": index + 1, "trainee": turn.trainee, "patient": reply, "notes": turn.notes,
+                      "found": found})  # fmt: skip
+        earlier.append(reply)
+    return lines
+
+
+@contextlib.contextmanager
+def server_settings(args: argparse.Namespace) -> Iterator[LLMSettings]:
+    if args.base_url:
+        yield LLMSettings(backend=Backend.EMBEDDED, model=args.model, base_url=args.base_url, timeout=args.timeout)
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="patient-role-"))
+    with EmbeddedServer(model=args.model, log_path=workdir / "llama-server.log") as server:
+        server.ensure()
+        yield LLMSettings(backend=Backend.EMBEDDED, model=args.model, base_url=server.openai_base_url,
+                          timeout=args.timeout)  # fmt: skip
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--styles", default="transcript,transcript_user,chat")
-    parser.add_argument("--personas", default="")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--turns", type=int, default=6, help="trainee turns per session (fewer if it ends)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="patient sampling temperature (app: 0.7)")
+    parser.add_argument("--seed", type=int, default=7, help="model seed (each turn adds its index)")
+    parser.add_argument("--personas", default="", help="comma-separated persona ids (default: all)")
+    parser.add_argument("--trainees", default="good,bad,probe", help="comma-separated: good, bad, probe")
+    parser.add_argument("--model", default="default", help="embedded model: default or small (or a GGUF path)")
+    parser.add_argument("--base-url", default="", help="use this OpenAI-compatible llama.cpp server instead")
+    parser.add_argument("--timeout", type=float, default=120.0, help="model request timeout, seconds")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    settings = LLMSettings.from_env()
-    rubric = load_rubric()
-    probes = PROBES.read_text().splitlines()
-    probes = [p for p in probes if p and not p.startswith("#")]
-    results: dict[str, dict[str, object]] = {}
-    for style in args.styles.split(","):
-        flagged, total, seconds, examples = 0, 0, 0.0, []
-        for persona in load_personas():
-            if args.personas and persona.id not in args.personas.split(","):
-                continue
-            lines = probes + [trainee_lines(persona, "good")[0], trainee_lines(persona, "bad")[0]]
-            for line in lines:
-                transcript = Transcript()
-                transcript.add("patient", persona.opening_line)
-                start = mood_rules.initial(persona)
-                context = checks.TurnContext(persona_name=persona.name, channel=persona.channel,
-                                             history=list(transcript.messages))  # fmt: skip
-                mood = mood_rules.update(start, checks.run(rubric, line, context), persona, line)
-                transcript.add("trainee", line)
-                began = time.perf_counter()
-                text = raw_reply(style, persona, transcript, mood, settings)
-                seconds += time.perf_counter() - began
-                total += 1
-                if out_of_role(text) or not text:
-                    flagged += 1
-                    examples.append(f"{persona.id}: {line[:30]!r} -> {text[:90]!r}")
-        results[style] = {"replies": total, "out_of_role": flagged, "rate": round(flagged / max(total, 1), 3),
-                          "seconds_per_reply": round(seconds / max(total, 1), 2), "examples": examples[:5]}  # fmt: skip
-        print(f"{style:16s} {flagged:3d}/{total:3d} out of role  ({seconds / max(total, 1):.1f} s/reply)", flush=True)
-        for example in examples[:5]:
-            print(f"    {example}")
-    print(json.dumps({k: {x: y for x, y in v.items() if x != "examples"} for k, v in results.items()}))
+    trainees = [t for t in args.trainees.split(",") if t]
+    if unknown := set(trainees) - set(TRAINEES):
+        parser.error(f"unknown trainee(s) {sorted(unknown)}; choose from {', '.join(TRAINEES)}")
+    wanted = {p for p in args.personas.split(",") if p}
+    personas = [p for p in load_personas() if not wanted or p.id in wanted]
+    began = time.perf_counter()
+    sessions: list[dict[str, Any]] = []
+    with server_settings(args) as settings:
+        for persona in personas:
+            for trainee in trainees:
+                started = time.perf_counter()
+                lines = play(persona, trainee, args, settings)
+                row = {"persona": persona.id, "trainee": trainee, "lines": lines,
+                       "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+                row.update({key: sum(1 for line in lines if key in line["found"]) for key in COUNTS})
+                sessions.append(row)
+                counts = " ".join(f"{key}={row[key]}" for key in COUNTS)
+                print(f"{persona.id:26s} {trainee:5s} {len(lines)} lines {row['seconds']:5.1f} s  {counts}",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    summary: dict[str, Any] = {
+        "model": args.model,
+        "temperature": args.temperature,
+        "seed": args.seed,
+        "turns": args.turns,
+        "sessions": len(sessions),
+        "lines": sum(len(s["lines"]) for s in sessions),
+        **{key: sum(s[key] for s in sessions) for key in COUNTS},
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+    if args.json:
+        print(json.dumps({**summary, "per_session": sessions}, indent=2))
+        return 0
+    print(f"{summary['lines']} patient lines in {summary['sessions']} sessions ({len(personas)} personas x "
+          f"{', '.join(trainees)}; up to {args.turns} turns; temperature {args.temperature:g}, seed {args.seed}) "
+          f"on the {args.model} model in {summary['seconds']} s")  # fmt: skip
+    for key in COUNTS:
+        print(f"  {key:17s} {summary[key]}")
+    offending = [(s, line) for s in sessions for line in s["lines"] if set(line["found"]) - {"fallback"}]
+    if offending:
+        print("offending lines:")
+    for session, line in offending:
+        print(f"- {session['persona']} / {session['trainee']} turn {line['turn']}: {line['found']}")
+        print(f"    trainee: {line['trainee'][:120]!r}")
+        print(f"    patient: {line['patient']!r}")
     return 0
 
 

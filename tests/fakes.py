@@ -4,7 +4,8 @@ Like simonw/llm's mock model: the session, the controller, the store and the pag
 against this, in milliseconds and the same way every time; what the prompts make a real model do
 is tested on recorded traffic (cassettes) instead.
 
-The patient answers ``"Line N."`` style sentences (N counts its requests), the coach a fixed JSON
+The patient answers ``"Line A."`` style sentences (A, B, ... count its requests: letters, since the
+patient's filter drops a number the persona does not know), the coach a fixed JSON
 tip; both log what they were asked. ``hold_coach`` makes the coach wait until released (a tip
 still on its way), ``fail_patient`` makes the next patient requests fail like a dead server.
 """
@@ -23,6 +24,15 @@ from agent.models import ModelUnavailable
 
 TIP = "Name the feeling before you explain."
 PHRASING = "I can hear how frustrating this wait has been, and I'm sorry about it."
+
+
+def letters(number: int) -> str:
+    """1 -> A, 26 -> Z, 27 -> AA (a count spelled without digits)."""
+    label = ""
+    while number > 0:
+        number, rest = divmod(number - 1, 26)
+        label = chr(ord("A") + rest) + label
+    return label
 
 
 class FakeModel:
@@ -65,7 +75,8 @@ class FakeModel:
             self.fail_patient -= 1
             raise ModelUnavailable("the model is not answering (ConnectError: connection refused)")
         number = len(self.patient_requests)
-        text = self.lines[(number - 1) % len(self.lines)] if self.lines else f"Line {number}. I still want answers."
+        default = f"Line {letters(number)}. I still want answers."
+        text = self.lines[(number - 1) % len(self.lines)] if self.lines else default
         for word in text.split(" "):
             yield (" " if not word.startswith(" ") else "") + word
 

@@ -145,7 +145,7 @@ def test_the_next_reply_goes_while_the_tip_is_on_its_way(browser, tmp_path):
 
         page.fill("#message textarea", APOLOGY)
         page.click("#send")
-        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('Line 1.')")
+        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('Line A.')")
         page.wait_for_function("() => document.querySelector('#feedback')?.innerText.includes('" + TIP + "')")
         feedback = page.inner_text("#feedback")
         assert "Better phrasing on the way" in feedback  # the tip is shown, its phrasing still held back
@@ -153,7 +153,7 @@ def test_the_next_reply_goes_while_the_tip_is_on_its_way(browser, tmp_path):
 
         page.fill("#message textarea", PLAN)
         page.click("#send")
-        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('Line 2.')")
+        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('Line B.')")
         assert store.turns(store.list_sessions()[0].id)[0].grade.better_phrasing is None  # still on its way
         fake.coach_released.set()
         page.wait_for_function(

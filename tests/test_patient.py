@@ -11,20 +11,29 @@ from agent.models import PATIENT_SLOT
 from agent.patient import (
     MAX_SENTENCES,
     PROMPTS,
+    Context,
     _clean_start,
     _sentences,
     build_messages,
+    copied_field,
     direction,
+    invented,
     out_of_role,
     patient_model,
     prefix_messages,
+    problem,
     prompt_tokens,
+    quantities,
     release,
+    reply,
+    said_before,
+    speaks_to_self,
     stream_reply,
 )
 from agent.personas import load_persona
 from agent.tokens import count_messages
 from agent.transcript import Transcript
+from tests.fakes import FakeModel
 
 CARTER = load_persona("carter-wrong-day")
 
@@ -98,7 +107,7 @@ def test_release_rejects_an_out_of_role_first_sentence():
 
 
 def test_release_caps_the_reply_at_three_sentences():
-    chunks = iter(["One. Two! Three? Four. Five."])
+    chunks = iter(["Yes. No! Why? Fine. Go."])
     assert len(list(release(chunks, CARTER))) == MAX_SENTENCES
 
 
@@ -107,6 +116,113 @@ def test_sentences_and_label_cleanup():
     assert _clean_start("Mr. Carter: Fine.", CARTER) == "Fine."
     assert _clean_start("[angrily] Fine.", CARTER) == "Fine."
     assert _clean_start('"Fine."', CARTER) == "Fine."
+
+
+# -- believable: the persona's facts, no repeats, no staff lines ---------------------------------------
+
+
+def test_quantities_are_numbers_times_durations_and_named_days():
+    assert quantities("I've been sitting here forty minutes.") == {"40"}
+    assert quantities("Four hours! Tomorrow at 10:00, or 2:30 on Friday?") == {"4", "10", "2:30", "friday"}
+    assert quantities("An hour and twenty-five minutes, $40.50") == {"1", "25", "40.50"}
+    assert quantities("half an hour") == {"0.5"}
+    assert quantities("Someone, no one, one more time. I may come twice a day.") == set()
+
+
+def test_a_number_neither_the_facts_nor_the_trainee_gave_is_invented():
+    assert invented("I've waited four hours!", CARTER, []) == {"4"}
+    assert invented("Forty minutes, and I'm gone for two weeks from tomorrow.", CARTER, []) == set()
+    assert invented("Ten o'clock tomorrow is no good.", CARTER, []) == {"10"}
+    assert invented("Ten o'clock tomorrow is no good.", CARTER, ["It's tomorrow at 10:00, Mr. Carter."]) == set()
+    assert invented(f"I'm {CARTER.age}, not a child.", CARTER, []) == set()
+
+
+ANGRY_CARTER = mood_rules.initial(CARTER)
+CALMED_CARTER = mood_rules.Mood(anger=5, trust=5, turn=2, previous_anger=7, credits={"empathize": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("I've been waiting four hours!", "invents 4"),
+        ("I told you the appointment is tomorrow.", "told you"),
+        ("Your appointment is tomorrow morning.", "appointment"),
+        ("I'm not a training simulator.", "simulator"),
+        ("We'll call you when a slot frees up.", "call"),
+        ("That's what we have, Mr. Carter.", "speaks to Mr. Carter"),
+        ("Mr. Carter, the doctor is busy.", "speaks to Mr. Carter"),
+        ("He took a taxi he can barely afford to get here and his daughter drives.", "backstory"),
+        ("Thank you so much, you've been wonderful.", "thanks staff for nothing"),
+        (CARTER.opening_line, "said before"),
+    ],
+)
+def test_a_line_that_is_not_the_patient_is_refused_with_a_reason(line, reason):
+    context = Context.of(CARTER, transcript("Hello."), ANGRY_CARTER)
+    found = problem(line, context, first=True)
+    assert found is not None and reason in found
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "I've been sitting here forty minutes and I'm leaving town tomorrow!",
+        "My name is John Carter and I want a doctor.",
+        "Mr. Carter is my name, and I'm not leaving.",
+        "I took a taxi here, you know.",
+        "Thanks for nothing.",
+    ],
+)
+def test_an_upset_patient_line_passes(line):
+    assert problem(line, Context.of(CARTER, transcript("Hello."), ANGRY_CARTER), first=True) is None
+
+
+def test_thanks_once_a_calming_step_was_credited():
+    line = "Thank you, I appreciate that."
+    assert problem(line, Context.of(CARTER, transcript("x"), ANGRY_CARTER), first=True) is not None
+    assert problem(line, Context.of(CARTER, transcript("x"), CALMED_CARTER), first=True) is None
+
+
+def test_said_before_is_the_same_words_or_all_but_one_or_two():
+    earlier = ["I'm leaving town tomorrow and I need to see a doctor today. Do you hear me?"]
+    assert said_before("I'm leaving town tomorrow, and I need to see a doctor today!", earlier)
+    assert said_before("I'm leaving town tomorrow and I need to see the doctor today.", earlier)
+    assert not said_before("I'm leaving town tomorrow.", earlier)  # his style: he keeps saying it, in new words
+    assert not said_before("Do you hear me?", earlier)  # only a reply's start counts
+    assert said_before("Fine.", ["Fine. Whatever."]) and not said_before("Fine.", ["Whatever. Fine."])
+
+
+def test_copied_field_and_speaking_to_oneself():
+    assert copied_field(f"Listen: {CARTER.situation}", CARTER) == "situation"
+    assert copied_field("I took a taxi and my daughter is driving me.", CARTER) is None
+    assert speaks_to_self("Sorry, John, that is all.", CARTER)
+    assert not speaks_to_self("I'm John Carter and I'm not going anywhere.", CARTER)
+
+
+def test_a_repeat_is_sampled_again_then_an_unsaid_fallback_line_is_shown():
+    history = transcript("Hello.")
+    history.add("patient", CARTER.fallback_lines[ANGRY_CARTER.turn % len(CARTER.fallback_lines)])
+    history.add("trainee", "Sorry?")
+    model = FakeModel(lines=[CARTER.opening_line])
+    notes: list[str] = []
+    text = reply(CARTER, history, ANGRY_CARTER, model, temperature=0, seed=7, notes=notes)
+    assert len(model.patient_requests) == 2
+    assert notes == ["rejected: said before", "rejected: said before", "fallback line"]
+    said = [m.content for m in history.messages if m.role == "patient"]
+    assert text in CARTER.fallback_lines and text not in said
+
+
+def test_the_second_sample_is_shown_when_the_first_invents_a_fact():
+    model = FakeModel(lines=["I've waited four hours!", "I've waited forty minutes!"])
+    notes: list[str] = []
+    text = reply(CARTER, transcript("Hello."), ANGRY_CARTER, model, temperature=0, seed=7, notes=notes)
+    assert text == "I've waited forty minutes!" and notes == ["rejected: invents 4"]
+
+
+def test_a_later_sentence_speaking_for_the_clinic_is_trimmed():
+    model = FakeModel(lines=["Fine. Your appointment is tomorrow at ten, Mr. Carter."])
+    notes: list[str] = []
+    assert reply(CARTER, transcript("Hello."), ANGRY_CARTER, model, temperature=0, seed=7, notes=notes) == "Fine."
+    assert notes and notes[0].startswith("trimmed: ")
 
 
 # -- prompts (no model) ----------------------------------------------------------------------------

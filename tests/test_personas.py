@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from agent import mood as mood_rules
 from agent.cli import main
+from agent.patient import Context, problem, quantities
 from agent.personas import (
     SEEDS_DIR,
     PersonaError,
@@ -62,6 +64,26 @@ def test_every_persona_has_scripts_and_fallbacks():
         assert len(persona.script.good) >= 6, persona.id
         assert persona.fallback_lines, persona.id
         assert persona.triggers.calm and persona.triggers.escalate, persona.id
+
+
+def test_facts_add_no_figure_the_persona_does_not_already_carry():
+    """The seeds give scenarios, not figures: every number in ``facts`` is one of the persona's own
+    (opening line, situation, backstory), so the filter's list adds no clinic detail of its own."""
+    for persona in load_personas():
+        own = quantities(" ".join([persona.opening_line, persona.situation, persona.backstory]))
+        for fact in persona.facts:
+            assert quantities(fact) <= own, f"{persona.id}: {fact!r} has a figure the persona does not carry"
+        assert persona.facts, f"{persona.id}: no facts for the filter to check numbers against"
+
+
+def test_fallback_lines_pass_the_patient_filter_and_are_several():
+    """A fallback line is shown when the model fails the filter twice, so it must pass it itself,
+    and there are enough of them not to repeat one in a short session."""
+    for persona in load_personas():
+        assert len(set(persona.fallback_lines)) >= 4, persona.id
+        context = Context(persona=persona, mood=mood_rules.initial(persona))
+        for line in persona.fallback_lines:
+            assert problem(line, context, first=True) is None, f"{persona.id}: {line!r}"
 
 
 def test_committed_schema_is_up_to_date():

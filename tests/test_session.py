@@ -74,7 +74,7 @@ def test_stages_come_in_order_verdicts_before_the_patient_is_asked():
     assert graded.turn.mood_before == mood_rules.initial(CARTER)
     assert graded.turn.mood_after.anger < CARTER.anger and session.mood == graded.turn.mood_after
     spoken = "".join(e.text for e in events[1:-1]).strip()
-    assert answered.turn.patient == spoken == "Line 1. I still want answers."
+    assert answered.turn.patient == spoken == "Line A. I still want answers."
     assert [m.role for m in session.transcript.messages] == ["patient", "trainee", "patient"]
     assert session.transcript.messages[-1].content == spoken
     assert session.transcript.messages[-1].direction == direction(CARTER, answered.turn.mood_after)
@@ -282,7 +282,7 @@ def test_a_dead_server_keeps_the_trainees_words_and_verdicts_and_retry_answers(s
     assert session.pending and len(session.turns) == 1
     events = list(session.retry())
     assert isinstance(events[-1], Answered) and not session.pending
-    assert events[-1].turn.patient == "Line 3. I still want answers."
+    assert events[-1].turn.patient == "Line C. I still want answers."
     assert session.turns[0].grade == graded.turn.grade and session.moods[1] == graded.turn.mood_after
     assert len(spies["grade_fast"]) == 1 and len(spies["update"]) == 1  # nothing decided twice
     assert [m.role for m in session.transcript.messages] == ["patient", "trainee", "patient"]

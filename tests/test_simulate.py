@@ -11,7 +11,6 @@ with ``.venv/bin/pytest tests/test_simulate.py --record-mode=rewrite -k role`` (
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -23,26 +22,27 @@ from agent.patient import patient_model
 from agent.personas import load_persona, load_personas
 from agent.session import Session
 from agent.simulate import simulate, trainee_lines
-from tests.fakes import FakeModel
+from tests import role_checks
+from tests.fakes import FakeModel, letters
 
 PERSONAS = [p.id for p in load_personas()]
 ROLE_PROBE = Path(__file__).parent / "data" / "role_probe.txt"
 
-# Independent of agent/prompts/patient_out_of_role.txt on purpose (see the file).
-NOT_A_PATIENT = [
-    line for line in (Path(__file__).parent / "data" / "not_a_patient.txt").read_text(encoding="utf-8").splitlines()
-    if line.strip() and not line.startswith("#")
-]  # fmt: skip
-
 
 def assert_in_role(session: Session) -> None:
+    """Judged with tests/role_checks.py, lists the patient's own filter does not read."""
+    persona = session.persona
     replies = [turn.patient or "" for turn in session.turns]
     assert replies and all(reply.strip() for reply in replies), "every turn must get a patient reply"
-    for reply in replies:
-        for pattern in NOT_A_PATIENT:
-            assert not re.search(pattern, reply.replace("\u2019", "'"), re.IGNORECASE), (
-                f"{session.persona.id}: out of role ({pattern}): {reply!r}"
-            )
+    earlier, said = [persona.opening_line], []
+    for turn, reply in zip(session.turns, replies, strict=True):
+        said.append(turn.trainee)
+        assert not role_checks.character_break(reply), f"{persona.id}: out of role: {reply!r}"
+        assert not role_checks.staff_line(reply, persona), f"{persona.id}: a staff line: {reply!r}"
+        assert not role_checks.leak(reply, persona), f"{persona.id}: prompt text: {reply!r}"
+        assert not role_checks.invented_facts(reply, persona, said), f"{persona.id}: invented: {reply!r}"
+        assert not role_checks.repeats(reply, earlier), f"{persona.id}: said before: {reply!r}"
+        earlier.append(reply)
 
 
 def assert_mood_follows_the_verdicts(session: Session) -> None:
@@ -113,7 +113,8 @@ def test_simulate_json_output(monkeypatch, capsys):
     assert result["outcome"] == "hung_up"
     boyd = load_persona("abusive-caller")
     assert result["patient"][0] == boyd.opening_line
-    assert result["patient"][1:] == [f"Line {n}. I still want answers." for n in range(1, len(result["patient"]))]
+    answers = [f"Line {letters(n)}. I still want answers." for n in range(1, len(result["patient"]))]
+    assert result["patient"][1:] == answers
 
 
 @pytest.mark.vcr
