@@ -23,8 +23,9 @@ complete; ``crossed``: another session's reply, a wrong order, or an answer that
 what the client saw). ``errors``: calls that raised or returned a failed turn. Exit status 0 only
 with all turns played, 0 errors, 0 lost, 0 crossed.
 
-It stops by itself: after ``--timeout`` seconds (default 3600) the app is stopped, the turns not
-played are reported as not played, and the exit status is 1. Figures depend on the CPU and on
+It stops by itself: after ``--timeout`` seconds (default 3600, counted from the start, warm-up
+included) the app is stopped; calls then in flight are reported as cut off (not as errors), the
+turns not played as not played, and the exit status is 1. Figures depend on the CPU and on
 whatever else runs on it; the load average is printed alongside.
 """
 
@@ -71,6 +72,7 @@ class Played:
     latencies: list[float] = field(default_factory=list)
     answers: list[str | None] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    cut_off: int = 0  # turns in flight when the global timeout stopped the app: not errors, not played
     ended_early: bool = False
 
 
@@ -154,6 +156,9 @@ def play(url: str, args: argparse.Namespace, played: Played, progress: Progress,
             state = client.predict(played.session_id, reply_text(played.session, turn), args.with_tip,
                                    api_name="/practice_turn")  # fmt: skip
         except Exception as exc:
+            if time.monotonic() > deadline:  # the bench stopped the app under this call
+                played.cut_off += 1
+                return
             played.errors.append(f"turn {turn}: {type(exc).__name__}: {exc}"[:300])
             played.answers.append(None)
             progress.add(None)
@@ -241,7 +246,6 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     store.close()
     latencies = [value for r in runs for value in r.latencies]
     errors = [f"session {r.session}: {e}" for r in runs for e in r.errors]
-    played = sum(len(r.answers) for r in runs)
     return {
         "config": {
             "sessions": args.sessions,
@@ -256,7 +260,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         },  # fmt: skip
         "turns_planned": args.sessions * args.turns,
         "turns_answered": len(latencies),
-        "turns_not_played": args.sessions * args.turns - played,
+        "turns_cut_off_by_timeout": sum(r.cut_off for r in runs),
+        "turns_not_played": args.sessions * args.turns - sum(len(r.answers) for r in runs),
         "timed_out": timed_out,
         "errors": len(errors),
         "lost": lost,
@@ -310,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
               f"tip {config['with_tip']}")  # fmt: skip
         print(f"answered {result['turns_answered']}/{result['turns_planned']} in {result['wall_s']} s "
               f"({result['turns_per_min']} turns/min); timed out: {result['timed_out']}")  # fmt: skip
-        print(f"errors {result['errors']}, lost {result['lost']}, crossed {result['crossed']}")
+        print(f"errors {result['errors']}, lost {result['lost']}, crossed {result['crossed']}; "
+              f"cut off by the timeout {result['turns_cut_off_by_timeout']}")  # fmt: skip
         print(f"time to answer: p50 {fmt(lat['p50'])}, p90 {fmt(lat['p90'])}, p99 {fmt(lat['p99'])}, "
               f"mean {fmt(lat['mean'])}, max {fmt(lat['max'])}")  # fmt: skip
         print("load average: " + ", ".join(f"{x:.2f}" for x in result["load_average"]))

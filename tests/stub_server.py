@@ -131,21 +131,23 @@ class StubProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.stub: StubServer | None = None
         self.starts = 0
+        self._lock = threading.Lock()
 
     @property
     def openai_base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def ensure(self) -> StubProcess:
-        if self.process is not None and self.process.poll() is None:
+        with self._lock:  # as EmbeddedServer.ensure: one start at a time
+            if self.process is not None and self.process.poll() is None:
+                return self
+            self.stop()
+            self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+            self.starts += 1
+            time.sleep(self.listen_after)
+            hang = self.hang_first and self.starts == 1
+            self.stub = StubServer(port=self.port, hang=hang, **self.stub_options)  # type: ignore[arg-type]
             return self
-        self.stop()
-        self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-        self.starts += 1
-        time.sleep(self.listen_after)
-        hang = self.hang_first and self.starts == 1
-        self.stub = StubServer(port=self.port, hang=hang, **self.stub_options)  # type: ignore[arg-type]
-        return self
 
     def stop(self) -> None:
         if self.stub is not None:

@@ -393,10 +393,14 @@ def test_concurrent_turns_wait_for_the_one_patient_slot_in_the_app_not_in_the_se
 
 def test_a_turn_sent_while_the_model_server_starts_waits_for_it(store):
     """llama-server's process exists a while before it listens: a turn then was refused at once."""
-    server = StubProcess(listen_after=1.0)
+    server = StubProcess(listen_after=10.0)
     try:
         practice = Practice(store, LLMSettings(backend=Backend.EMBEDDED, model="small"), server=server)
         practice.model.start_background()
+        for _ in range(3000):  # until the server's process exists (it listens 10 s later)
+            if server.process is not None:
+                break
+            threading.Event().wait(0.02)
         session_id = practice.start(PERSONA, owner=KEY).session.id
         *_, answered = practice.turn(session_id, GOOD_1)
         assert answered.stage == "answered", answered.error
