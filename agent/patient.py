@@ -446,25 +446,27 @@ def release(
     """Filter one model stream: yield in-role sentences (the first with a leading space dropped).
 
     Each sentence is checked with :func:`problem` (``context`` gives the conversation; without it,
-    only the checks that need none). Stops at the first sentence that fails (appending
-    ``"trimmed: <reason>"`` or, when nothing was released yet, ``"rejected: <reason>"`` to
-    ``notes``) or after :data:`MAX_SENTENCES`.
+    only the checks that need none); a sentence the reply already said ends it too. Stops at the
+    first sentence that fails (appending ``"trimmed: <reason>"`` or, when nothing was released
+    yet, ``"rejected: <reason>"`` to ``notes``) or after :data:`MAX_SENTENCES`.
     """
     context = context or Context(persona=persona)
-    released = 0
+    released: list[list[str]] = []
     for sentence in _sentences(chunks):
-        if released == 0:
+        if not released:
             sentence = _clean_start(sentence, persona)
             if not sentence:
                 continue
-        reason = problem(sentence, context, first=released == 0)
+        reason = problem(sentence, context, first=not released)
+        if reason is None and _words(sentence) in released:
+            reason = "says the same sentence again"
         if reason:
             if notes is not None:
                 notes.append(f"{'trimmed' if released else 'rejected'}: {reason}")
             return
-        yield sentence if released == 0 else " " + sentence
-        released += 1
-        if released >= MAX_SENTENCES:
+        yield " " + sentence if released else sentence
+        released.append(_words(sentence))
+        if len(released) >= MAX_SENTENCES:
             return
 
 

@@ -218,6 +218,13 @@ def test_the_second_sample_is_shown_when_the_first_invents_a_fact():
     assert text == "I've waited forty minutes!" and notes == ["rejected: invents 4"]
 
 
+def test_a_sentence_the_reply_already_said_ends_it():
+    chunks = iter(["I'm leaving town tomorrow. I need a doctor today. I'm leaving town tomorrow."])
+    notes: list[str] = []
+    assert "".join(release(chunks, CARTER, notes)) == "I'm leaving town tomorrow. I need a doctor today."
+    assert notes == ["trimmed: says the same sentence again"]
+
+
 def test_a_later_sentence_speaking_for_the_clinic_is_trimmed():
     model = FakeModel(lines=["Fine. Your appointment is tomorrow at ten, Mr. Carter."])
     notes: list[str] = []
