@@ -181,8 +181,8 @@ def build_app(
         voice_on.change(lambda on: gr.update(visible=on), voice_on, voice_box, api_visibility="private")
         mic.stop_recording(bind(web.transcribe, practice), [session_id, mic, key], [message, voice_note],
                            api_visibility="private", **SPEECH_IN)  # fmt: skip
-        retry.click(bind(web.retry, practice), [session_id, key], practice_out, api_name="ui_retry",
-                    api_visibility="undocumented", **TURN_QUEUE)  # fmt: skip
+        retry.click(bind(web.retry_spoken, practice), [session_id, key, voice_on], [*practice_out, patient_audio],
+                    api_name="ui_retry", api_visibility="undocumented", **TURN_QUEUE)  # fmt: skip
         branch.click(bind(web.branch, practice), [session_id, branch_choice, key], practice_out,
                      api_visibility="private")  # fmt: skip
         end.click(bind(web.end, practice), [session_id, key], practice_out, api_visibility="private")

@@ -234,7 +234,9 @@ def send(
         yield _message_only(practice, session_id, f"⚠ {exc}")
 
 
-def retry(practice: Practice, session_id: str | None, key: str) -> Iterator[tuple[Any, ...]]:
+def retry(
+    practice: Practice, session_id: str | None, key: str, observe: Callable[[TurnUpdate], None] | None = None
+) -> Iterator[tuple[Any, ...]]:
     if not session_id:
         yield _message_only(practice, None, "Start a session first.")
         return
@@ -242,6 +244,8 @@ def retry(practice: Practice, session_id: str | None, key: str) -> Iterator[tupl
         practice.check_owner(session_id, key)
         answered: TurnUpdate | None = None
         for update in practice.retry(session_id):
+            if observe is not None:
+                observe(update)
             yield practice_view(practice, update)
             answered = update
         if answered is not None and answered.coaching:
@@ -341,6 +345,20 @@ def send_spoken(
     practice: Practice, session_id: str | None, message: str, key: str, voice_on: bool
 ) -> Iterator[tuple[Any, ...]]:
     """``send``, plus the patient's voice as the last output when voice mode is on."""
+    yield from _spoken(practice, session_id, key, voice_on,
+                       lambda observe: send(practice, session_id, message, key, observe=observe))  # fmt: skip
+
+
+def retry_spoken(practice: Practice, session_id: str | None, key: str, voice_on: bool) -> Iterator[tuple[Any, ...]]:
+    """``retry``, plus the patient's voice as the last output when voice mode is on."""
+    yield from _spoken(practice, session_id, key, voice_on,
+                       lambda observe: retry(practice, session_id, key, observe=observe))  # fmt: skip
+
+
+def _spoken(
+    practice: Practice, session_id: str | None, key: str, voice_on: bool,
+    turn: Callable[[Callable[[TurnUpdate], None] | None], Iterator[tuple[Any, ...]]],
+) -> Iterator[tuple[Any, ...]]:  # fmt: skip
     from agent import voice
 
     speaker = None
@@ -350,10 +368,10 @@ def send_spoken(
         except (StoreError, PersonaError):
             speaker = None
     if speaker is None:
-        for view in send(practice, session_id, message, key):
+        for view in turn(None):
             yield (*view, gr.update())
         return
-    for view, audio in voice.interleave(send(practice, session_id, message, key, observe=speaker.follow), speaker):
+    for view, audio in voice.interleave(turn(speaker.follow), speaker):
         yield (*(view if view is not None else _only()), gr.update() if audio is None else audio)
     if speaker.error:
         yield (*_only(status=f"⚠ The patient's voice failed: {speaker.error}"), gr.update())

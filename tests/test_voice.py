@@ -220,3 +220,36 @@ def test_a_faster_persona_says_the_same_words_in_less_time():
     fast_s = sum(engine.speak(line, fast).seconds for _ in range(3))
     slow_s = sum(engine.speak(line, slow).seconds for _ in range(3))
     assert fast_s < slow_s * 0.95
+
+
+# -- the page handlers ----------------------------------------------------------------------------
+
+
+def spoken_chunks(outputs: list[tuple]) -> list[bytes]:
+    return [values[-1] for values in outputs if isinstance(values[-1], bytes)]
+
+
+@needs_voice
+def test_send_and_retry_speak_the_answer_only_in_voice_mode(tmp_path):
+    from agent import web
+
+    fake = FakeModel(lines=["I waited forty minutes. Fix it today."])
+    practice = Practice(Store(f"sqlite:///{tmp_path / 'w.db'}"), LLMSettings(), seed=1, patient=fake, coach=fake)
+    session_id = practice.start("carter-wrong-day", "Sam", owner="k").session.id
+
+    typed = list(web.send_spoken(practice, session_id, "I'm sorry, Mr. Carter.", "k", False))
+    assert typed and spoken_chunks(typed) == []
+    assert all(len(values) == len(web.PRACTICE_OUTPUTS) + 1 for values in typed)
+
+    spoken = list(web.send_spoken(practice, session_id, "Let me find you a slot today.", "k", True))
+    chunks = spoken_chunks(spoken)
+    answer = practice.store.turns(session_id)[1]
+    sentences = voice.SentenceSplitter().feed(answer.patient_reply or "", final=True)
+    assert answer.status == "complete" and sentences
+    assert len(chunks) == len(sentences) and all(chunk[:4] == b"RIFF" for chunk in chunks)  # a WAV a sentence
+
+    fake.fail_patient = 1
+    failed = list(web.send_spoken(practice, session_id, "I will call you back.", "k", True))
+    assert spoken_chunks(failed) == [] and practice.store.turns(session_id)[2].status == "failed"
+    retried = list(web.retry_spoken(practice, session_id, "k", True))
+    assert spoken_chunks(retried) and practice.store.turns(session_id)[2].status == "complete"
