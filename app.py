@@ -178,7 +178,7 @@ def build_app(
         gr.on([send.click, message.submit], bind(web.send_spoken, practice), [session_id, message, key, voice_on],
               [*practice_out, patient_audio], api_name="ui_send", api_visibility="undocumented",
               **TURN_QUEUE)  # fmt: skip
-        voice_on.change(lambda on: gr.update(visible=on), voice_on, voice_box, api_visibility="private")
+        voice_on.change(web.voice_toggle, voice_on, voice_box, api_visibility="private")
         mic.stop_recording(bind(web.transcribe, practice), [session_id, mic, key], [message, voice_note],
                            api_visibility="private", **SPEECH_IN)  # fmt: skip
         retry.click(bind(web.retry_spoken, practice), [session_id, key, voice_on], [*practice_out, patient_audio],

@@ -240,6 +240,18 @@ def recogniser() -> Recogniser:
         return _loaded
 
 
+def warm() -> None:
+    """Load the recogniser on a thread of its own now (voice mode was just turned on)."""
+
+    def load() -> None:
+        try:
+            recogniser()
+        except Exception:  # said again, to the page, when a recording is transcribed
+            return
+
+    threading.Thread(target=load, name="speech-warm", daemon=True).start()
+
+
 def available() -> bool:
     """Whether the voice extra is installed (cheap: finds the packages, loads nothing)."""
     return all(importlib.util.find_spec(name) is not None for name in (MODULE, "faster_whisper"))

@@ -243,6 +243,18 @@ def available() -> bool:
 _worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patient-voice")
 
 
+def warm() -> None:
+    """Load the voice on its worker now (voice mode was just turned on), so the first sentence is not late."""
+
+    def load() -> None:
+        try:
+            synthesiser()
+        except Exception as exc:  # said again, to the page, when a sentence is spoken
+            log.warning("the patient's voice did not load: %s", exc)
+
+    _worker.submit(load)
+
+
 class Speaker:
     """Speaks one patient reply, sentence by sentence, as it streams in.
 

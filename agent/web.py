@@ -313,6 +313,16 @@ def voice_note() -> str:
     return f"Voice practice is not installed: {voice.INSTALL_HINT}."
 
 
+def voice_toggle(on: bool) -> Any:
+    """Show the voice box; turning voice on loads both speech models in the background."""
+    from agent import speech, voice
+
+    if on and speech.available() and voice.available():
+        speech.warm()
+        voice.warm()
+    return gr.update(visible=bool(on))
+
+
 def _persona_of(practice: Practice, session_id: str, key: str) -> Any:
     practice.check_owner(session_id, key)
     return practice.persona(practice.store.get_session(session_id).persona_id)

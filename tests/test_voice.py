@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import subprocess
+import sys
 import threading
 import time
 import wave
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,3 +256,26 @@ def test_send_and_retry_speak_the_answer_only_in_voice_mode(tmp_path):
     assert spoken_chunks(failed) == [] and practice.store.turns(session_id)[2].status == "failed"
     retried = list(web.retry_spoken(practice, session_id, "k", True))
     assert spoken_chunks(retried) and practice.store.turns(session_id)[2].status == "complete"
+
+
+@needs_voice
+def test_turning_voice_on_loads_both_models_in_the_background():
+    """Off: nothing loads (text practice pays nothing); on: both load without holding the page."""
+    code = """
+import sys, time
+sys.path.insert(0, '.')
+from agent import speech, voice, web
+web.voice_toggle(False)
+time.sleep(0.5)
+off = (speech._loaded, voice._loaded)
+began = time.perf_counter()
+update = web.voice_toggle(True)
+returned_s = time.perf_counter() - began
+deadline = time.monotonic() + 120
+while (speech._loaded is None or voice._loaded is None) and time.monotonic() < deadline:
+    time.sleep(0.1)
+print(off == (None, None), returned_s < 0.5, update['visible'], speech._loaded is not None, voice._loaded is not None)
+"""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert result.stdout.split() == ["True"] * 5
