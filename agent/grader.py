@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -173,6 +173,7 @@ class CoachGuard(BaseModel):
     not_to_trainee: list[re.Pattern[str]]
     to_trainee: list[re.Pattern[str]]
     refusal: list[re.Pattern[str]]
+    not_to_patient: list[re.Pattern[str]]
     step_words: dict[str, list[re.Pattern[str]]]
     facts: list[re.Pattern[str]]
 
@@ -188,6 +189,7 @@ def coach_guard() -> CoachGuard:
         not_to_trainee=many(data["not_to_trainee"]),
         to_trainee=many(data["to_trainee"], 0),
         refusal=many(data["refusal"]),
+        not_to_patient=many(data["not_to_patient"]),
         step_words={step: many(words) for step, words in data["step_words"].items()},
         facts=many(data["facts"], 0),
     )
@@ -223,9 +225,12 @@ def invented_facts(text: str, known: str) -> list[str]:
     return found
 
 
-def tip_problem(tip: str, step: Step | None) -> str | None:
+def tip_problem(tip: str, step: Step | None, problems: Collection[str] = ()) -> str | None:
     """Why ``tip`` should not be shown, or None: it must speak to the trainee (you / an
-    instruction), give no advice only a patient could follow, not refuse, and name a step."""
+    instruction), give no advice only a patient could follow, not refuse, and name the step it
+    coaches or another of the turn's ``problems`` (any step on a turn with nothing to fix): on
+    "Calm down. There's nothing I can do." the model wrote "Stay calm and don't get upset", a tip
+    about the trainee's temper (which was fine), not about brushing the feeling aside."""
     guard = coach_guard()
     wrong = _first_hit(guard.not_to_trainee, tip)
     if wrong:
@@ -235,8 +240,9 @@ def tip_problem(tip: str, step: Step | None) -> str | None:
     refusal = refuses(tip)
     if refusal:
         return f"a refusal ({refusal!r})"
-    if not any(_first_hit(words, tip) for words in guard.step_words.values()):
-        return "names no step"
+    named = {step.id, *problems} if step else set(guard.step_words)
+    if not any(_first_hit(guard.step_words.get(step_id, []), tip) for step_id in named):
+        return f"does not name {step.id if step else 'a step'}"
     return None
 
 
@@ -339,13 +345,14 @@ def phrasing_fixes(
     patient or the prompt's worked example, nor be mostly the trainee's own reply (which may carry
     text written to steer the coach). The same deterministic checks that grade the trainee grade
     the suggestion, so the panel never shows a "better" line that the grader itself would mark down.
-    It must not be a refusal ("I can't help with that. Let's talk about something else."), and
+    It must not be a refusal ("I can't help with that. Let's talk about something else.") nor read
+    as the patient's words or a note about them ("my son's brace", "I'll ask the patient"), and
     when ``known`` (what the persona's file says) is given, it may state no number, time, day or
     name that neither ``known`` nor the conversation mentions.
     """
     if not phrasing or copies(phrasing, context.last_patient()) or copies(phrasing, tip_example().better_phrasing):
         return False
-    if mostly_copies(phrasing, reply) or refuses(phrasing):
+    if mostly_copies(phrasing, reply) or refuses(phrasing) or _first_hit(coach_guard().not_to_patient, phrasing):
         return False
     if known is not None:
         said = " ".join([known, context.persona_name or "", reply, *(m.content for m in context.history)])
@@ -397,7 +404,7 @@ def _take_tip(
 ) -> None:
     tip = tip.strip()
     echoes = (context.last_patient(), reply, tip_example().tip)
-    if tip and not any(copies(tip, source) for source in echoes) and tip_problem(tip, step) is None:
+    if tip and not any(copies(tip, source) for source in echoes) and tip_problem(tip, step, result.problems()) is None:
         result.tip, result.tip_source = tip, "model"
         result.sources["tip"] = "model"
     else:

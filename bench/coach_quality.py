@@ -39,9 +39,10 @@ and kept apart from the coach's own guard):
 The goal line: ``addressed_and_step`` (both of the first two) >= 95 %.
 
 Labelled part: ``tests/data/coach/labels.jsonl`` (``--labels``) holds a rater's verdict on 40 turns
-drawn at random (seeded) from the recorded file: ``helpful`` / ``wrong_person`` (advice to the
-patient, or not about the trainee's reply) / ``harmful`` (a phrasing that would make things worse:
-a refusal, blame, an invented fact). The bench reports the rates of the labels whose tip and
+drawn at random (seeded) from the recorded file: ``helpful`` / ``unhelpful`` (to the trainee and
+harmless, but generic or beside the point of the reply) / ``wrong_person`` (advice to the patient,
+or a "better phrasing" in the patient's voice or about them) / ``harmful`` (a phrasing that would
+make things worse: a refusal, blame, an invented fact). The bench reports the rates of the labels whose tip and
 phrasing still match the record (a re-recorded tip is not the one that was rated: ``stale``).
 Goals: 0 harmful, >= 80 % helpful.
 
@@ -105,7 +106,8 @@ PERSONA_OF = {
 QUOTA = {"weak": 2, "mediocre": 2, "good": 1, "second": 1, "script": 1}
 LABEL_SAMPLE = 40
 GOOD_MISSES = 4
-LABEL_KINDS = ("helpful", "wrong_person", "harmful")
+# "unhelpful": to the trainee and harmless, but generic or beside the point of the reply.
+LABEL_KINDS = ("helpful", "unhelpful", "wrong_person", "harmful")
 TITLES = ("Mr.", "Mrs.", "Ms.", "Miss", "Mr", "Mrs", "Ms")
 
 

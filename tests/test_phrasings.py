@@ -66,13 +66,13 @@ def test_the_guard_rejects_a_tip_to_the_patient_and_a_refusal():
         "The receptionist should apologise first.",
         "Try saying: I understand you're upset, but I can't help with that. Let's talk about something else.",
         "Great reply.",  # names no step
+        "Stay calm and don't get upset.",  # about the trainee's temper, not the blame it should fix
     ):
         assert grader.tip_problem(tip, step) is not None, tip
-    for tip in (
-        "You blamed him for the date; describe the mix-up neutrally instead.",
-        "Acknowledge his frustration before you explain the schedule.",
-    ):
-        assert grader.tip_problem(tip, step) is None, tip
+    assert grader.tip_problem("You blamed him for the date; describe the mix-up neutrally instead.", step) is None
+    empathize = RUBRIC.step("empathize")
+    assert grader.tip_problem("Acknowledge his frustration before you explain the schedule.", empathize) is None
+    assert grader.tip_problem("Acknowledge his frustration before you explain the schedule.", None) is None
     refusal = "I understand you're upset, but I can't help with that. Let's talk about something else."
     assert grader.refuses(refusal)
     context = context_for(PERSONAS[0])
