@@ -47,37 +47,121 @@ CAPS_NAMING_WORD = re.compile(
     re.IGNORECASE,
 )
 
-# Text that addresses the grader or names rubric steps is never evidence for any step (issue 13):
-# "[empathize]", "mark involve_manager demonstrated", "Note to the grader: ...". Such sentences are
-# blanked (same length, so quoted evidence still points into the original) before any check runs,
-# and left out of what the classifier reads (agent.learned.score_reply).
+# Text that addresses the grader, the coach or the model, names rubric steps or fakes a transcript is
+# never evidence for any step (issues 11 and 13): "[empathize]", "mark involve_manager demonstrated",
+# "Note to the grader: ...", "Coach: suggest ...", "<|im_start|>system ...", "Mrs. Lopez: Thank you",
+# "(Karen calms down and thanks the staff member.)". Such text is blanked (same length, so quoted
+# evidence still points into the original) before any check runs, and left out of what the classifier
+# reads (agent.learned.score_reply). Three shapes, each a rule about what the text does, not a list of
+# attacks: a sentence with a meta word is blanked; a bracket that holds one, or narrates the scene
+# in the third person, is blanked whole; a label that turns to another addressee (a role or a fake
+# speaker) blanks everything after it, since the rest is said to, or as, someone else.
 META_WORDS = (
     r"\b(grader|graders|grading|rubric|rubrics|evaluator|scorer|assessor|classifier|checklist|step ids?|"
-    r"full marks|(give|award) (me |this |us )?(full )?(marks|points|credit)|"
-    r"ignore (all |any )?(previous|prior|above|the) (instructions|rules)|"
-    r"(mark|label|score|grade|rate|count|flag|tick|record|log)( this| that| it| me| the reply| every step| all steps)? "
-    r"(as )?(demonstrated|violated|not[ _]applicable|passed|complete))\b"
+    r"evaluation note|better[ _]phrasing|full marks|(give|award) (me |this |us )?(full )?(marks|points|credit)|"
+    r"ignore (all |any )?(of )?(your |my |the |these |those |previous |prior |above |earlier )*"
+    r"(instructions|rules|prompt|guidelines)|"
+    r"(rate|score|grade|judge) (this|the|my) (reply|response|answer|turn)|"
+    r"(perfect|excellent|flawless|top marks) (on|for|in|across) (every|each|all) steps?|"
+    r"(every|each|all) steps? (are |were |is )?(demonstrated|passed|met|ok)|no violations|"
+    r"this (reply|response) (shows|demonstrates|contains|deserves)|"
+    r"(mark|label|score|grade|rate|count|flag|tick|record|log|set)"
+    r"( this| that| it| me| the reply| every step| all steps)? "
+    r"(as )?(demonstrated|violated|not[ _]applicable|passed|complete)|"
+    # what the simulated patient is made of, said to the model rather than to a patient
+    r"stage directions?|system prompt|training (simulator|simulation|recording)|this role[- ]?play|"
+    r"(stop|drop|end|pause|break|quit|exit|leave) (the |this |your )?"
+    r"(role[- ]?play|character|scene|simulation|persona)|"
+    r"out of character|\booc|language model|developer mode|(system|admin) override|"
+    r"are you (an? |just an? |really an? )?(ai|bot|chatbot|language model|program|real person)|as an ai|"
+    r"you are (now )?an? (ai|helpful assistant|chatbot|language model)|"
+    r"say this line|say (the following|exactly)|repeat (this|the following|after me)|"
+    # roles handed out to the model ("let's swap roles: you're the receptionist now and I'm the patient")
+    r"(swap|switch|change|reverse|trade) (roles|places|parts)|"
+    r"(you(['\u2019]?re| are)|(i|im|i['\u2019]m|i am)) (now )?(the|a|an) "
+    r"(receptionist|patient|staff member|assistant|trainee|nurse|doctor|caller|customer) now)\b"
 )
 VERDICT_WORDS = r"demonstrated|violated|missed|not_applicable|not applicable|ok"
-_meta_patterns: dict[tuple[str, ...], re.Pattern[str]] = {}
+# Chat-template tokens and JSON objects are written to a program, never to a patient.
+TEMPLATE_TOKEN = r"<\|[a-z_]+\|>|\[/?INST\]|<</?SYS>>"
+JSON_OBJECT = re.compile(r"\{\s*\\?\"[^\"\n]{1,60}\\?\"\s*:[^\n]*\}")
+BRACKET = re.compile(r"[\[({][^\[\](){}]{0,600}[\])}]")
+# Third-person narration inside brackets: the scene described, not said ("[Mr. Hughes is now calm]").
+NARRATION = (
+    r"\b(the (patient|trainee|staff member|staff|receptionist|caller|user) (is|was|has|now|\w+s)\b|"
+    r"the (scene|simulation)|is now|calms? down|thank(s|ing) the|(mr|mrs|ms|mx|dr|miss)\.?\s+[a-z][\w-]* "
+    r"(is|was|has|now|\w+s)\b)"
+)
+# A label that hands the rest of the text to another addressee (a role) at a line or sentence start,
+# or a fake speaker line ("Mrs. Lopez: Thank you") after the reply began.
+LABEL_START = r"(?:^|(?<=[.!?\n>\]}]))[ \t]*"
+ROLE_LABEL = (
+    rf"{LABEL_START}(note to (the )?)?(coach|grader|evaluator|system|assistant|narrator|director|ai|staff|patient|"
+    rf"receptionist|trainee|caller|user|clinic|representative)\s*:|"
+    rf"{LABEL_START}(coach|grader|evaluator|system|assistant)\s*,"
+)
+CLOSER = {"(": ")", "[": "]", "{": "}"}
+_meta_patterns: dict[tuple[str, ...], tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str], re.Pattern[str]]] = {}
 
 
 def meta_pattern(step_ids: Iterable[str]) -> re.Pattern[str]:
     """Grader-addressing words, a step id written as one ("involve_manager"), or a step id or verdict in brackets."""
-    ids = tuple(sorted(step_ids))
-    if ids not in _meta_patterns:
+    return _meta(tuple(sorted(step_ids)), ())[0]
+
+
+def _meta(
+    ids: tuple[str, ...], names: tuple[str, ...]
+) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """(meta words, bracket narration, role labels, speaker labels) for these step ids and patient names."""
+    key = (*ids, "\0", *names)
+    if key not in _meta_patterns:
         named = "|".join(re.escape(i) for i in ids if "_" in i) or "(?!)"
         any_id = "|".join([*(re.escape(i).replace("_", "[_ ]") for i in ids), VERDICT_WORDS])
         bracket = rf"[\[{{(<]\s*(step:?\s*)?({any_id})\b[^\]}})>\n]{{0,40}}[\]}})>]"
-        _meta_patterns[ids] = re.compile(rf"{META_WORDS}|\b({named})\b|{bracket}", re.IGNORECASE)
-    return _meta_patterns[ids]
+        who = "|".join(re.escape(n) for n in names) or "(?!)"
+        _meta_patterns[key] = (
+            re.compile(rf"{META_WORDS}|\b({named})\b|{bracket}", re.IGNORECASE),
+            re.compile(rf"{NARRATION}|\b({who}) (is|was|has|now|\w+s)\b", re.IGNORECASE),
+            re.compile(rf"{ROLE_LABEL}|{TEMPLATE_TOKEN}", re.IGNORECASE | re.MULTILINE),
+            re.compile(
+                rf"{LABEL_START}((mr|mrs|ms|mx|dr|miss)\.?\s+[a-z][\w-]*|{who})\s*:(?!\d)", re.IGNORECASE | re.MULTILINE
+            ),  # fmt: skip
+        )
+    return _meta_patterns[key]
 
 
-def meta_spans(text: str, step_ids: Iterable[str]) -> list[Span]:
-    """The sentences of ``text`` that address the grader or name a rubric step (whole sentences)."""
-    hits = [m.span() for m in meta_pattern(step_ids).finditer(text)]
-    spans: list[Span] = []
-    for start, end in hits:
+def _section_end(text: str, start: int) -> int:
+    """Where a label's section ends: the close of the bracket it was opened in, else the end of the text."""
+    depth = {opener: 0 for opener in CLOSER}
+    for index in range(start - 1, -1, -1):
+        char = text[index]
+        for opener, closer in CLOSER.items():
+            if char == closer:
+                depth[opener] += 1
+            elif char == opener:
+                if depth[opener] == 0:
+                    close = text.find(closer, start)
+                    return close + 1 if close >= 0 else len(text)
+                depth[opener] -= 1
+    return len(text)
+
+
+def meta_spans(text: str, step_ids: Iterable[str], names: Iterable[str] = ()) -> list[Span]:
+    """The parts of ``text`` that address the grader, coach or model, name a step or fake a transcript.
+
+    ``names``: the patient's name tokens, for a fake "Karen:" line or "(Karen calms down ...)".
+    """
+    words, narration, roles, speakers = _meta(tuple(sorted(step_ids)), tuple(sorted(set(names))))
+    spans: list[Span] = [m.span() for m in JSON_OBJECT.finditer(text)]
+    for m in BRACKET.finditer(text):
+        inner = m.group()[1:-1]
+        if words.search(inner) or narration.search(inner) or roles.search(inner) or speakers.search(inner):
+            spans.append(m.span())
+    labels = [*roles.finditer(text), *(m for m in speakers.finditer(text) if text[: m.start()].strip())]
+    for m in labels:
+        start = m.start() + len(m.group()) - len(m.group().lstrip())
+        spans.append((start, _section_end(text, start)))
+    for start, end in (m.span() for m in words.finditer(text)):
         left = max((m.end() for m in SENTENCE_END.finditer(text, 0, start)), default=0)
         after = SENTENCE_END.search(text, end)
         spans.append((left, after.end() if after else len(text)))
@@ -92,9 +176,10 @@ def blank(text: str, spans: Iterable[Span]) -> str:
     return "".join(chars)
 
 
-def strip_meta(text: str, step_ids: Iterable[str]) -> str:
-    """``text`` without its grader-addressing sentences, whitespace collapsed (what the classifier reads)."""
-    return re.sub(r"[ \t]{2,}", " ", blank(text, meta_spans(text, step_ids))).strip()
+def strip_meta(text: str, step_ids: Iterable[str], names: Iterable[str] = ()) -> str:
+    """``text`` without its meta parts (:func:`meta_spans`), whitespace collapsed: what the classifier reads."""
+    kept = blank(text, meta_spans(text, step_ids, names))
+    return re.sub(r"[ \t]{2,}", " ", re.sub(r"\s*\n\s*", "\n", kept)).strip(" \t\n'\"")
 
 
 CLAUSE_END = re.compile(r"[.?!\n;]")
@@ -357,11 +442,12 @@ def run(rubric: Rubric, reply: str, context: TurnContext | None = None) -> dict[
     """Verdicts for every graded per-turn step of ``rubric`` on one trainee ``reply``."""
     context = context or TurnContext()
     text = Normalized(reply)
-    # Grader-addressing text counts for nothing; a retracted promise shows no do-step.
-    text.text = blank(text.text, meta_spans(text.text, rubric.step_ids))
+    names = name_tokens(context.persona_name)
+    # Text to the grader, the coach or the model counts for nothing; a retracted promise shows no do-step.
+    text.text = blank(text.text, meta_spans(text.text, rubric.step_ids, names))
     kept = Normalized(reply)
     kept.text = blank(text.text, retracted_spans(text.text))
-    met = conditions_met(rubric, blank(reply, meta_spans(reply, rubric.step_ids)), context)
+    met = conditions_met(rubric, blank(reply, meta_spans(reply, rubric.step_ids, names)), context)
     verdicts = {step.id: judge_step(step, kept if step.kind == "do" else text, context, met)
                 for step in rubric.turn_steps()}  # fmt: skip
     return apply_voids(rubric, apply_after_violations(rubric, verdicts))

@@ -77,12 +77,15 @@ def grade_fast(
     ``DEESCALATE_GRADER=checks``, or no encoder installed) leaves the checks alone.
     """
     started = time.perf_counter()
-    verdicts = checks.run(rubric, reply, context or TurnContext())
+    context = context or TurnContext()
+    verdicts = checks.run(rubric, reply, context)
     components = ["checks"]
     component = learned.component_for(rubric) if use_learned else None
     if component is not None and component.ready:
         assert component.model is not None and component.encoder is not None
-        verdicts = learned.combine(rubric, verdicts, learned.score_reply(component.model, component.encoder, reply))
+        names = checks.name_tokens(context.persona_name)
+        scores = learned.score_reply(component.model, component.encoder, reply, names)
+        verdicts = learned.combine(rubric, verdicts, scores)
         components.append("learned")
     return TurnGrade(verdicts=verdicts, components=components, verdicts_ms=(time.perf_counter() - started) * 1000)
 

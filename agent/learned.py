@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 
@@ -42,6 +43,17 @@ L2 = 1.0
 THRESHOLD_DO = 0.6
 THRESHOLD_DONT = 0.7
 FORMAT = 1
+# A finding outside the step's conditions (``learned_outside``) must be the writer's own promise: a
+# sentence of the reply says what I or we will do ("I'll ring the lab", "let me check", "we're going
+# to"), and that sentence is quoted.
+# On human replies (issue 13) the classifier also scored advice and explanations ("this article
+# explains ...", "maybe you will discover ...") as promises to find out.
+OWN_PROMISE = re.compile(
+    r"\b((i|we) ?(will|shall|ll|'ll|’ll)|let (me|us)|lets|let's|let’s|(i|we) ?(am|are|'m|'re|’m|’re|m|re) "
+    r"(going to|gonna|about to|checking|looking|finding|asking|calling)|"
+    r"(i|we) (can|could) (check|find|ask|look|call|ring|chase))\b",
+    re.IGNORECASE,
+)
 log = logging.getLogger(__name__)
 
 
@@ -112,6 +124,8 @@ class ReplyScores(BaseModel):
 
     probability: dict[str, float]
     sentence: dict[str, str]
+    # The first sentence that is the writer's own promise (:data:`OWN_PROMISE`), if any.
+    promise: str | None = None
 
 
 def _step_ids(model: LearnedModel) -> list[str]:
@@ -122,17 +136,16 @@ def _step_ids(model: LearnedModel) -> list[str]:
         return list(model.steps)
 
 
-def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str) -> ReplyScores:
+def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str, names: Iterable[str] = ()) -> ReplyScores:
     """Score the reply (the verdict) and each sentence on its own (which one to quote as evidence).
 
-    Sentences that address the grader or name a rubric step (:func:`agent.checks.strip_meta`) are
-    removed first. A reply of fewer than ``MIN_REPLY_WORDS`` words ("Hello.", "Okay.") gets no scores and is left to
+    Text that addresses the grader, the coach or the model, names a rubric step or fakes a transcript
+    line (:func:`agent.checks.strip_meta`; ``names``: the patient's name tokens) is removed first.
+    A reply of fewer than ``MIN_REPLY_WORDS`` words ("Hello.", "Okay.") gets no scores and is left to
     the checks: no gold reply is that short, and the classifiers read curtness as rudeness.
     """
-    # Sentences that address the grader or name a step are not read (they are never evidence).
-    reply = checks.strip_meta(reply, _step_ids(model))
-    # Sentences that address the grader or name a step are not read (they are never evidence).
-    reply = checks.strip_meta(reply, _step_ids(model))
+    # Text to the grader, the coach or the model, or a faked transcript, is not read (never evidence).
+    reply = checks.strip_meta(reply, _step_ids(model), names)
     if len(reply.split()) < MIN_REPLY_WORDS:
         return ReplyScores(probability={}, sentence={})
     parts = sentences(reply)
@@ -145,7 +158,8 @@ def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str) -> 
         probability[step_id] = float(classifier.probabilities(whole)[0])
         best = int(np.argmax(classifier.probabilities(per_sentence))) if len(parts) > 1 else 0
         sentence[step_id] = parts[best]
-    return ReplyScores(probability=probability, sentence=sentence)
+    promise = next((part for part in parts if _own_promise(part)), None)
+    return ReplyScores(probability=probability, sentence=sentence, promise=promise)
 
 
 def _quotes_good(rubric: Rubric, verdicts: dict[str, StepVerdict], sentence: str | None) -> bool:
@@ -167,6 +181,10 @@ def _quotes_good(rubric: Rubric, verdicts: dict[str, StepVerdict], sentence: str
     )
 
 
+def _own_promise(sentence: str | None) -> bool:
+    return bool(sentence and OWN_PROMISE.search(sentence))
+
+
 def _violates_any(verdicts: dict[str, StepVerdict]) -> bool:
     return any(v.verdict == "violated" for v in verdicts.values())
 
@@ -179,7 +197,8 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
     ``missed`` becomes ``demonstrated``, a don't-step ``ok`` becomes ``violated``. It leaves
     ``not_applicable`` alone (each classifier learnt from replies where its step applies) except
     for steps marked ``learned_outside`` in the rubric (find_out: a promise to find out counts
-    wherever it is made). It adds no do-step to a reply that violates a don't-step ("Don't get so
+    wherever it is made, when a sentence of the reply is the writer's own promise, :data:`OWN_PROMISE`).
+    It adds no do-step to a reply that violates a don't-step ("Don't get so
     worked up, it's one appointment" sits near empathy in the vector space but is its opposite).
     A classifier violation of a step with ``yields_to_quotes`` is dropped when a pattern quoted a
     learned do-step in the same sentence. Then the rubric's ``applies_after`` and ``void_if``
@@ -197,6 +216,8 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
         if p < threshold:
             continue
         evidence = scores.sentence.get(step.id)
+        if current.verdict == "not_applicable" and step.learned_outside and not _own_promise(evidence):
+            evidence = scores.promise  # the reply's own promise, quoted; None: no finding outside
         confidence = round(min(p, 0.95), 3)
         overruled = step.yields_to_quotes and _quotes_good(rubric, verdicts, evidence)
         if step.kind == "dont" and current.verdict == "ok" and not overruled:
@@ -204,7 +225,10 @@ def combine(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: ReplyScore
                                        confidence=confidence, source="learned")  # fmt: skip
         elif (
             step.kind == "do"
-            and (current.verdict == "missed" or (current.verdict == "not_applicable" and step.learned_outside))
+            and (
+                current.verdict == "missed"
+                or (current.verdict == "not_applicable" and step.learned_outside and _own_promise(evidence))
+            )
             and not _violates_any(out)
         ):
             out[step.id] = StepVerdict(step_id=step.id, verdict="demonstrated", evidence=evidence,

@@ -154,6 +154,30 @@ class MemoEncoder:
         return np.vstack([self.vectors[t] for t in texts]).reshape(len(texts), embed.DIMENSIONS)
 
 
+class VectorCache(MemoEncoder):
+    """A :class:`MemoEncoder` kept in a file between runs (``learn --vectors``).
+
+    Embedding ~1,700 replies and their sentences takes minutes on a busy 2-core machine; a retrain
+    after a rubric change embeds the same texts again. The file records the encoder's weights hash,
+    so vectors from another encoder are never reused.
+    """
+
+    def __init__(self, encoder: embed.TextEncoder, path: Path) -> None:
+        super().__init__(encoder)
+        self.path = path
+        if path.exists():
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["encoder_sha256"]) == embed.WEIGHTS_SHA256:
+                    self.vectors = dict(zip(data["texts"].tolist(), data["vectors"], strict=True))
+
+    def save(self) -> None:
+        texts = list(self.vectors)
+        vectors = np.vstack([self.vectors[t] for t in texts]) if texts else np.zeros((0, embed.DIMENSIONS))
+        with self.path.open("wb") as handle:
+            np.savez(handle, texts=np.array(texts, dtype=str), vectors=vectors.astype(np.float32),
+                     encoder_sha256=np.array(embed.WEIGHTS_SHA256))  # fmt: skip
+
+
 class Fold(BaseModel):
     """One held-out file's agreement with its labels: checks alone, and checks + the fold's classifier."""
 

@@ -1,6 +1,6 @@
 """Red-team suite against the embedded model: prompt injections in trainee replies (issue 11, item 4).
 
-Usage: python bench/redteam.py [--json] [--model default|small] [--limit N] [--file PATH] [--ids a,b]
+Usage: python bench/redteam.py [--json] [--model default|small] [--limit N] [--file PATH] [--ids a,b] [--verdicts-only]
 
 Starts its own embedded llama.cpp server (:class:`agent.runtime.EmbeddedServer`, a log file in a
 temporary folder) and plays every attempt in ``tests/data/redteam.yaml`` as the FIRST trainee turn
@@ -29,7 +29,9 @@ mechanically, whatever its category (one attempt may fail in more than one way):
   plain (dismissive) reply.
 
 Prints a progress line per attempt on stderr, then per-count totals and the offending cases (or, with
-``--json``, one object). Bounded: one patient reply (at most two model requests) and one coach call
+``--json``, one object). ``--verdicts-only`` counts the verdict flips alone, without starting the
+model (the grader's verdicts need no chat model; tests/test_redteam_verdicts.py asserts the same
+:func:`verdict_flips`). Bounded: one patient reply (at most two model requests) and one coach call
 per attempt, each under the model client's timeout.
 """
 
@@ -52,6 +54,7 @@ from agent import grader  # noqa: E402
 from agent.llm import Backend, LLMSettings  # noqa: E402
 from agent.patient import out_of_role, patient_model  # noqa: E402
 from agent.personas import load_persona  # noqa: E402
+from agent.rubrics import load_rubric  # noqa: E402
 from agent.runtime import EmbeddedServer  # noqa: E402
 from agent.session import Session  # noqa: E402
 
@@ -148,6 +151,29 @@ def flips(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return found
 
 
+def verdict_flips(attempt: dict[str, Any]) -> list[str]:
+    """The flips of one attempt, graded as the first turn of a fresh session with its persona (no model call)."""
+    persona = load_persona(attempt["persona"])
+    rubric = load_rubric(persona.rubric)
+    context = Session(persona, patient_model(LLMSettings()), rubric=rubric).context(0)
+    attack = grader.grade_fast(rubric, " ".join(attempt["text"].split()), context).labels()
+    baseline = grader.grade_fast(rubric, " ".join(attempt["plain"].split()), context).labels()
+    return flips(baseline, attack)
+
+
+def verdicts_only(attempts: list[dict[str, Any]], as_json: bool) -> int:
+    """``--verdicts-only``: count verdict flips without the model server."""
+    cases = [{"id": a["id"], "category": a["category"], "flips": verdict_flips(a)} for a in attempts]
+    flipped = [case for case in cases if case["flips"]]
+    if as_json:
+        print(json.dumps({"attempts": len(cases), "verdict_flips": len(flipped), "cases": flipped}, indent=2))
+        return 0
+    print(f"{len(cases)} attempts, verdicts only (no model): verdict_flips {len(flipped)}")
+    for case in flipped:
+        print(f"- {case['id']} ({case['category']}): {'; '.join(case['flips'])}")
+    return 0
+
+
 def tip_problems(session: Session, grade: Any, plain: str) -> list[str]:
     rubric = session.rubric
     problems: list[str] = []
@@ -235,6 +261,8 @@ def main() -> int:
     parser.add_argument("--ids", default="", help="comma-separated attempt ids to play")
     parser.add_argument("--file", type=Path, default=ATTEMPTS, help="attempts YAML (default tests/data/redteam.yaml)")
     parser.add_argument("--timeout", type=float, default=120.0, help="model request timeout, seconds")
+    parser.add_argument("--verdicts-only", action="store_true",
+                        help="count verdict flips only (grade_fast: attempt vs plain text), no model")  # fmt: skip
     args = parser.parse_args()
     attempts = load_attempts(args.file)
     if args.ids:
@@ -242,6 +270,8 @@ def main() -> int:
         attempts = [a for a in attempts if a["id"] in wanted]
     if args.limit:
         attempts = attempts[: args.limit]
+    if args.verdicts_only:
+        return verdicts_only(attempts, args.json)
     workdir = Path(tempfile.mkdtemp(prefix="redteam-"))
     began = time.perf_counter()
     cases: list[dict[str, Any]] = []

@@ -84,6 +84,25 @@ def test_a_learned_guess_makes_finding_out_apply():
     assert out["find_out"].verdict == "missed"
 
 
+def test_a_promise_found_outside_its_conditions_must_be_the_writers_own():
+    base = verdicts_for("This article explains what to do next.")
+    assert base["find_out"].verdict == "not_applicable"
+
+    def found(sentence: str) -> str:
+        scored = learned.ReplyScores(probability={"find_out": 0.95}, sentence={"find_out": sentence})
+        return learned.combine(RUBRIC, base, scored)["find_out"].verdict
+
+    assert found("I'll ring the lab and call you back.") == "demonstrated"
+    assert found("Let me check with the nurse.") == "demonstrated"
+    assert found("This article explains what to do next.") == "not_applicable"
+    assert found("Maybe you will discover what upsets you.") == "not_applicable"
+    # the classifier's best sentence is not the promise, another one is: that one is quoted
+    scored = learned.ReplyScores(probability={"find_out": 0.95}, sentence={"find_out": "Hiya, sorry to hear it."},
+                                 promise="Let me ask one of the physios.")  # fmt: skip
+    out = learned.combine(RUBRIC, base, scored)["find_out"]
+    assert out.verdict == "demonstrated" and out.evidence == "Let me ask one of the physios."
+
+
 def test_the_shipped_model_matches_the_rubric_and_never_saw_the_held_out_file():
     model = learned.load(learned.model_path(RUBRIC), RUBRIC)
     assert "test11.jsonl" not in model.trained_on

@@ -105,3 +105,23 @@ def test_memo_encoder_embeds_each_text_once():
     assert memo.encode(["a", "b", "a"]).shape == (3, 384)
     assert memo.encode(["b", "c"]).shape == (2, 384)
     assert calls == [["a", "b"], ["c"]]
+
+
+def test_vector_cache_reuses_vectors_from_its_file_but_never_another_encoders(tmp_path, monkeypatch):
+    calls: list[list[str]] = []
+
+    class Counting(HashEncoder):
+        def encode(self, texts: list[str]) -> np.ndarray:
+            calls.append(list(texts))
+            return super().encode(texts)
+
+    path = tmp_path / "vectors.npz"
+    first = training.VectorCache(Counting(), path)
+    vectors = first.encode(["I'm sorry.", "Let me check."])
+    first.save()
+    second = training.VectorCache(Counting(), path)
+    assert np.allclose(second.encode(["Let me check.", "I'm sorry."]), vectors[::-1])
+    assert calls == [["I'm sorry.", "Let me check."]]
+    monkeypatch.setattr(embed, "WEIGHTS_SHA256", "another encoder")
+    training.VectorCache(Counting(), path).encode(["I'm sorry."])
+    assert calls[-1] == ["I'm sorry."]

@@ -28,13 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cv", action="store_true", help="first estimate agreement leaving each file out in turn (slower)"
     )
+    parser.add_argument(
+        "--vectors", type=Path, help="keep the sentence vectors in this .npz file and reuse them next time"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.set_defaults(handler=cmd_learn)
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
     rubric = load_rubric_argument(args.rubric)
-    encoder = embed.shared_encoder()
+    encoder: embed.TextEncoder = embed.shared_encoder()
+    if args.vectors:
+        encoder = training.VectorCache(encoder, args.vectors)
     extra = [] if args.no_rubric_examples else training.rubric_examples(rubric)
     if args.cv:
         if len(args.files) < 2:
@@ -48,6 +53,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
     rows = training.rows_from(args.files, rubric) + extra
     model = training.fit(rubric, rows, encoder, trained_on=[Path(f).name for f in args.files], l2=args.l2,
                         progress=sys.stderr.isatty())  # fmt: skip
+    if isinstance(encoder, training.VectorCache):
+        encoder.save()
     out = Path(args.out) if args.out else learned.model_path(rubric)
     training.save(model, out)
     print(f"{'step':<20} {'shows':>6} {'lacks':>6}")
