@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from agent.llm import PromptStyle
 from agent.models import ModelUnavailable
 
-TIP = "Name the feeling before you explain."
+TIP = "Name the feeling, say sorry, sum up what you heard and offer one option before you explain."
 PHRASING = "I can hear how frustrating this wait has been, and I'm sorry about it."
 
 

@@ -432,9 +432,10 @@ def test_malformed_coach_json_falls_back_to_the_rubrics_advice_and_keeps_the_ver
     practice.wait_for_coaching(session_id)
     [turn] = store.turns(session_id)
     assert coach.coach_requests, "the coach was asked"
-    rubric_tip = grader.rubric_coaching(practice.live(session_id).session.rubric, before, "").tip
-    assert turn.grade.tip == rubric_tip and turn.grade.tip_source == "rubric"
-    assert turn.grade.phrasing_source == "rubric" and turn.grade.better_phrasing
+    session = practice.live(session_id).session  # the fallback: the persona's curated coaching
+    fallback = grader.rubric_coaching(session.rubric, before, "", session.persona)
+    assert turn.grade.tip == fallback.tip and turn.grade.tip_source == "curated"
+    assert turn.grade.better_phrasing == fallback.better_phrasing and turn.grade.phrasing_source == "curated"
     assert turn.grade.error  # what happened is kept with the grade
     assert turn.grade.verdicts == before.verdicts and turn.mood_after == updates[0].last.mood_after
     assert turn.status == "complete" and turn.patient_reply
