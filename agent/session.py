@@ -298,9 +298,10 @@ class Session:
         self.transcript.add("trainee", turn.trainee)
         if turn.patient is not None:
             kind = turn.ending.kind if turn.ending else None
+            # Trim where the live session trimmed: before the answer was written, under its mood.
+            self._fit_memory(turn.mood_after, kind)
             self.transcript.add("patient", turn.patient, direction(self.persona, turn.mood_after, kind))
             self.ending = turn.ending
-        self._fit_memory(self.mood, None)
 
     def summary(self) -> dict[str, object]:
         """The figures ``simulate --json`` prints, with the patient's lines."""
