@@ -129,6 +129,9 @@ class ModelSupervisor:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._hung = False
+        # Turns and tips ask for settings from several threads: one of them restarts a hung or dead
+        # server while the others wait, so none sends a request to a server between stop and start.
+        self._restart_lock = threading.Lock()
 
     @property
     def supervised(self) -> bool:
@@ -218,12 +221,13 @@ class ModelSupervisor:
             self._prepare()
         if self.server is None:
             raise RuntimeError(self._state.message)
-        if self._hung:  # it answered /health but not the last request: start a fresh one
-            self._hung = False
-            self.server.stop()
-        process = self.server.process
-        if process is None or process.poll() is not None:
-            self.server.ensure()
+        with self._restart_lock:
+            if self._hung:  # it answered /health but not the last request: start a fresh one
+                self._hung = False
+                self.server.stop()
+            process = self.server.process
+            if process is None or process.poll() is not None:
+                self.server.ensure()
         self._state = ModelState(state="ready", message=f"Model ready ({self.server.alias}).")
         return self.base.model_copy(update={"base_url": self.server.openai_base_url})
 
