@@ -423,6 +423,10 @@ class Practice:
         with self._exclusive(live):
             if live.record.ended:
                 raise StoreError(f"session {session_id} has ended")
+            if live.session.ending is not None:  # over, but the database refused the end: store it now
+                self._end(live, **self._ending_of(live))
+                yield self.update(live, "ended", note="The conversation had already ended; your reply was not sent.")
+                return
             if live.session.pending:
                 raise StoreError("your last reply never got an answer: press Retry first")
             events = live.session.stream_turn(text)
@@ -497,8 +501,13 @@ class Practice:
                     "ones no longer fit the model's memory.")  # fmt: skip
         live.jobs[answered.index] = self.coaching_worker.submit(self._coach_job(live, answered.index, record.id))
         if turn.ending is not None:
-            reason = ENDINGS[turn.ending.kind].format(name=live.session.persona.address_as)
-            self._end(live, outcome=turn.ending.kind, reason=f"{reason} ({turn.ending.reason})")
+            try:
+                self._end(live, **self._ending_of(live))
+            except StoreUnavailable as exc:  # the answer is kept; End session (or Send) stores the end later
+                note = (f"The conversation is over and the patient's answer is saved, but the scorecard could not "
+                        f"be: {exc.why}. Press End session to save it.")  # fmt: skip
+                yield self.update(live, "answered", note=note, coaching=True)
+                return
             yield self.update(live, "ended", note=note, coaching=True)
             return
         yield self.update(live, "answered", note=note, coaching=True)
@@ -572,8 +581,17 @@ class Practice:
         live = self.live(session_id)
         with self._exclusive(live):
             if not live.record.ended:
-                self._end(live, outcome=outcome, reason=reason)
+                over = live.session.ending is not None  # the patient ended it first: that is the outcome
+                self._end(live, **(self._ending_of(live) if over else {"outcome": outcome, "reason": reason}))
         return self.update(live, "ended")
+
+    @staticmethod
+    def _ending_of(live: Live) -> dict[str, str | None]:
+        """The outcome and reason of a conversation the patient ended (resolved, walked out, ...)."""
+        ending = live.session.ending
+        assert ending is not None
+        reason = ENDINGS[ending.kind].format(name=live.session.persona.address_as)
+        return {"outcome": ending.kind, "reason": f"{reason} ({ending.reason})"}
 
     def _end(self, live: Live, *, outcome: str | None, reason: str | None) -> None:
         card = self.scorecard(live, outcome=outcome, reason=reason)

@@ -151,14 +151,7 @@ def test_branches_and_the_scorecard(store):
 
 def test_the_session_ends_by_itself_and_the_page_says_why(store, tmp_path):
     """A persona tuned to accept the first concrete offer: the session resolves after one turn."""
-    folder = tmp_path / "personas"
-    folder.mkdir()
-    text = (REPO / "personas" / f"{PERSONA}.yaml").read_text(encoding="utf-8")
-    text = text.replace("  resolve_anger: 3\n", "  resolve_anger: 9\n  min_turns: 1\n").replace(
-        "  resolve_trust: 6\n", "  resolve_trust: 3\n"
-    )
-    (folder / f"{PERSONA}.yaml").write_text(text, encoding="utf-8")
-    practice = practice_with(store, FakeModel(), personas_dir=folder)
+    practice = practice_with(store, FakeModel(), personas_dir=_resolving_personas(tmp_path))
     session_id = practice.start(PERSONA).session.id
     *_, last = practice.turn(session_id, GOOD_2)
     assert last.stage == "ended" and last.session.outcome == "resolved"
@@ -524,6 +517,56 @@ def test_a_locked_or_full_database_loses_nothing_and_send_or_retry_continues(tmp
     turns = store.turns(session_id)
     assert [t.trainee_text for t in turns] == [GOOD_1, GOOD_2] and all(t.status == "complete" for t in turns)
     assert [t.patient_reply for t in turns] == [t.patient_reply for t in update.turns]
+    store.close()
+
+
+def _resolving_personas(tmp_path: Path) -> Path:
+    """Mr. Carter tuned to accept the first concrete offer: the session resolves after one turn."""
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    text = (REPO / "personas" / f"{PERSONA}.yaml").read_text(encoding="utf-8")
+    text = text.replace("  resolve_anger: 3\n", "  resolve_anger: 9\n  min_turns: 1\n").replace(
+        "  resolve_trust: 6\n", "  resolve_trust: 3\n"
+    )
+    (folder / f"{PERSONA}.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("then", ["End session", "Send"])
+def test_a_database_that_refuses_the_ending_keeps_the_answer_and_the_end_is_stored_later(tmp_path, monkeypatch, then):
+    """The patient's answer is saved, then the database is locked before the session's end is:
+    the page says so, and End session (or the next Send) stores the patient's outcome afterwards."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 200)
+    store = Store(f"sqlite:///{tmp_path / 'fault.db'}")
+    folder = _resolving_personas(tmp_path)
+    practice = Practice(store, patient=FakeModel(), coach=FakeModel(), seed=7, personas_dir=folder)
+    session_id = practice.start(PERSONA).session.id
+    fault = _DatabaseFault(store, "locked")
+    complete_turn = store.complete_turn
+
+    def complete_then_lock(*args, **kwargs):
+        record = complete_turn(*args, **kwargs)
+        fault.on()
+        return record
+
+    monkeypatch.setattr(store, "complete_turn", complete_then_lock)
+    *_, last = practice.turn(session_id, GOOD_2)
+    assert last.stage == "answered" and not last.session.ended
+    assert "scorecard could not be" in last.note and "locked by another program" in last.note
+    assert "Press End session" in values_of(practice, last)["status"]
+    fault.off()
+    [turn] = store.turns(session_id)
+    assert turn.status == "complete" and turn.patient_reply == last.last.patient_reply
+    assert not store.get_session(session_id).ended
+    if then == "End session":
+        ended = practice.end(session_id, outcome="ended_by_trainee", reason="You ended the session.")
+    else:
+        *_, ended = practice.turn(session_id, GOOD_1)
+        assert "your reply was not sent" in ended.note
+        assert len(store.turns(session_id)) == 1
+    assert ended.stage == "ended" and ended.session.outcome == "resolved"
+    record = store.get_session(session_id)
+    assert record.ended and record.outcome == "resolved" and record.scorecard is not None
     store.close()
 
 
