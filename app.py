@@ -33,15 +33,13 @@ MODEL_QUEUE = {"concurrency_id": "model", "concurrency_limit": 1}
 # DEESCALATE_TURN_CONCURRENCY raises it for a server that answers many requests at once (vLLM, Ollama with
 # OLLAMA_NUM_PARALLEL, llama.cpp with --parallel): docs/app.md, "Concurrency".
 TURN_CONCURRENCY = int(os.environ.get("DEESCALATE_TURN_CONCURRENCY", "16"))
-TURN_QUEUE = {"concurrency_id": "turns", "concurrency_limit": TURN_CONCURRENCY, "trigger_mode": "multiple",
-              "show_progress": "hidden"}  # fmt: skip
 # Speech recognition has a lane of its own (one at a time: it uses both cores for about a second),
 # so a trainee's recording never waits behind the model and the model never waits behind it. The
 # patient's voice is made on its own worker thread (agent/voice.py), inside the turn's lane.
 SPEECH_IN = {"concurrency_id": "speech", "concurrency_limit": 1, "show_progress": "minimal"}
 SPEECH_OUT = {"concurrency_id": "opening-voice", "concurrency_limit": 4, "show_progress": "hidden"}
 # Requests waiting beyond this are refused with "queue full" instead of piling up behind the model.
-MAX_QUEUE = max(64, 4 * TURN_CONCURRENCY)
+MAX_QUEUE = int(os.environ.get("DEESCALATE_MAX_QUEUE", max(64, 4 * TURN_CONCURRENCY)))
 THEME = gr.themes.Soft()
 CSS = "#feedback {min-height: 200px} .mood-meter {font-size: 0.9em}"
 
@@ -55,12 +53,16 @@ def build_app(
     seed: int | None = None,
     patient: PatientModel | None = None,
     coach: CoachModel | None = None,
+    turn_concurrency: int = TURN_CONCURRENCY,
+    max_queue: int = MAX_QUEUE,
 ) -> gr.Blocks:
-    """The whole app; tests pass replay settings or a fake model, a temporary store, a server they
-    can kill, a seed."""
+    """The whole app, its queue configured; tests pass replay settings or a fake model, a temporary
+    store, a server they can kill, a seed, and small queue limits."""
     practice = Practice(store or Store.from_env(), settings or LLMSettings.from_env(), server=server,
                         personas_dir=personas_dir, seed=seed, patient=patient, coach=coach)  # fmt: skip
     bind = partial  # handlers take the controller first
+    turn_queue = {"concurrency_id": "turns", "concurrency_limit": turn_concurrency, "trigger_mode": "multiple",
+                  "show_progress": "hidden"}  # fmt: skip
 
     with gr.Blocks(title="deescalate") as demo:
         demo.practice = practice  # for tests and the API docs
@@ -177,12 +179,12 @@ def build_app(
         )  # fmt: skip
         gr.on([send.click, message.submit], bind(web.send_spoken, practice), [session_id, message, key, voice_on],
               [*practice_out, patient_audio], api_name="ui_send", api_visibility="undocumented",
-              **TURN_QUEUE)  # fmt: skip
+              **turn_queue)  # fmt: skip
         voice_on.change(web.voice_toggle, voice_on, voice_box, api_visibility="private")
         mic.stop_recording(bind(web.transcribe, practice), [session_id, mic, key], [message, voice_note],
                            api_visibility="private", **SPEECH_IN)  # fmt: skip
         retry.click(bind(web.retry_spoken, practice), [session_id, key, voice_on], [*practice_out, patient_audio],
-                    api_name="ui_retry", api_visibility="undocumented", **TURN_QUEUE)  # fmt: skip
+                    api_name="ui_retry", api_visibility="undocumented", **turn_queue)  # fmt: skip
         branch.click(bind(web.branch, practice), [session_id, branch_choice, key], practice_out,
                      api_visibility="private")  # fmt: skip
         end.click(bind(web.end, practice), [session_id, key], practice_out, api_visibility="private")
@@ -217,18 +219,18 @@ def build_app(
         api = web.api_endpoints(practice)
         gr.api(api["personas"], api_name="personas")
         gr.api(api["start_session"], api_name="start_session")
-        turn_api = {"concurrency_id": "turns", "concurrency_limit": TURN_CONCURRENCY}
+        turn_api = {"concurrency_id": "turns", "concurrency_limit": turn_concurrency}
         gr.api(api["practice_turn"], api_name="practice_turn", **turn_api)
         gr.api(api["retry_turn"], api_name="retry_turn", **turn_api)
         gr.api(api["turn_feedback"], api_name="turn_feedback")
         gr.api(api["end_session"], api_name="end_session")
-    return demo
+    return demo.queue(max_size=max_queue)
 
 
 def main() -> None:
     demo = build_app()
     demo.practice.model.start_background()  # warm the model before the first visitor arrives
-    demo.queue(max_size=MAX_QUEUE).launch(theme=THEME, css=CSS)
+    demo.launch(theme=THEME, css=CSS)
 
 
 if __name__ == "__main__":

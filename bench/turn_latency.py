@@ -524,7 +524,7 @@ class BrowserDriver(Driver):
 
         self.demo, self.practice, self.recorder = demo, practice, recorder
         port = free_port()
-        demo.queue().launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
                             theme=app.THEME, css=app.CSS)  # fmt: skip
         self.url = f"http://127.0.0.1:{port}/"
         self.playwright = sync_playwright().start()

@@ -60,17 +60,19 @@ def running_app(
     seed: int | None = None,
     patient: Any | None = None,
     coach: Any | None = None,
+    **queue: int,
 ) -> Iterator[tuple[str, Any, Store]]:
     """(url, demo, store) of an app serving on a free loopback port, closed afterwards.
 
-    ``patient``/``coach``: a fake model (tests/fakes.py) for page logic that needs no real model.
+    ``patient``/``coach``: a fake model (tests/fakes.py) for page logic that needs no real model;
+    ``queue``: ``turn_concurrency`` / ``max_queue`` for :func:`app.build_app`.
     """
     app = load_app_module()
     store = Store(f"sqlite:///{db_path}")
     demo = app.build_app(settings, store=store, server=server, personas_dir=personas_dir, seed=seed,
-                         patient=patient, coach=coach)  # fmt: skip
+                         patient=patient, coach=coach, **queue)  # fmt: skip
     port = free_port()
-    demo.queue().launch(
+    demo.launch(
         prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, theme=app.THEME, css=app.CSS
     )
     try:

@@ -6,9 +6,14 @@ own traffic to the app is let through and never recorded (see ``tests/app_server
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from app_server import APOLOGY, PLAN, only_model_traffic, running_app
+from fakes import FakeModel
 from gradio_client import Client
+from gradio_client.utils import Status
 
 PERSONA = "carter-wrong-day"
 
@@ -59,3 +64,40 @@ def test_practice_turn_on_an_unknown_session_is_a_clear_error(llm_settings, tmp_
             client.predict("nope", "Hello", api_name="/practice_turn")
         with pytest.raises(Exception, match="not a persona id"):
             client.predict("../../etc/passwd", "", api_name="/start_session")
+
+
+class _HeldPatient(FakeModel):
+    """A patient that answers only when released: the turn holding the model stays in progress."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = threading.Event()
+        self.answering = threading.Semaphore(0)
+
+    def stream(self, messages, **options):
+        self.answering.release()
+        self.released.wait(60)
+        yield from super().stream(messages, **options)
+
+
+def test_a_full_queue_refuses_the_next_turn_clearly_and_loses_none_it_took(llm_settings, tmp_path):
+    """One turn at a time, one waiting: a third is refused at once with "Queue is full" (instead of
+    piling up behind the model), and the two it took are answered and stored."""
+    patient = _HeldPatient()
+    with running_app(llm_settings, tmp_path / "queue.db", patient=patient, coach=FakeModel(),
+                     turn_concurrency=1, max_queue=1) as (url, _demo, store):  # fmt: skip
+        client = Client(url, verbose=False)
+        ids = [client.predict(PERSONA, f"Trainee {n}", api_name="/start_session")["session_id"] for n in range(3)]
+        first = client.submit(ids[0], APOLOGY, api_name="/practice_turn")
+        assert patient.answering.acquire(timeout=30)  # the first turn holds the model
+        second = client.submit(ids[1], APOLOGY, api_name="/practice_turn")
+        deadline = time.monotonic() + 30
+        while second.status().code != Status.IN_QUEUE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.status().code == Status.IN_QUEUE
+        with pytest.raises(Exception, match="Queue is full"):
+            client.predict(ids[2], APOLOGY, api_name="/practice_turn")
+        patient.released.set()
+        assert first.result(timeout=60)["turn_status"] == "complete"
+        assert second.result(timeout=60)["turn_status"] == "complete"
+        assert [len(store.turns(session_id)) for session_id in ids] == [1, 1, 0]
