@@ -34,7 +34,7 @@ def test_sentences_split_on_end_marks_and_keep_short_replies_whole():
 def test_a_classifier_turns_a_missed_do_step_into_a_finding_with_the_sentence_as_evidence():
     base = verdicts_for("We will look after you.")
     assert base["empathize"].verdict == "missed"
-    out = learned.combine(RUBRIC, base, scores(empathize=0.8))
+    out = learned.combine(RUBRIC, base, scores(empathize=0.9))
     assert out["empathize"].verdict == "demonstrated"
     assert out["empathize"].source == "learned" and out["empathize"].evidence == "the sentence"
     assert learned.combine(RUBRIC, base, scores(empathize=0.3))["empathize"].verdict == "missed"
@@ -64,9 +64,14 @@ def test_not_applicable_and_check_only_steps_are_left_alone():
 
 def test_a_step_may_set_its_own_threshold():
     base = verdicts_for("He's next, tops ten minutes.")
-    assert RUBRIC.step("make_things_up").learned_threshold == 0.5
-    assert learned.combine(RUBRIC, base, scores(make_things_up=0.55))["make_things_up"].verdict == "violated"
-    assert learned.combine(RUBRIC, base, scores(dismiss_feelings=0.55))["dismiss_feelings"].verdict == "ok"
+    own = RUBRIC.step("make_things_up").learned_threshold
+    assert own is not None and own != learned.THRESHOLD_DONT
+    assert learned.combine(RUBRIC, base, scores(make_things_up=own + 0.01))["make_things_up"].verdict == "violated"
+    assert learned.combine(RUBRIC, base, scores(make_things_up=own - 0.01))["make_things_up"].verdict == "ok"
+    assert RUBRIC.step("argue_back").learned_threshold is None  # the default for a don't-step
+    default = learned.THRESHOLD_DONT
+    assert learned.combine(RUBRIC, base, scores(argue_back=default + 0.01))["argue_back"].verdict == "violated"
+    assert learned.combine(RUBRIC, base, scores(argue_back=default - 0.01))["argue_back"].verdict == "ok"
 
 
 def test_no_do_step_is_added_to_a_reply_that_violates_a_dont_step():
