@@ -268,6 +268,20 @@ def test_a_phrasing_that_invents_a_slot_is_replaced_but_the_tip_stays():
     assert done.phrasing_source == "curated" and "2:15" not in done.better_phrasing
 
 
+@pytest.mark.parametrize("phrasing", [
+    # issue 13's rated sample (seed 29): the embedded model wrote the "better phrasing" as Karen
+    "Karen, I'm really upset because my physical therapy session was cut short and the therapist seemed "
+    "distracted. Can you tell me what happened when you arrived?",
+    "I'm so angry about my son's brace, can you help?",
+])  # fmt: skip
+def test_a_phrasing_in_the_patients_voice_is_replaced_by_the_curated_one(phrasing):
+    tip = "You blamed him for the date; describe the mix-up neutrally instead."
+    *_, done = coach(RUBRIC, BAD_REPLY, CONTEXT, grade_fast(RUBRIC, BAD_REPLY, CONTEXT), Says(tip, phrasing),
+                     persona=CARTER)  # fmt: skip
+    assert done.tip == tip and done.phrasing_source == "curated"
+    assert done.better_phrasing == load_phrasebook(CARTER.id).for_step("argue_back").say
+
+
 def test_a_dropped_turn_gets_the_personas_curated_coaching():
     dropped = rubric_coaching(RUBRIC, grade_fast(RUBRIC, BAD_REPLY, CONTEXT), "dropped", CARTER)
     assert dropped.tip_source == dropped.phrasing_source == "curated" and dropped.error == "dropped"
