@@ -115,6 +115,11 @@ def test_i_dont_know_inside_a_good_reply_is_still_a_violation_and_look_alikes_ar
     assert verdict(reply, "find_out").verdict == "demonstrated"
     assert verdict("I don't know if you've heard, but we opened a new clinic.", "say_i_dont_know").verdict == "ok"
     assert verdict("I don't know how you stayed this patient.", "say_i_dont_know").verdict == "ok"
+    # a preface the coach was once built on (issue 13's rated sample): not an admission
+    preface = "I don't know if anyone's mentioned it, but we can validate your parking here at the desk."
+    assert verdict(preface, "say_i_dont_know").verdict == "ok"
+    assert verdict("I don't know whether anybody has told you, but he's next.", "say_i_dont_know").verdict == "ok"
+    assert verdict("I don't know if anyone can help you.", "say_i_dont_know").verdict == "violated"
 
 
 def test_find_out_applies_when_the_trainee_is_unsure():
