@@ -23,6 +23,18 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def screenshot_dir() -> Path:
+    """Where the browser tests save their screenshots: a temporary folder, so a test run leaves the
+    working tree as it was; ``DEESCALATE_SCREENSHOTS=docs/screenshots`` refreshes the README's."""
+    import tempfile
+
+    chosen = os.environ.get("DEESCALATE_SCREENSHOTS")
+    folder = (REPO / chosen) if chosen else Path(tempfile.gettempdir()) / "deescalate-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 # The trainee's two replies in the recorded API and browser sessions (part of the cassettes' bodies).
 APOLOGY = "I'm so sorry you've been waiting, Mr. Carter. I understand how frustrating that must be."
 PLAN = (

@@ -1,7 +1,8 @@
 """A real headless Chromium plays a session on the page: pick a patient, reply twice, end, scorecard.
 
 Uses Debian's ``chromium`` through Playwright's Python API (no browser download); model traffic
-replays from the cassette. Screenshots of the three tabs land in docs/screenshots/.
+replays from the cassette. Screenshots of the three tabs go to a temporary folder, or to
+docs/screenshots/ with ``DEESCALATE_SCREENSHOTS=docs/screenshots`` (app_server.screenshot_dir).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_server import APOLOGY, PLAN, REPO, only_model_traffic, running_app
+from app_server import APOLOGY, PLAN, only_model_traffic, running_app, screenshot_dir
 from conftest import REPLAY_BASE_URL, skip_or_fail_in_ci
 from fakes import TIP, FakeModel
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-SHOTS = REPO / "docs" / "screenshots"
+SHOTS = screenshot_dir()
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,6 @@ def send(page, text: str, number: int, wait_ms: int) -> None:
 def test_a_trainee_practises_in_the_browser(browser, llm_settings, recording, tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINER_PASSWORD", "s3cret")
     wait_ms = RECORD_WAIT_MS if recording else REPLAY_WAIT_MS
-    SHOTS.mkdir(parents=True, exist_ok=True)
     settings = llm_settings.model_copy(update={"timeout": 900.0})  # recording on a busy machine is slow
     with running_app(settings, tmp_path / "browser.db", seed=11) as (url, _demo, store):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

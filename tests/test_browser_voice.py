@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from app_server import REPO, running_app
+from app_server import REPO, running_app, screenshot_dir
 from conftest import REPLAY_BASE_URL, skip_or_fail_in_ci
 from fakes import FakeModel
 
@@ -27,7 +27,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--disable-sync", "--no-first-run",
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={MICROPHONE}", "--autoplay-policy=no-user-gesture-required"]  # fmt: skip
-SHOTS = REPO / "docs" / "screenshots"
+SHOTS = screenshot_dir()
 WAIT_MS = 60_000
 
 
