@@ -259,12 +259,21 @@ def resolve_model(choice: str | None) -> tuple[Path, str]:
 
 @dataclass
 class ServerOptions:
-    """Knobs for llama.cpp's server. Two slots: the patient and the grader each keep a warm cache."""
+    """Knobs for llama.cpp's server. Two slots: the patient and the grader each keep a warm cache.
+
+    ``cache_ram_mib``: llama.cpp keeps each conversation's prompt (its KV state) in memory after the
+    slot moves on, and restores it when that conversation comes back, so several trainees sharing
+    the server each keep their cache. llama.cpp's own default lets that grow to 8 GiB (40 sessions
+    of ~900 tokens on SmolLM2 added 490 MB to the server; capped at 256 MiB, 266 MB); 1 GiB holds
+    about 35 conversations of 1,000 tokens of the default model (28 KB a token), the oldest dropped
+    first. 0 turns it off.
+    """
 
     n_parallel: int = 2
     n_ctx: int = 8192
     threads: int = field(default_factory=lambda: os.cpu_count() or 2)
     host: str = "127.0.0.1"
+    cache_ram_mib: int = 1024
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -293,6 +302,7 @@ def serve_foreground(
     params.n_ctx = options.n_ctx * options.n_parallel
     params.cpuparams.n_threads = options.threads
     params.cpuparams_batch.n_threads = options.threads
+    params.cache_ram_mib = options.cache_ram_mib
     params.ui = False
     server = xllamacpp.Server(params)
     print(f"serving {alias} on {server.listening_address}", flush=True)
@@ -356,7 +366,8 @@ class EmbeddedServer:
             sys.executable, "-m", "agent", "model", "serve",
             "--model", str(path), "--alias", self.alias, "--port", str(self.port),
             "--parallel", str(self.options.n_parallel), "--ctx", str(self.options.n_ctx),
-            "--threads", str(self.options.threads), "--parent-pid", str(os.getpid()),
+            "--threads", str(self.options.threads), "--cache-ram", str(self.options.cache_ram_mib),
+            "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -150,3 +150,36 @@ def test_server_does_not_outlive_a_killed_app(tmp_path):
         time.sleep(0.3)
     os.kill(server_pid, signal.SIGKILL)
     pytest.fail("the model server outlived its app by more than 15 s")
+
+
+def _prompt_evaluated(server: EmbeddedServer, messages: list[dict]) -> int:
+    """Tokens the server had to read for this request (the rest came from a cached prompt)."""
+    body = {"model": server.alias, "messages": messages, "max_tokens": 1, "temperature": 0, "id_slot": 0}
+    request = urllib.request.Request(f"{server.openai_base_url}/chat/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return json.loads(response.read())["timings"]["prompt_n"]
+
+
+def _conversation(who: str) -> list[dict]:
+    system = {"role": "system", "content": "You play an upset patient at a clinic. " * 20}
+    return [system] + [{"role": "user", "content": f"{who}, line {i}: " + "I hear how long you waited. " * 6}
+                       for i in range(4)]  # fmt: skip
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("cache_ram_mib", [runtime.ServerOptions.cache_ram_mib, 0])
+def test_a_trainees_conversation_is_restored_after_another_used_the_patient_slot(tmp_path, cache_ram_mib):
+    """Two trainees take turns on the one patient slot: with the prompt cache in memory (the
+    default), the first trainee's next turn reads only its new line; with it off, the whole
+    conversation again. Shows that ``ServerOptions.cache_ram_mib`` reaches llama.cpp."""
+    options = runtime.ServerOptions(cache_ram_mib=cache_ram_mib)
+    with EmbeddedServer(model="small", options=options, log_path=tmp_path / "server.log") as server:
+        first, second = _conversation("Sam"), _conversation("Alex")
+        whole = _prompt_evaluated(server, first)
+        _prompt_evaluated(server, second)
+        again = _prompt_evaluated(server, [*first, {"role": "user", "content": "Sam again: any news?"}])
+    if cache_ram_mib:
+        assert again < 40 < whole
+    else:
+        assert again > whole // 2

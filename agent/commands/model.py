@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--parallel", type=int, default=2, help="slots (patient + grader keep warm caches)")
     serve.add_argument("--ctx", type=int, default=8192, help="context tokens per slot")
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    serve.add_argument("--cache-ram", type=int, default=runtime.ServerOptions.cache_ram_mib, metavar="MIB",
+                       help="memory for conversations' cached prompts, restored when they come back "
+                            "(default %(default)s; 0: off)")  # fmt: skip
     serve.add_argument("--parent-pid", type=int, default=None, help="stop when this process exits")
     serve.set_defaults(handler=cmd_serve)
 
@@ -60,7 +63,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         path, alias = runtime.resolve_model(args.model)
         alias = args.alias or alias
-    options = runtime.ServerOptions(n_parallel=args.parallel, n_ctx=args.ctx, host=args.host)
+    options = runtime.ServerOptions(n_parallel=args.parallel, n_ctx=args.ctx, host=args.host,
+                                    cache_ram_mib=args.cache_ram)  # fmt: skip
     if args.threads:
         options.threads = args.threads
     runtime.serve_foreground(path, alias, args.port, options, parent_pid=args.parent_pid)
