@@ -218,20 +218,7 @@ def send(
     if not (message or "").strip():
         yield _message_only(practice, session_id, "Type a reply to the patient first.")
         return
-    try:
-        practice.check_owner(session_id, key)
-        answered: TurnUpdate | None = None
-        for update in practice.turn(session_id, message):
-            if observe is not None:
-                observe(update)
-            yield practice_view(practice, update)
-            answered = update
-        # Send is enabled again by now; the tip and the better phrasing follow into the feedback panel.
-        if answered is not None and answered.coaching:
-            for update in practice.coaching(session_id, len(answered.turns) - 1):
-                yield practice_view(practice, update)
-    except StoreError as exc:
-        yield _message_only(practice, session_id, f"⚠ {exc}")
+    yield from _turn_views(practice, session_id, key, lambda: practice.turn(session_id, message), observe)
 
 
 def retry(
@@ -240,10 +227,19 @@ def retry(
     if not session_id:
         yield _message_only(practice, None, "Start a session first.")
         return
+    yield from _turn_views(practice, session_id, key, lambda: practice.retry(session_id), observe)
+
+
+def _turn_views(
+    practice: Practice, session_id: str, key: str, updates: Callable[[], Iterator[TurnUpdate]],
+    observe: Callable[[TurnUpdate], None] | None,
+) -> Iterator[tuple[Any, ...]]:  # fmt: skip
+    """One turn (Send or Retry) on the page, once the owner is checked: its views as it plays, then
+    the tip, which follows into the feedback panel after Send is enabled again."""
     try:
         practice.check_owner(session_id, key)
         answered: TurnUpdate | None = None
-        for update in practice.retry(session_id):
+        for update in updates():
             if observe is not None:
                 observe(update)
             yield practice_view(practice, update)
