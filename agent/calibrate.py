@@ -74,6 +74,8 @@ class CalibrationReport(BaseModel):
     steps: dict[str, StepScore]
     # Per step: why some of its labels cannot be judged from what the file gives (see label_warnings).
     warnings: dict[str, str] = Field(default_factory=dict)
+    # Replies the learned classifier left to the checks, being unlike any reply it learnt from.
+    unfamiliar: int = 0
     mistakes: list[Mistake] = Field(default_factory=list)
 
 
@@ -253,8 +255,10 @@ def calibrate(
         iterator = tqdm(examples, desc="grading", unit="reply", file=sys.stderr, leave=False)
     predictions: list[dict[str, str]] = []
     evidence: list[dict[str, str | None]] = []
+    unfamiliar = 0
     for example in iterator:
         result = grader(rubric, example)
+        unfamiliar += result.learned_abstained
         predictions.append({sid: v.verdict for sid, v in result.verdicts.items()})
         evidence.append({sid: v.evidence for sid, v in result.verdicts.items()})
     steps, mistakes = score(examples, predictions, evidence)
@@ -266,6 +270,7 @@ def calibrate(
         macro_accuracy=_mean(s.accuracy for s in steps.values()),
         steps=dict(sorted(steps.items(), key=lambda item: rubric.step_ids.index(item[0]))),
         warnings=label_warnings(examples, rubric),
+        unfamiliar=unfamiliar,
         mistakes=mistakes,
     )
 
@@ -280,6 +285,8 @@ def format_report(report: CalibrationReport, *, show_mistakes: bool = False) -> 
     macro_k = f"{report.macro_kappa:.3f}" if report.macro_kappa is not None else "n/a"
     macro_a = f"{report.macro_accuracy:.3f}" if report.macro_accuracy is not None else "n/a"
     lines += ["", f"macro accuracy {macro_a}   macro kappa {macro_k}"]
+    if report.unfamiliar:
+        lines += ["", unfamiliar_note(report)]
     if report.warnings:
         lines += ["", "warnings (labels the file gives the grader no way to judge):"]
         lines += [f"  warning: {step_id}: {text}" for step_id, text in report.warnings.items()]
@@ -298,6 +305,14 @@ def format_report(report: CalibrationReport, *, show_mistakes: bool = False) -> 
     return "\n".join(lines)
 
 
+def unfamiliar_note(report: CalibrationReport) -> str:
+    """Why part of the file was graded by the checks alone (the classifier abstains on text unlike its own)."""
+    return (
+        f"note: the learned classifier left {report.unfamiliar} of {report.examples} replies to the checks: "
+        "they are unlike every reply it learnt from (another register or domain)"
+    )
+
+
 def as_json(report: CalibrationReport, *, include_mistakes: bool = False) -> dict[str, Any]:
     data = report.model_dump(exclude={"mistakes"} if not include_mistakes else set())
     return data
@@ -313,6 +328,8 @@ def agreement_table(path: str | Path, rubric: str = "deescalation") -> tuple[lis
     macro_k = "n/a" if report.macro_kappa is None else f"{report.macro_kappa:.3f}"
     macro_a = "n/a" if report.macro_accuracy is None else f"{report.macro_accuracy:.3f}"
     note = f"{report.examples} replies: macro accuracy {macro_a}, macro kappa {macro_k}"
+    if report.unfamiliar:
+        note += f"\n{unfamiliar_note(report)}"
     for step_id, text in report.warnings.items():
         note += f"\n⚠ {step_id}: {text}"
     return rows, note

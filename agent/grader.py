@@ -80,14 +80,19 @@ def grade_fast(
     context = context or TurnContext()
     verdicts = checks.run(rubric, reply, context)
     components = ["checks"]
+    abstained = False
     component = learned.component_for(rubric) if use_learned else None
     if component is not None and component.ready:
         assert component.model is not None and component.encoder is not None
         names = checks.name_tokens(context.persona_name)
         scores = learned.score_reply(component.model, component.encoder, reply, names)
-        verdicts = learned.combine(rubric, verdicts, scores)
-        components.append("learned")
-    return TurnGrade(verdicts=verdicts, components=components, verdicts_ms=(time.perf_counter() - started) * 1000)
+        if scores.abstained:
+            abstained = True
+        else:
+            verdicts = learned.combine(rubric, verdicts, scores)
+            components.append("learned")
+    return TurnGrade(verdicts=verdicts, components=components, learned_abstained=abstained,
+                     verdicts_ms=(time.perf_counter() - started) * 1000)  # fmt: skip
 
 
 def focus_step(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> Step | None:

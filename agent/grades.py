@@ -45,6 +45,9 @@ class TurnGrade(BaseModel):
         '"curated phrasing from 004_54c74b88a13cd7e8.txt"}; "model" or "rubric advice" otherwise',
     )
     components: list[str] = Field(default_factory=lambda: ["checks"], description="what decided the verdicts")
+    learned_abstained: bool = Field(
+        default=False, description="the classifier left this reply to the checks: unlike any reply it learnt from"
+    )
     verdicts_ms: float = 0.0
     tip_ms: float | None = Field(default=None, description="from the start of coaching until the tip was there")
     advice_ms: float | None = Field(default=None, description="from the start of coaching until tip and phrasing")

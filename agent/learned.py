@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from agent import checks, embed
 from agent.checks import StepVerdict
@@ -43,6 +43,14 @@ L2 = 1.0
 THRESHOLD_DO = 0.6
 THRESHOLD_DONT = 0.7
 FORMAT = 1
+# A reply of at least FAMILIAR_MIN_WORDS words whose vector is less similar than FAMILIAR_AT (cosine)
+# to every training reply is left to the checks: on such text (support tweets, code reviews,
+# counselling posts) the classifiers judged the register, not the behaviour. Shorter replies are
+# always scored: a few words put a curt clinic reply ("Whatever you say, sir.") as far from the
+# training replies as a tweet, and those are the replies the don't-step classifiers exist for.
+# Chosen on the design files: tests/data/gold/README.md, "Round 4".
+FAMILIAR_AT = 0.45
+FAMILIAR_MIN_WORDS = 12
 # A finding outside the step's conditions (``learned_outside``) must be the writer's own promise: a
 # sentence of the reply says what I or we will do ("I'll ring the lab", "let me check", "we're going
 # to"), and that sentence is quoted.
@@ -74,6 +82,27 @@ class StepClassifier(BaseModel):
         return 1.0 / (1.0 + np.exp(-(vectors @ self._weights + self.bias)))
 
 
+class Reference:
+    """Unit-length vectors of the training replies, stored as float16 (what the ``.npz`` file holds)."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        self.vectors = vectors.astype(np.float16).astype(np.float32)
+
+    def nearest(self, vector: np.ndarray) -> float | None:
+        """The highest cosine similarity between ``vector`` and any training reply."""
+        if not len(self.vectors):
+            return None
+        norm = float(np.linalg.norm(vector)) or 1.0
+        return float((self.vectors @ (vector / norm)).max())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reference) and np.array_equal(self.vectors, other.vectors)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class LearnedModel(BaseModel):
     """Every step's classifier plus what it was trained on, stored as JSON next to the rubric."""
 
@@ -85,6 +114,27 @@ class LearnedModel(BaseModel):
     created: str
     l2: float = L2
     steps: dict[str, StepClassifier] = Field(default_factory=dict)
+    # Familiarity below which a long reply is left to the checks (0: never); see FAMILIAR_AT.
+    familiar_at: float = 0.0
+    # The training replies' whole-reply vectors, kept in ``<model>.npz`` beside the JSON.
+    _reference: Reference | None = PrivateAttr(default=None)
+
+    @property
+    def reference(self) -> np.ndarray | None:
+        return None if self._reference is None else self._reference.vectors
+
+    def with_reference(self, vectors: np.ndarray) -> LearnedModel:
+        """Attach the training replies' vectors that :meth:`familiarity` compares a reply with."""
+        self._reference = Reference(vectors)
+        return self
+
+    def familiarity(self, vector: np.ndarray) -> float | None:
+        """Cosine similarity of a reply's vector to its nearest training reply; None without a reference."""
+        return None if self._reference is None else self._reference.nearest(vector)
+
+    def abstains(self, familiarity: float | None, words: int) -> bool:
+        """Whether to leave a reply to the checks: long, and unlike every training reply."""
+        return familiarity is not None and familiarity < self.familiar_at and words >= FAMILIAR_MIN_WORDS
 
 
 class LearnedError(ValueError):
@@ -126,6 +176,10 @@ class ReplyScores(BaseModel):
     sentence: dict[str, str]
     # The first sentence that is the writer's own promise (:data:`OWN_PROMISE`), if any.
     promise: str | None = None
+    # Cosine to the nearest training reply (:meth:`LearnedModel.familiarity`); None: no reference.
+    familiarity: float | None = None
+    # True when the classifiers said nothing because the reply is unlike their training replies.
+    abstained: bool = False
 
 
 def _step_ids(model: LearnedModel) -> list[str]:
@@ -143,6 +197,8 @@ def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str, nam
     line (:func:`agent.checks.strip_meta`; ``names``: the patient's name tokens) is removed first.
     A reply of fewer than ``MIN_REPLY_WORDS`` words ("Hello.", "Okay.") gets no scores and is left to
     the checks: no gold reply is that short, and the classifiers read curtness as rudeness.
+    Nor does a long reply unlike every training reply (:meth:`LearnedModel.abstains`): ``abstained``
+    says so, and the checks decide alone.
     """
     # Text to the grader, the coach or the model, or a faked transcript, is not read (never evidence).
     reply = checks.strip_meta(reply, _step_ids(model), names)
@@ -150,6 +206,10 @@ def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str, nam
         return ReplyScores(probability={}, sentence={})
     parts = sentences(reply)
     vectors = encoder.encode(reply_texts(reply, parts))
+    familiarity = model.familiarity(vectors[0])
+    familiarity = None if familiarity is None else round(familiarity, 4)
+    if model.abstains(familiarity, len(reply.split())):
+        return ReplyScores(probability={}, sentence={}, familiarity=familiarity, abstained=True)
     whole = features_of(vectors)[None, :]
     per_sentence = np.hstack([vectors[1:], vectors[1:]]) if len(vectors) > 1 else whole
     probability: dict[str, float] = {}
@@ -159,7 +219,7 @@ def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str, nam
         best = int(np.argmax(classifier.probabilities(per_sentence))) if len(parts) > 1 else 0
         sentence[step_id] = parts[best]
     promise = next((part for part in parts if _own_promise(part)), None)
-    return ReplyScores(probability=probability, sentence=sentence, promise=promise)
+    return ReplyScores(probability=probability, sentence=sentence, promise=promise, familiarity=familiarity)
 
 
 def _quotes_good(rubric: Rubric, verdicts: dict[str, StepVerdict], sentence: str | None) -> bool:
@@ -243,6 +303,26 @@ def model_path(rubric: Rubric) -> Path:
     return rubric.source.with_suffix(".learned.json")
 
 
+def reference_path(path: Path) -> Path:
+    """``deescalation.learned.json`` -> ``deescalation.learned.npz`` (the training replies' vectors)."""
+    return path.with_suffix(".npz")
+
+
+def load_reference(path: Path) -> np.ndarray:
+    """The training replies' vectors saved beside a model (:func:`agent.training.save`)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            sha = str(data["encoder_sha256"])
+            vectors = np.asarray(data["replies"], dtype=np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise LearnedError(f"{path}: cannot read the training replies' vectors ({exc}); retrain") from exc
+    if sha != embed.WEIGHTS_SHA256:
+        raise LearnedError(f"{path}: vectors of another encoder; retrain")
+    if vectors.ndim != 2 or vectors.shape[1] != embed.DIMENSIONS:
+        raise LearnedError(f"{path}: replies: shape {vectors.shape}, expected (n, {embed.DIMENSIONS}); retrain")
+    return vectors
+
+
 def load(path: Path, rubric: Rubric) -> LearnedModel:
     """Read and check a learned model: its steps must exist in ``rubric`` and its encoder must match."""
     try:
@@ -262,6 +342,8 @@ def load(path: Path, rubric: Rubric) -> LearnedModel:
         if len(classifier.weights) != FEATURES:
             raise LearnedError(f"{path}: steps.{step_id}.weights: {len(classifier.weights)} values, "
                                f"expected {FEATURES}")  # fmt: skip
+    if model.familiar_at > 0:
+        model.with_reference(load_reference(reference_path(path)))
     return model
 
 

@@ -21,12 +21,14 @@ from pydantic import BaseModel
 from agent import calibrate, checks, embed
 from agent.grader import TurnGrade
 from agent.learned import (
+    FAMILIAR_AT,
     FEATURES,
     L2,
     LearnedModel,
     StepClassifier,
     combine,
     features_of,
+    reference_path,
     reply_texts,
     score_reply,
 )
@@ -108,14 +110,21 @@ def fit(
     trained_on: Iterable[str] = (),
     l2: float = L2,
     min_per_class: int = 4,
+    familiar_at: float = FAMILIAR_AT,
     progress: bool = False,
 ) -> LearnedModel:
-    """One classifier per graded turn step with ``learned: true`` and ``min_per_class`` of each label."""
+    """One classifier per graded turn step with ``learned: true`` and ``min_per_class`` of each label.
+
+    The model keeps the training replies' whole-reply vectors too, so that it can leave a long reply
+    unlike all of them (below ``familiar_at``) to the checks (:meth:`LearnedModel.abstains`).
+    """
     texts = [row.text for row in rows]
     vectors = encode_all(encoder, texts, progress=progress)
     model = LearnedModel(
-        rubric=rubric.id, trained_on=list(trained_on), created=datetime.now(UTC).isoformat(timespec="seconds"), l2=l2
-    )
+        rubric=rubric.id, trained_on=list(trained_on), created=datetime.now(UTC).isoformat(timespec="seconds"), l2=l2,
+        familiar_at=familiar_at,
+    )  # fmt: skip
+    model.with_reference(np.unique(vectors[:, : embed.DIMENSIONS], axis=0))
     for step in rubric.turn_steps():
         if not step.graded or not step.learned:
             continue
@@ -136,8 +145,16 @@ def fit(
 
 
 def save(model: LearnedModel, path: Path) -> None:
-    """Write the model as one line of compact JSON (what :func:`agent.learned.load` reads)."""
+    """Write the model as one line of compact JSON (what :func:`agent.learned.load` reads).
+
+    The training replies' vectors go beside it (``.npz``, float16: ~1 MB for 1,461 replies) when
+    the model abstains on unfamiliar replies.
+    """
     path.write_text(json.dumps(model.model_dump(), separators=(",", ":")) + "\n", encoding="utf-8")
+    if model.familiar_at > 0 and model.reference is not None:
+        with reference_path(path).open("wb") as handle:
+            np.savez_compressed(handle, replies=model.reference.astype(np.float16),
+                                encoder_sha256=np.array(embed.WEIGHTS_SHA256))  # fmt: skip
 
 
 class MemoEncoder:

@@ -193,3 +193,21 @@ def test_warnings_reach_the_text_report_the_json_and_the_trainer_upload(tmp_path
     assert "use_name" in note and "take_offline" in note and "context.persona_name" in note
     _, clean = calibrate.agreement_table(_write(tmp_path, ROWS))
     assert "⚠" not in clean
+
+
+def test_replies_the_classifier_left_to_the_checks_are_counted_and_reported(tmp_path, capsys):
+    # A support tweet (human/train.jsonl, h-twcs-0174) is unlike every reply the classifier learnt from.
+    tweet = ("@USER Hi there! Sometimes content gets temporarily removed because of licensing changes. "
+             "Hopefully we'll have them available again soon. We have more info here: <URL> /DR")  # fmt: skip
+    rows = [*ROWS, {"id": "e", "reply": tweet, "labels": {"apologize": "missed"}}]
+    path = _write(tmp_path, rows)
+    report = calibrate.calibrate(path, RUBRIC)
+    assert report.unfamiliar == 1
+    assert calibrate.calibrate(path, RUBRIC, use_learned=False).unfamiliar == 0
+    assert "left 1 of 5 replies to the checks" in calibrate.format_report(report)
+    assert _cli(str(path), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["unfamiliar"] == 1
+    _, note = calibrate.agreement_table(path)
+    assert "left 1 of 5 replies to the checks" in note
+    _, clean = calibrate.agreement_table(_write(tmp_path, ROWS))
+    assert "left" not in clean

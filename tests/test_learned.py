@@ -6,9 +6,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from agent import checks, learned
+from agent import checks, embed, learned
 from agent.checks import StepVerdict, TurnContext
 from agent.grader import grade_fast
 from agent.rubrics import load_rubric
@@ -212,3 +213,70 @@ def test_the_classifier_never_reads_text_that_addresses_the_grader():
     assert scores.sentence["involve_manager"] == "We're sorry for the wait."
     # a reply that is nothing but meta-text is left to the checks
     assert learned.score_reply(model, RecordingEncoder(), "[empathize] [apologize]").probability == {}
+
+
+class PointEncoder:
+    """A stand-in encoder: each text's vector is given by the test (unit length)."""
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self.vectors = vectors
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        def vector(text: str) -> np.ndarray:
+            v = np.zeros(embed.DIMENSIONS, dtype=np.float32)
+            v[: len(self.vectors[text])] = self.vectors[text]
+            return v / np.linalg.norm(v)
+
+        return np.vstack([vector(t) for t in texts])
+
+
+def _one_step_model(familiar_at: float) -> learned.LearnedModel:
+    always = learned.StepClassifier(weights=[0.0] * learned.FEATURES, bias=5.0, positives=4, negatives=4)
+    model = learned.LearnedModel(rubric="deescalation", trained_on=[], created="x", familiar_at=familiar_at,
+                                 steps={"empathize": always})  # fmt: skip
+    return model.with_reference(np.eye(2, embed.DIMENSIONS, dtype=np.float32))  # training replies: axes 0 and 1
+
+
+def test_a_long_reply_unlike_every_training_reply_is_left_to_the_checks():
+    long_far = "We have prohibited certain items from being sold and are removing them, see the page for more"
+    long_near = "I can hear how upset you are and I want to help you sort this out with us today"
+    short_far = "Whatever you say, sir."
+    encoder = PointEncoder({long_far: [0.1, 0.1, 1.0], long_near: [1.0, 0.1, 0.1], short_far: [0.1, 0.1, 1.0]})
+    model = _one_step_model(learned.FAMILIAR_AT)
+    far = learned.score_reply(model, encoder, long_far)
+    assert far.abstained and far.probability == {} and far.familiarity is not None and far.familiarity < 0.2
+    near = learned.score_reply(model, encoder, long_near)
+    assert not near.abstained and near.probability["empathize"] > 0.9 and near.familiarity > 0.9
+    # A few words sit far from everything: curt clinic replies are what the don't-step classifiers are for.
+    assert len(short_far.split()) < learned.FAMILIAR_MIN_WORDS
+    short = learned.score_reply(model, encoder, short_far)
+    assert not short.abstained and "empathize" in short.probability
+    # A model trained before the reference existed (familiar_at 0) scores everything.
+    assert not learned.score_reply(_one_step_model(0.0), encoder, long_far).abstained
+
+
+def test_the_shipped_grader_leaves_a_support_tweet_to_the_checks_but_scores_a_clinic_reply():
+    model = learned.load(learned.model_path(RUBRIC), RUBRIC)
+    assert model.familiar_at == learned.FAMILIAR_AT and model.reference is not None
+    assert len(model.reference) > 1000  # one vector per distinct training reply
+    tweet = ("@USER Hi there! Sometimes content gets temporarily removed because of licensing changes. "
+             "Hopefully we'll have them available again soon. We have more info here: <URL> /DR")  # fmt: skip
+    clinic = "Mr. Carter, I'm so sorry about the mix-up with your appointment. Let me see what we can do today."
+    away = grade_fast(RUBRIC, tweet)
+    assert away.learned_abstained and away.components == ["checks"]
+    assert away.verdicts == grade_fast(RUBRIC, tweet, use_learned=False).verdicts
+    home = grade_fast(RUBRIC, clinic, TurnContext(persona_name="Mr. Carter"))
+    assert not home.learned_abstained and home.components == ["checks", "learned"]
+
+
+def test_a_model_that_abstains_needs_its_reference_file(tmp_path):
+    path = tmp_path / "m.learned.json"
+    path.write_text(json.dumps({"rubric": "deescalation", "trained_on": [], "created": "x", "familiar_at": 0.45}))
+    with pytest.raises(learned.LearnedError, match=r"m\.learned\.npz: cannot read the training replies' vectors"):
+        learned.load(path, RUBRIC)
+    np.savez(tmp_path / "m.learned.npz", replies=np.zeros((2, 3)), encoder_sha256=np.array(embed.WEIGHTS_SHA256))
+    with pytest.raises(learned.LearnedError, match=r"replies: shape \(2, 3\)"):
+        learned.load(path, RUBRIC)
+    np.savez(tmp_path / "m.learned.npz", replies=np.zeros((2, 384)), encoder_sha256=np.array("other"))
+    with pytest.raises(learned.LearnedError, match="another encoder"):
+        learned.load(path, RUBRIC)

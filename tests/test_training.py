@@ -62,9 +62,13 @@ def test_fit_trains_learned_steps_with_enough_labels_and_the_saved_file_loads_ba
     assert model.steps and set(model.steps) <= {s.id for s in RUBRIC.turn_steps() if s.learned}
     assert all(c.positives >= 4 and c.negatives >= 4 for c in model.steps.values())
     assert all(len(c.weights) == learned.FEATURES for c in model.steps.values())
+    assert model.familiar_at == learned.FAMILIAR_AT and model.reference is not None
+    assert len(model.reference) == len({row.text for row in rows})  # one vector per distinct reply
     path = tmp_path / "model.learned.json"
     training.save(model, path)
-    assert learned.load(path, RUBRIC) == model
+    assert (tmp_path / "model.learned.npz").exists()
+    loaded = learned.load(path, RUBRIC)
+    assert loaded == model and np.array_equal(loaded.reference, model.reference)
 
 
 def test_learn_cli_trains_a_loadable_model(tmp_path):

@@ -24,6 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rubric", default="deescalation", help="rubric name or YAML path")
     parser.add_argument("--out", help="where to write the model (default: beside the rubric)")
     parser.add_argument("--l2", type=float, default=training.L2, help="L2 penalty (default %(default)s)")
+    parser.add_argument(
+        "--familiar-at",
+        type=float,
+        default=training.FAMILIAR_AT,
+        metavar="COSINE",
+        help="leave a reply of 12+ words to the checks when no training reply is this similar "
+        "(default %(default)s; 0: always score)",
+    )
     parser.add_argument("--no-rubric-examples", action="store_true", help="learn from the files only")
     parser.add_argument(
         "--cv", action="store_true", help="first estimate agreement leaving each file out in turn (slower)"
@@ -52,7 +60,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         print("(a file the patterns were tuned on flatters the checks column)\n")
     rows = training.rows_from(args.files, rubric) + extra
     model = training.fit(rubric, rows, encoder, trained_on=[Path(f).name for f in args.files], l2=args.l2,
-                        progress=sys.stderr.isatty())  # fmt: skip
+                        familiar_at=args.familiar_at, progress=sys.stderr.isatty())  # fmt: skip
     if isinstance(encoder, training.VectorCache):
         encoder.save()
     out = Path(args.out) if args.out else learned.model_path(rubric)
