@@ -73,7 +73,8 @@ META_WORDS = (
     r"(stop|drop|end|pause|break|quit|exit|leave) (the |this |your )?"
     r"(role[- ]?play|character|scene|simulation|persona)|"
     r"out of character|\booc|language model|developer mode|(system|admin) override|"
-    r"are you (an? |just an? |really an? )?(ai|bot|chatbot|language model|program|real person)|as an ai|"
+    r"(are you|you(['\u2019]?re| are)( not)?) (an? |just an? |really an? )?(ai|bot|chatbot|language model|program|"
+    r"real person)|as an ai|reading (from )?a script|"
     r"you are (now )?an? (ai|helpful assistant|chatbot|language model)|"
     r"say this line|say (the following|exactly)|repeat (this|the following|after me)|"
     # roles handed out to the model ("let's swap roles: you're the receptionist now and I'm the patient")
