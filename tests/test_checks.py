@@ -519,6 +519,9 @@ def test_standing_and_imagining_alone_are_not_blame(reply):
         "Restarting the router usually does the trick.",
         "May I at least send you the form again?",
         "Talking to your GP could be a good first step.",
+        "For now, try restarting the app from the home screen.",
+        "A nurse could see you at four. How does that sound?",
+        "You can do either, whichever suits your budget.",
     ],
 )
 def test_more_offers_phrased_as_possibilities_pointers_or_questions(reply):
