@@ -138,6 +138,10 @@ def feedback_markdown(
             # Found by the classifier, not by a phrase the rubric lists: say so, with its confidence.
             line += f" _(classifier, {item.confidence:.0%})_"
         lines.append(line)
+    if grade.learned_abstained:
+        # Honest about what judged this reply: only the rubric's phrases, so less than usual is seen.
+        lines += ["", "_Judged by the rubric's phrases alone: this reply is unlike the replies the classifier "
+                      "learnt from, so it stayed silent._"]  # fmt: skip
     if grade.tip:
         lines += ["", f"**Tip:** {md(grade.tip)}"]
     if grade.better_phrasing:

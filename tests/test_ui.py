@@ -112,6 +112,13 @@ def test_feedback_marks_what_the_classifier_found_with_its_confidence():
     assert "classifier" not in ui.feedback_markdown(turn(0, "You won't be forgotten.", grade=checked))
 
 
+def test_feedback_says_when_only_the_phrases_judged_the_reply():
+    grade = TurnGrade(verdicts={"apologize": verdict("apologize", "missed")}, learned_abstained=True)
+    assert "phrases alone" in ui.feedback_markdown(turn(0, "A long reply in another register.", grade=grade))
+    usual = TurnGrade(verdicts={"apologize": verdict("apologize", "missed")})
+    assert "phrases alone" not in ui.feedback_markdown(turn(0, "I understand.", grade=usual))
+
+
 def test_feedback_says_grading_until_the_verdicts_arrive():
     assert "_Grading…_" in ui.feedback_markdown(turn(0, "Hi.", reply=None, status="pending"))
     nothing = ui.feedback_markdown(turn(0, "Hi.", grade=TurnGrade(verdicts={"t": verdict("t", "not_applicable")})))
