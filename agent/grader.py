@@ -80,15 +80,14 @@ def grade_fast(
     context = context or TurnContext()
     verdicts = checks.run(rubric, reply, context)
     components = ["checks"]
-    abstained = False
+    abstained = False  # the classifier left this reply to the checks (learned.LearnedModel.abstains)
     component = learned.component_for(rubric) if use_learned else None
     if component is not None and component.ready:
         assert component.model is not None and component.encoder is not None
         names = checks.name_tokens(context.persona_name)
         scores = learned.score_reply(component.model, component.encoder, reply, names)
-        if scores.abstained:
-            abstained = True
-        else:
+        abstained = scores.abstained
+        if not abstained:
             verdicts = learned.combine(rubric, verdicts, scores)
             components.append("learned")
     return TurnGrade(verdicts=verdicts, components=components, learned_abstained=abstained,

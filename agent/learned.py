@@ -205,11 +205,15 @@ def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str, nam
     if len(reply.split()) < MIN_REPLY_WORDS:
         return ReplyScores(probability={}, sentence={})
     parts = sentences(reply)
-    vectors = encoder.encode(reply_texts(reply, parts))
+    # The whole reply first: its sentences are only embedded (one forward pass each) when it is scored.
+    texts = reply_texts(reply, parts)
+    vectors = encoder.encode(texts[:1])
     familiarity = model.familiarity(vectors[0])
     familiarity = None if familiarity is None else round(familiarity, 4)
     if model.abstains(familiarity, len(reply.split())):
         return ReplyScores(probability={}, sentence={}, familiarity=familiarity, abstained=True)
+    if len(texts) > 1:
+        vectors = np.vstack([vectors, encoder.encode(texts[1:])])
     whole = features_of(vectors)[None, :]
     per_sentence = np.hstack([vectors[1:], vectors[1:]]) if len(vectors) > 1 else whole
     probability: dict[str, float] = {}

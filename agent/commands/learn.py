@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=training.FAMILIAR_AT,
         metavar="COSINE",
-        help="leave a reply of 12+ words to the checks when no training reply is this similar "
-        "(default %(default)s; 0: always score)",
+        help=f"leave a reply of {learned.FAMILIAR_MIN_WORDS}+ words to the checks when no training reply is "
+        "this similar (default %(default)s; 0: always score)",
     )
     parser.add_argument("--no-rubric-examples", action="store_true", help="learn from the files only")
     parser.add_argument(
