@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent.rubrics import Rubric, Step, Verdict
 from agent.transcript import Message
@@ -31,6 +31,7 @@ TITLES = {"mr", "mrs", "ms", "miss", "mx", "dr", "sir", "madam", "mister", "doct
 # ``[^.?!\n]*\?`` found the same spans but retried from every character of a sentence that does not
 # end in "?" (quadratic: 20 KB without punctuation took 2 s, 1 MB about an hour).
 SENTENCE_END = re.compile(r"[.?!\n]")
+Span = tuple[int, int]
 WORD = re.compile(r"\b[A-Za-z]+\b")
 TITLE_DOT = re.compile(r"\b(Mr|Mrs|Ms|Mx|Dr|St|Prof)\.", re.IGNORECASE)
 
@@ -153,6 +154,8 @@ def meta_spans(text: str, step_ids: Iterable[str], names: Iterable[str] = ()) ->
     ``names``: the patient's name tokens, for a fake "Karen:" line or "(Karen calms down ...)".
     """
     words, narration, roles, speakers = _meta(tuple(sorted(step_ids)), tuple(sorted(set(names))))
+    # "Mrs. Lopez" does not end a sentence (same length, so the spans hold for ``text`` as given).
+    text = TITLE_DOT.sub(lambda m: m.group()[:-1] + " ", text)
     spans: list[Span] = [m.span() for m in JSON_OBJECT.finditer(text)]
     for m in BRACKET.finditer(text):
         inner = m.group()[1:-1]
@@ -177,10 +180,37 @@ def blank(text: str, spans: Iterable[Span]) -> str:
     return "".join(chars)
 
 
+class Reading(BaseModel):
+    """One reply as the grader reads it: its meta parts (:func:`meta_spans`) found once, for every stage.
+
+    The checks read ``kept`` (same length as ``reply``, so evidence quotes the original) and the
+    classifier reads ``for_classifier``; neither ever sees text said to the grader, coach or model.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    reply: str
+    meta: tuple[Span, ...] = ()
+
+    @property
+    def kept(self) -> str:
+        """The reply with its meta parts blanked (same length)."""
+        return blank(self.reply, self.meta)
+
+    @property
+    def for_classifier(self) -> str:
+        """The kept text, whitespace collapsed: what the classifier embeds."""
+        return re.sub(r"[ \t]{2,}", " ", re.sub(r"\s*\n\s*", "\n", self.kept)).strip(" \t\n'\"")
+
+
+def read(reply: str, step_ids: Iterable[str], names: Iterable[str] = ()) -> Reading:
+    """The reply with its meta parts found (``step_ids``: the rubric's; ``names``: the patient's name tokens)."""
+    return Reading(reply=reply, meta=tuple(meta_spans(reply, step_ids, names)))
+
+
 def strip_meta(text: str, step_ids: Iterable[str], names: Iterable[str] = ()) -> str:
     """``text`` without its meta parts (:func:`meta_spans`), whitespace collapsed: what the classifier reads."""
-    kept = blank(text, meta_spans(text, step_ids, names))
-    return re.sub(r"[ \t]{2,}", " ", re.sub(r"\s*\n\s*", "\n", kept)).strip(" \t\n'\"")
+    return read(text, step_ids, names).for_classifier
 
 
 CLAUSE_END = re.compile(r"[.?!\n;]")
@@ -225,8 +255,10 @@ class TurnContext(BaseModel):
 class Normalized:
     """Text with apostrophes removed, keeping a map back to the original for quoting evidence."""
 
-    def __init__(self, text: str) -> None:
-        self.original = text
+    def __init__(self, text: str, original: str | None = None) -> None:
+        # ``original``: the text to quote from when ``text`` is a same-length copy of it (the reply
+        # with its meta parts blanked, :class:`Reading`), so evidence still quotes what was written.
+        self.original = text if original is None else original
         keep = [i for i, c in enumerate(text) if c not in APOSTROPHES]
         self.index = keep
         # "Mrs. Adams" is not the end of a sentence; same length, so the index map still holds.
@@ -237,8 +269,6 @@ class Normalized:
             return ""
         return self.original[self.index[start] : self.index[end - 1] + 1].strip()
 
-
-Span = tuple[int, int]
 
 
 def _spans(patterns: Iterable[re.Pattern[str]], text: str) -> list[Span]:
@@ -442,13 +472,16 @@ def apply_voids(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> dict[str, S
 def run(rubric: Rubric, reply: str, context: TurnContext | None = None) -> dict[str, StepVerdict]:
     """Verdicts for every graded per-turn step of ``rubric`` on one trainee ``reply``."""
     context = context or TurnContext()
-    text = Normalized(reply)
-    names = name_tokens(context.persona_name)
+    return judge(rubric, read(reply, rubric.step_ids, name_tokens(context.persona_name)), context)
+
+
+def judge(rubric: Rubric, reading: Reading, context: TurnContext) -> dict[str, StepVerdict]:
+    """Verdicts for every graded per-turn step on a reply already :func:`read` (meta parts found once)."""
     # Text to the grader, the coach or the model counts for nothing; a retracted promise shows no do-step.
-    text.text = blank(text.text, meta_spans(text.text, rubric.step_ids, names))
-    kept = Normalized(reply)
+    text = Normalized(reading.kept, original=reading.reply)
+    kept = Normalized(reading.kept, original=reading.reply)
     kept.text = blank(text.text, retracted_spans(text.text))
-    met = conditions_met(rubric, blank(reply, meta_spans(reply, rubric.step_ids, names)), context)
+    met = conditions_met(rubric, reading.kept, context)
     verdicts = {step.id: judge_step(step, kept if step.kind == "do" else text, context, met)
                 for step in rubric.turn_steps()}  # fmt: skip
     return apply_voids(rubric, apply_after_violations(rubric, verdicts))

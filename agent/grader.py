@@ -78,14 +78,15 @@ def grade_fast(
     """
     started = time.perf_counter()
     context = context or TurnContext()
-    verdicts = checks.run(rubric, reply, context)
+    # The meta parts (text to the grader, coach or model) are found once; both stages skip them.
+    reading = checks.read(reply, rubric.step_ids, checks.name_tokens(context.persona_name))
+    verdicts = checks.judge(rubric, reading, context)
     components = ["checks"]
     abstained = False  # the classifier left this reply to the checks (learned.LearnedModel.abstains)
     component = learned.component_for(rubric) if use_learned else None
     if component is not None and component.ready:
         assert component.model is not None and component.encoder is not None
-        names = checks.name_tokens(context.persona_name)
-        scores = learned.score_reply(component.model, component.encoder, reply, names)
+        scores = learned.score_reading(component.model, component.encoder, reading)
         abstained = scores.abstained
         if not abstained:
             verdicts = learned.combine(rubric, verdicts, scores)

@@ -191,17 +191,22 @@ def _step_ids(model: LearnedModel) -> list[str]:
 
 
 def score_reply(model: LearnedModel, encoder: embed.TextEncoder, reply: str, names: Iterable[str] = ()) -> ReplyScores:
+    """:func:`score_reading` of ``reply`` as :func:`agent.checks.read` reads it (``names``: the patient's
+    name tokens), for callers that have not read it already (training, tools)."""
+    return score_reading(model, encoder, checks.read(reply, _step_ids(model), names))
+
+
+def score_reading(model: LearnedModel, encoder: embed.TextEncoder, reading: checks.Reading) -> ReplyScores:
     """Score the reply (the verdict) and each sentence on its own (which one to quote as evidence).
 
-    Text that addresses the grader, the coach or the model, names a rubric step or fakes a transcript
-    line (:func:`agent.checks.strip_meta`; ``names``: the patient's name tokens) is removed first.
+    The classifier reads the reply without the text that addresses the grader, the coach or the
+    model, names a rubric step or fakes a transcript line (``reading.for_classifier``): never evidence.
     A reply of fewer than ``MIN_REPLY_WORDS`` words ("Hello.", "Okay.") gets no scores and is left to
     the checks: no gold reply is that short, and the classifiers read curtness as rudeness.
     Nor does a long reply unlike every training reply (:meth:`LearnedModel.abstains`): ``abstained``
     says so, and the checks decide alone.
     """
-    # Text to the grader, the coach or the model, or a faked transcript, is not read (never evidence).
-    reply = checks.strip_meta(reply, _step_ids(model), names)
+    reply = reading.for_classifier
     if len(reply.split()) < MIN_REPLY_WORDS:
         return ReplyScores(probability={}, sentence={})
     parts = sentences(reply)
