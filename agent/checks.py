@@ -270,7 +270,6 @@ class Normalized:
         return self.original[self.index[start] : self.index[end - 1] + 1].strip()
 
 
-
 def _spans(patterns: Iterable[re.Pattern[str]], text: str) -> list[Span]:
     return [m.span() for p in patterns for m in p.finditer(text) if m.end() > m.start()]
 
