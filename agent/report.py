@@ -8,7 +8,7 @@ seed 002; "Relax Outside of Work", seed 003), taken from the rubric's ``debrief`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
@@ -81,6 +81,22 @@ class Scorecard(BaseModel):
     practise_next: list[Focus] = Field(default_factory=list)
     debrief: str
     debrief_sources: list[str] = Field(default_factory=list)
+    checks_only_turns: int = Field(
+        default=0,
+        ge=0,
+        description="turns the classifier left to the rubric's phrase checks (their wording was unlike every reply "
+        "it learnt from): on those a step said in other words can go unseen, so their rates may read low; "
+        "0 on cards saved before it was counted",
+    )
+
+
+def checks_only_turns(grades: Iterable[TurnGrade | None]) -> int:
+    """How many graded turns the classifier abstained on, leaving them to the rubric's phrases alone.
+
+    One definition for the scorecard and the History table, so the two never count differently;
+    a turn not graded yet (``None``) is not counted.
+    """
+    return sum(1 for grade in grades if grade is not None and grade.learned_abstained)
 
 
 def _coverage(rubric: Rubric, grades: Sequence[TurnGrade]) -> list[StepCoverage]:
@@ -181,6 +197,7 @@ def build_scorecard(
         practise_next=_practise_next(rubric, rows, session),
         debrief=debrief,
         debrief_sources=sources,
+        checks_only_turns=checks_only_turns(grades),
     )
 
 
@@ -188,12 +205,32 @@ def to_json(card: Scorecard) -> str:
     return card.model_dump_json(indent=2)
 
 
+def checks_only_note(card: Scorecard) -> str | None:
+    """The sentence saying how many turns only the rubric's phrases judged, or None when none were.
+
+    Said because on those turns the grader saw less than usual: a trainee who said the right thing in
+    their own words may find it missed, and should read those rates with that in mind.
+    """
+    count = card.checks_only_turns
+    if not count:
+        return None
+    verb, their = ("was", "its") if count == 1 else ("were", "their")
+    return (
+        f"{count} of {card.turns} turns {verb} judged by the rubric's phrases alone: {their} wording was unlike "
+        "every reply the classifier learnt from, so something you did in other words may have been missed."
+    )
+
+
 def to_markdown(card: Scorecard, rubric: Rubric | None = None, titles: Mapping[str, str] | None = None) -> str:
-    """A readable report: summary, what to practise, coverage table, session steps, debrief."""
+    """A readable report: summary (and how many turns only the phrases judged), what to practise,
+    coverage table, session steps, debrief."""
     titles = dict(titles or ({s.id: s.title for s in rubric.steps} if rubric else {}))
     score = "n/a" if card.score is None else f"{card.score:.0%}"
     lines = [f"# Practice scorecard ({card.turns} turns)", ""]
     lines += [f"**Overall:** {score} of applicable steps went well.", ""]
+    note = checks_only_note(card)
+    if note:
+        lines += [f"_{note}_", ""]
     lines.append("## Strengths")
     lines += [f"- {s}" for s in card.strengths] or ["- (none yet: keep practising)"]
     lines += ["", "## Practise next"]

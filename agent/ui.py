@@ -241,7 +241,15 @@ def progress_figure(points: Mapping[str, Sequence[tuple[int, float]]]) -> Figure
 # History
 
 
-def history_rows(sessions: Sequence[SessionRecord], turn_counts: Mapping[str, int]) -> list[list[Any]]:
+def history_rows(
+    sessions: Sequence[SessionRecord], turn_counts: Mapping[str, int], checks_only: Mapping[str, int] | None = None,
+) -> list[list[Any]]:  # fmt: skip
+    """One row per session (the session id last: selecting a row reads it from there).
+
+    ``checks_only``: per session, the turns the classifier left to the rubric's phrases
+    (:func:`agent.report.checks_only_turns`). It stands beside the score because it qualifies it:
+    a trainer reading a low score sees whether the grader was partly blind to that trainee's wording.
+    """
     rows = []
     for session in sessions:
         score = session.scorecard.score if session.scorecard else None
@@ -252,12 +260,15 @@ def history_rows(sessions: Sequence[SessionRecord], turn_counts: Mapping[str, in
             turn_counts.get(session.id, 0),
             session.outcome or ("in progress" if not session.ended else ""),
             f"{score:.0%}" if isinstance(score, int | float) else "",
+            (checks_only or {}).get(session.id, 0),
             session.id,
         ])  # fmt: skip
     return rows
 
 
-HISTORY_HEADERS = ["started", "trainee", "patient", "turns", "outcome", "score", "session id"]
+# The History column of turns the classifier left to the rubric's phrases (see history_rows).
+CHECKS_ONLY_HEADER = "judged by phrases alone"
+HISTORY_HEADERS = ["started", "trainee", "patient", "turns", "outcome", "score", CHECKS_ONLY_HEADER, "session id"]
 
 
 # ------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import gradio as gr
 
-from agent import ui
+from agent import report, ui
 from agent.personas import PersonaError
 from agent.practice import Practice, TurnUpdate
 from agent.store import StoreError
@@ -417,10 +417,18 @@ def model_status(practice: Practice) -> tuple[str, Any]:
 
 
 def history(practice: Practice, trainee: str | None, key: str, unlocked: bool = False) -> tuple[list[list[Any]], Any]:
-    """This browser's sessions (a trainer's page: everybody's), optionally one trainee's."""
+    """This browser's sessions (a trainer's page: everybody's), optionally one trainee's.
+
+    Each row also counts the turns judged by the rubric's phrases alone, so a trainer comparing
+    scores knows which ones rest on less of the grader than usual.
+    """
     name = (trainee or "").strip() or None
     sessions = practice.store.list_sessions(trainee_name=name, owner=_viewer(key, unlocked))
-    counts = {s.id: len(practice.store.turns(s.id)) for s in sessions}
+    paths = {s.id: practice.store.turns(s.id) for s in sessions}
+    counts = {session_id: len(turns) for session_id, turns in paths.items()}
+    # Counted from the stored grades, not the scorecard: it holds for sessions still in progress
+    # and for cards saved before the scorecard counted it.
+    checks_only = {session_id: report.checks_only_turns(t.grade for t in turns) for session_id, turns in paths.items()}
     series: dict[str, list[tuple[int, float]]] = {}
     finished = [s for s in sorted(sessions, key=lambda s: s.started_at) if s.ended and s.scorecard]
     for number, session in enumerate(finished, start=1):
@@ -428,7 +436,7 @@ def history(practice: Practice, trainee: str | None, key: str, unlocked: bool = 
         for row in session.scorecard.steps:
             if row.rate is not None:
                 series.setdefault(row.step_id, []).append((number, row.rate))
-    return ui.history_rows(sessions, counts), ui.progress_figure(series)
+    return ui.history_rows(sessions, counts, checks_only), ui.progress_figure(series)
 
 
 def history_detail_handler(practice: Practice) -> Callable[..., tuple[str, str]]:

@@ -6,7 +6,7 @@ from functools import cache
 import pytest
 
 from agent import report
-from agent.checks import TurnContext
+from agent.checks import StepVerdict, TurnContext
 from agent.grader import grade_fast
 from agent.grades import TurnGrade
 from agent.rubrics import load_rubric
@@ -129,3 +129,48 @@ def test_a_card_built_without_an_ending_says_so():
     transcript, grades = session(*GOOD)
     card = report.build_scorecard(RUBRIC, grades, transcript, CONTEXT)
     assert card.outcome is None and card.reason is None and card.mood == []
+
+
+def graded(*abstained: bool) -> list[TurnGrade]:
+    """Turns as the grader leaves them, ``True`` where the classifier left the reply to the checks."""
+    missed = {"empathize": StepVerdict(step_id="empathize", verdict="missed")}
+    return [TurnGrade(verdicts=missed, learned_abstained=flag) for flag in abstained]
+
+
+def test_the_card_counts_and_says_the_turns_judged_by_the_phrases_alone():
+    """A trainee reading a low rate must know when the grader saw less than usual."""
+    transcript = Transcript()
+    card = report.build_scorecard(RUBRIC, graded(True, False, True, False, False, False), transcript, CONTEXT,
+                                  session={})  # fmt: skip
+    assert card.turns == 6 and card.checks_only_turns == 2
+    markdown = report.to_markdown(card, RUBRIC)
+    assert (
+        "_2 of 6 turns were judged by the rubric's phrases alone: their wording was unlike every reply the "
+        "classifier learnt from, so something you did in other words may have been missed._"
+    ) in markdown
+    assert markdown.index("**Overall:**") < markdown.index("phrases alone") < markdown.index("## Strengths")
+    assert json.loads(report.to_json(card))["checks_only_turns"] == 2
+    assert report.Scorecard.model_validate_json(report.to_json(card)) == card
+
+    one = report.build_scorecard(RUBRIC, graded(False, True, False), transcript, CONTEXT, session={})
+    assert one.checks_only_turns == 1
+    assert "1 of 3 turns was judged by the rubric's phrases alone: its wording was" in report.to_markdown(one)
+
+
+def test_the_card_says_nothing_about_phrases_when_the_classifier_judged_every_turn():
+    card = report.build_scorecard(RUBRIC, graded(False, False), Transcript(), CONTEXT, session={})
+    assert card.checks_only_turns == 0
+    assert report.checks_only_note(card) is None
+    assert "phrases alone" not in report.to_markdown(card, RUBRIC)
+
+
+def test_a_card_saved_before_the_count_still_loads_with_none_counted():
+    card = report.build_scorecard(RUBRIC, graded(True), Transcript(), CONTEXT, session={})
+    stored = card.model_dump(mode="json")
+    del stored["checks_only_turns"]
+    old = report.Scorecard.model_validate(stored)
+    assert old.checks_only_turns == 0 and "phrases alone" not in report.to_markdown(old)
+
+
+def test_turns_not_graded_yet_are_not_counted():
+    assert report.checks_only_turns([None, *graded(True, False), None]) == 1

@@ -404,3 +404,33 @@ def test_a_place_in_the_conversation_takes_one_turn_only(store):
         connection.execute(insert(_TurnRow).values(session_id=session_id, index=first.index, branch=first.branch,
                                                    trainee_text="Me too.", status="pending"))  # fmt: skip
     assert [t.trainee_text for t in store.turns(session_id)] == ["Sorry."]
+
+
+def test_the_turns_left_to_the_checks_survive_the_database_and_old_rows_read_as_judged_as_usual(store):
+    """History counts them from the stored grades, and the card keeps its count; rows from before say 0/False."""
+    session_id = new_session(store)
+    alone = VERDICTS.model_copy(update={"learned_abstained": True, "components": ["checks"]})
+    turn = store.begin_turn(session_id, "Per the policy outlined in section four...", grade=alone)
+    store.complete_turn(turn.id, patient_reply="What?")
+    store.end_session(session_id, outcome="walked_out", scorecard=CARD.model_copy(update={"checks_only_turns": 1}))
+    other = reopened(store)
+    try:
+        [seen] = other.turns(session_id)
+        card = other.get_session(session_id).scorecard
+    finally:
+        other.close()
+    assert seen.grade.learned_abstained is True and seen.grade == alone
+    assert card.checks_only_turns == 1
+
+    # Written straight into the tables, the way a version before the abstention left them.
+    old_grade = VERDICTS.model_dump(mode="json")
+    del old_grade["learned_abstained"]
+    old_card = CARD.model_dump(mode="json")
+    del old_card["checks_only_turns"]
+    turns = table("turns", column("id"), column("grade", JSON))
+    sessions = table("sessions", column("id"), column("scorecard", JSON))
+    with store.engine.begin() as connection:
+        connection.execute(update(turns).where(turns.c.id == turn.id).values(grade=old_grade))
+        connection.execute(update(sessions).where(sessions.c.id == session_id).values(scorecard=old_card))
+    assert store.get_turn(turn.id).grade.learned_abstained is False
+    assert store.get_session(session_id).scorecard == CARD

@@ -209,9 +209,24 @@ def test_history_rows_show_the_score_of_a_current_scorecard_only():
     old = session(id="s2", ended_at=NOW, outcome="resolved", scorecard={"score": 0.9})
     running = session(id="s3")
     rows = ui.history_rows([ended, old, running], {"s1": 3})
-    assert rows[0] == ["2026-01-01 12:00", "", "carter-wrong-day", 3, "walked_out", "25%", "s1"]
+    assert rows[0] == ["2026-01-01 12:00", "", "carter-wrong-day", 3, "walked_out", "25%", 0, "s1"]
     assert rows[1][4:6] == ["resolved", ""]
     assert rows[2][3:6] == [0, "in progress", ""]
+
+
+def test_history_rows_count_the_turns_judged_by_the_phrases_alone_beside_the_score():
+    rows = ui.history_rows([session(), session(id="s2")], {"s1": 4, "s2": 2}, {"s1": 3})
+    column = ui.HISTORY_HEADERS.index(ui.CHECKS_ONLY_HEADER)
+    assert column == ui.HISTORY_HEADERS.index("score") + 1 and len(ui.HISTORY_HEADERS) == len(rows[0])
+    assert [row[column] for row in rows] == [3, 0]
+    assert [row[-1] for row in rows] == ["s1", "s2"]  # the session id stays last: selecting a row reads it
+
+
+def test_scorecard_says_how_many_turns_the_phrases_alone_judged():
+    """The History detail and the end-of-session box show it; a card with none says nothing."""
+    alone = session(ended_at=NOW, outcome="walked_out", scorecard=CARD.model_copy(update={"checks_only_turns": 1}))
+    assert "_1 of 1 turns was judged by the rubric's phrases alone:" in ui.scorecard_markdown(alone, {})
+    assert "phrases alone" not in ui.scorecard_markdown(session(ended_at=NOW, outcome="walked_out", scorecard=CARD))
 
 
 def test_exports_name_the_outcome_and_keep_typed_records():

@@ -10,8 +10,10 @@ import pytest
 from fakes import FakeModel
 
 from agent import web
+from agent.checks import StepVerdict
+from agent.grades import TurnGrade
 from agent.practice import Practice
-from agent.store import Store
+from agent.store import NewSession, Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,6 +186,27 @@ def test_history_lists_sessions_and_plots_progress_per_step(practice):
     assert len(web.history(practice, "", mine)[0]) == 3  # this browser's sessions only
     assert [row[1] for row in web.history(practice, "", theirs)[0]] == ["Ben"]
     assert len(web.history(practice, "", theirs, unlocked=True)[0]) == 4  # a trainer sees everybody's
+
+
+def test_a_trainer_sees_per_session_how_many_turns_the_phrases_alone_judged(practice):
+    """Counted from the stored grades: in-progress sessions and cards saved before the count show it too."""
+    trainee = web.browser_key(None)
+    missed = {"empathize": StepVerdict(step_id="empathize", verdict="missed")}
+    sessions = {}
+    for name, abstained in (("Ana", (True, False, True)), ("Ben", (False, False))):
+        session_id = practice.store.create_session(
+            NewSession(persona_id="carter-wrong-day", rubric_id="deescalation", trainee_name=name, owner=trainee)
+        ).id
+        for flag in abstained:
+            grade = TurnGrade(verdicts=missed, learned_abstained=flag)
+            turn = practice.store.begin_turn(session_id, "Per the policy outlined in section four.", grade=grade)
+            practice.store.complete_turn(turn.id, patient_reply="What?")
+        sessions[name] = session_id
+
+    rows, _ = web.history(practice, "", web.browser_key(None), unlocked=True)
+    column = web.ui.HISTORY_HEADERS.index(web.ui.CHECKS_ONLY_HEADER)
+    counted = {row[-1]: (row[3], row[column]) for row in rows}
+    assert counted == {sessions["Ana"]: (3, 2), sessions["Ben"]: (2, 0)}
 
 
 def test_a_trainee_cannot_see_or_continue_another_browsers_session(practice):
