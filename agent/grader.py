@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict
 
 from agent import checks, learned
 from agent.checks import StepVerdict, TurnContext
+from agent.facts import Mentions, not_given, pattern_facts
 from agent.grades import PROBLEM_VERDICTS, JudgedAdvice, TipAdvice, TurnGrade
 from agent.llm import Backend, LLMSettings
 from agent.models import COACH_SLOT, CoachModel, Preempted, ServedModel
@@ -221,16 +222,11 @@ def invented_facts(text: str, known: str) -> list[str]:
 
     The coach is shown the situation and the conversation; anything else it states as a fact
     (a 2:15 slot, a Dr. Patel) is made up, and a trainee who repeated it would be making things up.
+    The guard's patterns say what counts as a fact; ``known`` need only mention it in the same
+    words (:class:`agent.facts.Mentions`), not state it as one.
     """
-    words = " " + " ".join(re.findall(r"[a-z0-9:]+", _straight(known).lower())) + " "
-    found = []
-    for pattern in coach_guard().facts:
-        for match in pattern.finditer(_straight(text)):
-            token = re.findall(r"[a-z0-9:]+", match.group(0).lower())
-            key = token[-1:] if token and token[0] in {"dr", "doctor", "nurse", "mr", "mrs", "ms", "miss"} else token
-            if key and f" {' '.join(key)} " not in words:
-                found.append(match.group(0).strip())
-    return found
+    stated = pattern_facts(_straight(text), coach_guard().facts)
+    return [fact.said for fact in not_given(stated, Mentions(known))]
 
 
 def tip_problem(tip: str, step: Step | None, problems: Collection[str] = ()) -> str | None:

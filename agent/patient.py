@@ -33,6 +33,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from pydantic import BaseModel, Field
 
 from agent import tokens
+from agent.facts import not_given, quantities, quantity_facts
 from agent.llm import LLMSettings, PromptStyle
 from agent.models import PATIENT_SLOT, ModelUnavailable, PatientModel, ServedModel
 from agent.mood import FRESH, Mood, Outcome, describe
@@ -98,92 +99,6 @@ def out_of_role(text: str) -> str | None:
 
 # -- facts the patient may state -------------------------------------------------------------------
 
-_UNITS = r"(?:hours?|days?|weeks?|months?|years?)"
-_SMALL = tuple(
-    [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-    ]
-)
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
-# Named days and months; not "may", a verb far more often than a month.
-_NAMED = tuple(
-    [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-        "january",
-        "february",
-        "march",
-        "april",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-    ]
-)
-_QUANTITY = re.compile(
-    r"(?P<clock>\b\d{1,2}:\d{2}\b)"
-    r"|(?P<digits>\d+(?:[.,]\d+)?)"
-    r"|\b(?P<half>half an? " + _UNITS + r")"
-    r"|\b(?P<tens>" + "|".join(_TENS) + r")(?:[- ](?P<unit>" + "|".join(_SMALL[1:10]) + r"))?\b"
-    r"|\b(?P<small>" + "|".join(_SMALL[2:]) + r"|dozen|hundred|thousand)\b"
-    r"|(?<!once )(?<!twice )(?<!times )(?<!per )\b(?P<one>one|an?) (?=" + _UNITS + r"\b)"
-    r"|\b(?P<named>" + "|".join(_NAMED) + r"|noon|midnight)\b",
-    re.IGNORECASE,
-)
-
-
-def quantities(text: str) -> set[str]:
-    """The numbers, times, durations and named days or months in ``text``, each as one canonical
-    token (``"forty minutes"`` -> ``"40"``, ``"10:00"`` -> ``"10"``, ``"an hour"`` -> ``"1"``,
-    ``"Friday"`` -> ``"friday"``), so a patient line can be checked against the persona's facts."""
-    found: set[str] = set()
-    for match in _QUANTITY.finditer(text.replace("\u2019", "'")):
-        kind = match.lastgroup if match.lastgroup != "unit" else "tens"
-        word = match.group(kind).lower()
-        if kind == "clock":
-            hour, minute = word.split(":")
-            found.add(str(int(hour)) if minute == "00" else f"{int(hour)}:{minute}")
-        elif kind == "digits":
-            found.add(word.replace(",", ""))
-        elif kind == "half":
-            found.add("0.5")
-        elif kind == "tens":
-            found.add(str(_TENS[word] + (_SMALL.index(match.group("unit").lower()) if match.group("unit") else 0)))
-        elif kind == "small":
-            found.add({"dozen": "12", "hundred": "100", "thousand": "1000"}.get(word) or str(_SMALL.index(word)))
-        elif kind == "one":
-            found.add("1")
-        else:
-            found.add({"noon": "12", "midnight": "12"}.get(word, word))
-    return found
-
 
 def known_quantities(persona: Persona, said: list[str]) -> set[str]:
     """What the patient may state: the persona's facts, its age and opening line, and whatever was
@@ -196,8 +111,9 @@ def known_quantities(persona: Persona, said: list[str]) -> set[str]:
 
 def invented(text: str, persona: Persona, said: list[str]) -> set[str]:
     """Numbers, times or named days in ``text`` that the persona's facts and the conversation do
-    not give the patient (a 1.5B model invents "four hours" for a forty-minute wait)."""
-    return quantities(text) - known_quantities(persona, said)
+    not give the patient (a 1.5B model invents "four hours" for a forty-minute wait); compared as
+    canonical quantities, so "forty minutes" is given by a trainee's "40 minutes"."""
+    return {fact.key for fact in not_given(quantity_facts(text), known_quantities(persona, said))}
 
 
 def _fields(persona: Persona, mood: Mood) -> dict[str, str]:

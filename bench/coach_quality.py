@@ -74,7 +74,7 @@ from pydantic import BaseModel
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent import grader  # noqa: E402
+from agent import facts, grader  # noqa: E402
 from agent import mood as mood_rules  # noqa: E402
 from agent.checks import TurnContext  # noqa: E402
 from agent.grades import TurnGrade  # noqa: E402
@@ -334,21 +334,11 @@ def named_steps(patterns: Patterns, tip: str) -> list[str]:
 
 
 def invented(patterns: Patterns, text: str, allowed: str) -> list[str]:
-    """Numbers, times, days, months and titled names in ``text`` that ``allowed`` never mentions."""
-    text = straight(text)
-    for pattern in patterns.fact_ok:
-        text = pattern.sub(" ", text)
-    known = " ".join(straight(allowed).lower().split())
-    found = []
-    for pattern in patterns.facts:
-        for match in pattern.finditer(text):
-            token = " ".join(match.group(0).strip().lower().replace(".", " ").split())
-            words = token.split()
-            if words and words[0] in {"dr", "doctor", "nurse", "mr", "mrs", "ms", "miss"}:
-                token = words[-1]  # a name: the surname must be known
-            if token and not re.search(rf"\b{re.escape(token)}", known.replace(".", " ")):
-                found.append(match.group(0).strip())
-    return found
+    """Numbers, times, days, months and titled names in ``text`` that ``allowed`` never mentions:
+    the coach guard's reading (:mod:`agent.facts`) with the bench's own patterns, less the figures
+    of speech in ``fact_ok``, and the bench's looser lookup (a key may begin a longer word)."""
+    stated = facts.pattern_facts(straight(text), patterns.facts, ignore=patterns.fact_ok)
+    return [fact.said for fact in facts.not_given(stated, facts.Mentions(allowed, word_starts=True))]
 
 
 def persona_text(persona_id: str) -> str:

@@ -4,8 +4,8 @@ One place for the measures that ``bench/patient_role.py``, ``bench/redteam.py``,
 ``tests/test_redteam.py`` and ``tests/test_simulate.py`` count with, so a count means the same thing
 everywhere. The patterns are kept apart from ``agent/prompts/patient_out_of_role.txt`` on purpose:
 the filter is judged by lists it does not read (only :func:`invented_facts` uses
-:func:`agent.patient.quantities`, since "a number the persona's facts do not give" has one
-mechanical reading).
+:func:`agent.patient.invented`, the patient's reading of :mod:`agent.facts`, since "a number the
+persona's facts do not give" has one mechanical reading).
 """
 
 from __future__ import annotations
