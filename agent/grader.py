@@ -441,6 +441,7 @@ def coach(
     situation: str | None = None,
     judge: bool = False,
     persona: Persona | None = None,
+    curated_coaching_first: bool = False,
 ) -> Iterator[TurnGrade]:
     """The tip, then the better phrasing, for verdicts already decided: one coach model call.
 
@@ -451,6 +452,10 @@ def coach(
     trainee sees the ``persona``'s curated coaching for the step (``personas/phrasings/``) or the
     rubric's own advice, and ``sources`` says which. A model failure never loses a tip already
     shown; ``error`` says what happened.
+
+    ``curated_coaching_first`` (the backend's :class:`~agent.llm.Capabilities`): where the persona
+    has curated coaching for the step, the trainee sees it at once and the model is not asked, so
+    the server stays free for the patients.
     """
     result = verdicts.model_copy(deep=True)
     step = focus_step(rubric, result.verdicts)
@@ -465,6 +470,13 @@ def coach(
     def elapsed() -> float:
         return (time.perf_counter() - started) * 1000
 
+    if curated_coaching_first and not judge and fallback.tip_source == "curated":
+        # This backend's own coaching is rated below the persona's curated coaching: show that, at once.
+        _fallback_tip(result, fallback)
+        _fallback_phrasing(result, fallback)
+        result.tip_ms = result.advice_ms = elapsed()
+        yield result
+        return
     try:
         schema = JudgedAdvice if judge else TipAdvice
         text = ""

@@ -535,7 +535,8 @@ class Practice:
             return turn.grade
 
         def run() -> Iterator[TurnGrade]:
-            yield from session.coach(index, YieldingCoach(self.coach, self.lane))
+            curated_first = self.model.base.capabilities.curated_coaching_first
+            yield from session.coach(index, YieldingCoach(self.coach, self.lane), curated_coaching_first=curated_first)
             self._warm_coach(live)
 
         return CoachJob(key=(live.record.id, index), run=run, publish=publish, drop=drop)

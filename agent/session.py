@@ -270,14 +270,16 @@ class Session:
 
     # -- coaching ------------------------------------------------------------------------------
 
-    def coach(self, index: int, model: CoachModel) -> Iterator[TurnGrade]:
+    def coach(self, index: int, model: CoachModel, *, curated_coaching_first: bool = False) -> Iterator[TurnGrade]:
         """Tip, then better phrasing, for answered turn ``index``; each stage is kept on the turn.
 
-        Coaches the reply against the patient line it answered (not the answer it got).
+        Coaches the reply against the patient line it answered (not the answer it got);
+        ``curated_coaching_first``: the backend's capability (:func:`agent.grader.coach`).
         """
         turn = self.turns[index]
         for stage in grader.coach(self.rubric, turn.trainee, self.context(index), turn.grade, model,
-                                  situation=self.persona.situation, persona=self.persona):  # fmt: skip
+                                  situation=self.persona.situation, persona=self.persona,
+                                  curated_coaching_first=curated_coaching_first):  # fmt: skip
             turn.grade = stage
             yield stage
 

@@ -296,7 +296,7 @@ class Replay(Recording):
         return self.prompt == self.recorded_prompt
 
 
-def coach_turn(turn: dict[str, Any], patient: Any, coach: Recording) -> dict[str, Any]:
+def coach_turn(turn: dict[str, Any], patient: Any, coach: Recording, *, curated_first: bool = False) -> dict[str, Any]:
     persona = load_persona(turn["persona"])
     history = [Message.model_validate(m) for m in turn["history"]]
     session = session_for(persona, history, patient)
@@ -304,7 +304,7 @@ def coach_turn(turn: dict[str, Any], patient: Any, coach: Recording) -> dict[str
     index = len(session.turns) - 1
     began = time.perf_counter()
     grade: TurnGrade | None = None
-    for stage in session.coach(index, coach):
+    for stage in session.coach(index, coach, curated_coaching_first=curated_first):
         grade = stage
     assert grade is not None
     return {
@@ -438,6 +438,9 @@ def play(turns: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     source = f"replay of {args.replay}" if args.replay else args.model if args.backend == "embedded" else args.api_model
     args.record.parent.mkdir(parents=True, exist_ok=True)
+    # What the app does on this backend (a replay serves the embedded model's recorded answers).
+    backend = LLMSettings(backend=Backend(args.backend)) if args.backend != "embedded" else LLMSettings()
+    curated_first = {"backend": backend.capabilities.curated_coaching_first, "model": False}[args.coaching]
 
     def run_all(settings: LLMSettings | None) -> list[dict[str, Any]]:
         model = grader.coach_model(settings) if settings else None
@@ -456,7 +459,8 @@ def play(turns: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str
             coach: Recording = Replay(answer["raw"], answer.get("prompt"))
         else:
             coach = Recording(model)
-        record = {**coach_turn(turn, patient, coach), "model": source, "recorded_at": stamp}
+        coached = coach_turn(turn, patient, coach, curated_first=curated_first)
+        record = {**coached, "model": source, "recorded_at": stamp}
         written.write(json.dumps(record, ensure_ascii=False) + "\n")
         written.flush()
         print(f"[{number}/{len(turns)}] {turn['id']} ({turn['kind']}, focus {record['focus']}) "
@@ -508,6 +512,10 @@ def main() -> int:
     parser.add_argument("--replay", type=Path, default=None,
                         help="serve the model answers recorded in this file (its 'raw' field) instead of a model: "
                         "scores another version of the coaching code on the same answers")  # fmt: skip
+    parser.add_argument("--coaching", choices=("backend", "model"), default="backend",
+                        help="backend (default): what the app shows on this backend (the embedded model: the "
+                        "persona's curated coaching where it has some for the step, else the model's); model: "
+                        "the model's tip and phrasing whenever they pass the guard")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: all cores)")
     parser.add_argument("--part", default="", help="K/N: coach only the K-th of N equal parts of the turns")
     args = parser.parse_args()

@@ -134,7 +134,9 @@ def test_the_next_reply_goes_while_the_tip_is_on_its_way(browser, tmp_path):
     the trainee has sent the next reply.
     """
     fake = FakeModel(hold_coach=True)
-    settings = LLMSettings(backend=Backend.EMBEDDED, base_url=REPLAY_BASE_URL)  # never called: the fake answers
+    # A backend whose model writes the tips (the embedded one shows the persona's curated coaching
+    # at once, test_practice); never called: the fake answers.
+    settings = LLMSettings(backend=Backend.COMPATIBLE, base_url=REPLAY_BASE_URL, model="fake")
     with running_app(settings, tmp_path / "fake.db", seed=3, patient=fake, coach=fake) as (url, _demo, store):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)

@@ -248,6 +248,23 @@ SEEN_IN_LIVE_SESSIONS = [  # issue 13: the tip coaches the patient; the "better"
 ]  # fmt: skip
 
 
+def test_curated_coaching_first_shows_the_personas_coaching_and_asks_no_model():
+    verdicts = grade_fast(RUBRIC, BAD_REPLY, CONTEXT)
+    model = FakeModel()
+    [done] = coach(RUBRIC, BAD_REPLY, CONTEXT, verdicts, model, persona=CARTER, curated_coaching_first=True)
+    curated = load_phrasebook(CARTER.id).for_step("argue_back")
+    assert model.coach_requests == []
+    assert (done.tip, done.tip_source, done.better_phrasing) == (curated.tip, "curated", curated.say)
+    assert done.coached and done.tip_ms is not None and done.labels() == verdicts.labels()
+
+
+def test_curated_coaching_first_still_asks_the_model_where_there_is_no_curated_coaching():
+    verdicts = grade_fast(RUBRIC, BAD_REPLY, CONTEXT)
+    model = FakeModel()  # no persona: nothing curated for the step, so the model coaches
+    *_, done = coach(RUBRIC, BAD_REPLY, CONTEXT, verdicts, model, curated_coaching_first=True)
+    assert model.coach_requests and (done.tip, done.tip_source) == (TIP, "model")
+
+
 @pytest.mark.parametrize(("tip", "phrasing"), SEEN_IN_LIVE_SESSIONS)
 def test_a_tip_to_the_patient_and_a_refusal_give_way_to_the_personas_curated_coaching(tip, phrasing):
     verdicts = grade_fast(RUBRIC, BAD_REPLY, CONTEXT)

@@ -48,7 +48,14 @@ def store(tmp_path):
     db.close()
 
 
+# A backend whose model writes the coaching (the embedded one shows a persona's curated coaching
+# first: test_the_embedded_backend_shows_curated_coaching_without_asking_the_model). Nothing listens
+# there: the fakes answer.
+MODEL_COACHES = LLMSettings(backend=Backend.COMPATIBLE, base_url="http://127.0.0.1:9/v1", model="fake")
+
+
 def practice_with(store: Store, fake: FakeModel, **options) -> Practice:
+    options.setdefault("settings", MODEL_COACHES)
     return Practice(store, patient=fake, coach=fake, seed=7, **options)
 
 
@@ -75,6 +82,23 @@ def test_a_turn_is_written_through_and_coached_after_the_answer(store):
     [turn] = store.turns(session_id)
     assert turn.grade.tip == TIP and turn.grade.better_phrasing
     assert turn.mood_after == update.last.mood_after  # coaching never moves the mood
+
+
+def test_the_embedded_backend_shows_curated_coaching_without_asking_the_model(store):
+    """On the embedded model the persona's curated coaching for the step is shown (rated more
+    helpful than the 1.5B model's), at once, and the model server stays free for the patient."""
+    fake = FakeModel()
+    practice = practice_with(store, fake, settings=LLMSettings(backend=Backend.EMBEDDED, model="small"))
+    session_id = practice.start(PERSONA, "Sam").session.id
+    list(practice.turn(session_id, BAD))
+    practice.wait_for_coaching(session_id)
+    [turn] = store.turns(session_id)
+    assert fake.coach_requests == []  # the model was not asked for a tip
+    assert turn.grade.tip_source == "curated" and turn.grade.phrasing_source == "curated"
+    assert turn.grade.sources["tip"].startswith("curated tip from ")
+    assert turn.grade.sources["better_phrasing"].startswith("curated phrasing from ")
+    assert turn.grade.tip != TIP and turn.grade.better_phrasing != PHRASING
+    assert turn.grade.coached and turn.grade.error is None
 
 
 def test_the_session_lives_in_memory_between_turns(store, monkeypatch):
@@ -418,7 +442,7 @@ class _GarbledCoach(FakeModel):
 @pytest.mark.parametrize("answer", ["Sure! Be kinder to him next time.", '{"tip": "Name the fee', '{"tip": 3}'])
 def test_malformed_coach_json_falls_back_to_the_rubrics_advice_and_keeps_the_verdicts(store, answer):
     coach = _GarbledCoach(answer)
-    practice = Practice(store, patient=FakeModel(), coach=coach, seed=7)
+    practice = Practice(store, MODEL_COACHES, patient=FakeModel(), coach=coach, seed=7)
     session_id = practice.start(PERSONA).session.id
     updates = list(practice.turn(session_id, BAD))
     before = updates[0].last.grade
