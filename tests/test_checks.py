@@ -126,6 +126,10 @@ def test_find_out_applies_when_the_trainee_is_unsure():
     assert verdict("I'm not sure, I guess we could help you with that.", "find_out").verdict == "missed"
     assert verdict("Yes, we treat children from age 4.", "find_out").verdict == "not_applicable"
     assert verdict("I'm not sure, I guess we could help.", "make_things_up").verdict == "violated"
+    # the same preface is not uncertainty either, so no promise to find out is expected (coach sample seed 41)
+    preface = "I don't know if anyone's mentioned it, but we can validate your parking here at the desk."
+    assert verdict(preface, "find_out").verdict == "not_applicable"
+    assert verdict("I don't know, honestly.", "find_out").verdict == "missed"
 
 
 def test_shouting_is_capitals_or_double_exclamation_but_not_acronyms():
