@@ -14,6 +14,7 @@ Configuration comes from environment variables, overridable by CLI flags:
 ``DEESCALATE_API_KEY``         key for the server (``OPENAI_API_KEY`` is used for ``openai``)
 ``DEESCALATE_STRUCTURED``      ``json_schema`` | ``json_mode`` | ``function_calling``
 ``DEESCALATE_PROMPT_STYLE``    ``transcript`` | ``chat`` (how the patient is prompted)
+``DEESCALATE_COACHING``        ``curated`` | ``model`` (who writes a tip the persona has coaching for)
 =============================  ==========================================================
 """
 
@@ -29,6 +30,7 @@ from pydantic import BaseModel, Field
 
 StructuredMethod = Literal["json_schema", "json_mode", "function_calling"]
 PromptStyle = Literal["transcript", "chat"]
+Coaching = Literal["curated", "model"]
 
 
 class Backend(StrEnum):
@@ -73,6 +75,9 @@ class LLMSettings(BaseModel):
     api_key: str | None = None
     structured_method: StructuredMethod | None = None
     prompt_style: PromptStyle | None = None
+    # None: the backend's default (Capabilities.curated_coaching_first); "model" lets the embedded
+    # model write every tip (to compare it, or for a persona whose curated coaching is out of date).
+    coaching: Coaching | None = None
     timeout: float = Field(default=120.0, gt=0)
 
     @classmethod
@@ -86,6 +91,7 @@ class LLMSettings(BaseModel):
             "api_key": env.get("DEESCALATE_API_KEY"),
             "structured_method": env.get("DEESCALATE_STRUCTURED"),
             "prompt_style": env.get("DEESCALATE_PROMPT_STYLE"),
+            "coaching": env.get("DEESCALATE_COACHING"),
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls.model_validate(values)
@@ -107,7 +113,7 @@ class LLMSettings(BaseModel):
             structured_method=self.structured_method or base.structured_method,
             prompt_style=self.prompt_style or base.prompt_style,
             warm_prompt_cache=base.warm_prompt_cache,
-            curated_coaching_first=base.curated_coaching_first,
+            curated_coaching_first=base.curated_coaching_first if self.coaching is None else self.coaching == "curated",
         )
 
 

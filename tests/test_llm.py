@@ -25,7 +25,8 @@ VISIT_PROMPT = "Extract the visit: 'Mr. John Carter waited 45 minutes at the fro
 @pytest.fixture
 def clean_env(monkeypatch):
     for name in ["DEESCALATE_BACKEND", "DEESCALATE_MODEL", "DEESCALATE_BASE_URL", "DEESCALATE_API_KEY",
-                 "DEESCALATE_STRUCTURED", "DEESCALATE_PROMPT_STYLE", "OPENAI_API_KEY"]:  # fmt: skip
+                 "DEESCALATE_STRUCTURED", "DEESCALATE_PROMPT_STYLE", "DEESCALATE_COACHING",
+                 "OPENAI_API_KEY"]:  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -52,6 +53,16 @@ def test_flags_override_environment(clean_env):
     assert settings.backend is Backend.COMPATIBLE
     assert settings.capabilities.prompt_style == "transcript"
     assert settings.capabilities.structured_method == "json_mode"
+
+
+def test_the_embedded_model_shows_curated_coaching_first_unless_told_otherwise(clean_env):
+    assert LLMSettings.from_env().capabilities.curated_coaching_first
+    assert not LLMSettings.from_env(backend="compatible").capabilities.curated_coaching_first
+    clean_env.setenv("DEESCALATE_COACHING", "model")
+    assert not LLMSettings.from_env().capabilities.curated_coaching_first
+    assert LLMSettings.from_env(backend="compatible", coaching="curated").capabilities.curated_coaching_first
+    with pytest.raises(ValueError, match="coaching"):
+        LLMSettings.from_env(coaching="sometimes")
 
 
 def test_openai_without_key_is_a_clear_error(clean_env):
