@@ -101,6 +101,9 @@ class CoachJob:
     run: Callable[[], Iterator[TurnGrade]]
     publish: Callable[[TurnGrade], None]
     drop: Callable[[str], TurnGrade]
+    # False: the coaching shown needs no model (the persona's curated coaching), so it is written at
+    # once rather than queued behind other trainees' patient answers.
+    needs_model: bool = True
     preemptions: int = 0
     done: bool = False
     latest: TurnGrade | None = None
@@ -140,6 +143,12 @@ class Coaching:
         self._busy = False  # the worker is running a tip or a warm-up now
 
     def submit(self, job: CoachJob) -> CoachJob:
+        """Queue ``job`` for the worker; one that needs no model is done now, in the caller's thread
+        (under load the worker waits for the patients, and such a tip would wait, or be dropped,
+        for nothing)."""
+        if not job.needs_model:
+            self._coach(job)
+            return job
         with self._wake:
             self._queue.append(job)
             while len(self._queue) > MAX_WAITING:

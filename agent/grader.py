@@ -431,6 +431,14 @@ def persona_known(persona: Persona) -> str:
     return " ".join([*(field or "" for field in fields), persona.opening_line, *persona.facts])
 
 
+def curated_coaching(rubric: Rubric, verdicts: TurnGrade, persona: Persona | None) -> Fallback | None:
+    """The persona's curated coaching for the step this turn is coached on, or None if it has none
+    (then, with ``curated_coaching_first``, :func:`coach` still asks the model)."""
+    book = load_phrasebook(persona.id) if persona else None
+    fallback = fallback_for(rubric, focus_step(rubric, verdicts.verdicts), verdicts.verdicts, book)
+    return fallback if fallback.tip_source == "curated" else None
+
+
 def coach(
     rubric: Rubric,
     reply: str,

@@ -34,6 +34,7 @@ from agent.grades import TurnGrade
 from agent.llm import Backend, LLMSettings
 from agent.models import COACH_SLOT, PATIENT_SLOT, CoachModel, ModelUnavailable, PatientModel, ServedModel
 from agent.mood import Mood
+from agent.phrasings import load_phrasebook
 from agent.session import Answered, Graded, Session, Spoken, Turn, TurnEvent, decide_ending
 from agent.simulate import SCRIPTED, simulate
 from agent.store import NewSession, SessionRecord, Store, StoreError, StoreUnavailable, TurnRecord
@@ -383,7 +384,11 @@ class Practice:
         threading.Thread(target=prefill, name="patient-prefill", daemon=True).start()
 
     def _warm_coach(self, live: Live) -> None:
-        if self._model_ready() and live.session.ending is None:
+        """Have the coach's slot read the next tip prompt's known front while the trainee types;
+        not when the persona's curated coaching is shown first, as most tips then need no model
+        (the few that do read their whole prompt, about a second more)."""
+        curated = self.model.base.capabilities.curated_coaching_first and load_phrasebook(live.session.persona.id)
+        if self._model_ready() and live.session.ending is None and not curated:
             coach = YieldingCoach(self.coach, self.lane)
             self.coaching_worker.warm(lambda: live.session.coach_prefill(coach))
 
@@ -534,12 +539,15 @@ class Practice:
             turn.grade = grader.rubric_coaching(session.rubric, turn.grade, why, session.persona)
             return turn.grade
 
+        curated_first = self.model.base.capabilities.curated_coaching_first
+        grade = session.turns[index].grade
+        needs_model = not (curated_first and grader.curated_coaching(session.rubric, grade, session.persona))
+
         def run() -> Iterator[TurnGrade]:
-            curated_first = self.model.base.capabilities.curated_coaching_first
             yield from session.coach(index, YieldingCoach(self.coach, self.lane), curated_coaching_first=curated_first)
             self._warm_coach(live)
 
-        return CoachJob(key=(live.record.id, index), run=run, publish=publish, drop=drop)
+        return CoachJob(key=(live.record.id, index), run=run, publish=publish, drop=drop, needs_model=needs_model)
 
     def _coaching_pending(self, live: Live) -> bool:
         return any(not job.done for job in live.jobs.values())

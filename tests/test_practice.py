@@ -101,6 +101,20 @@ def test_the_embedded_backend_shows_curated_coaching_without_asking_the_model(st
     assert turn.grade.coached and turn.grade.error is None
 
 
+def test_curated_coaching_is_not_held_back_by_other_trainees_patients(store):
+    """Under load the coach's worker waits while any patient answer is being written; a tip that
+    needs no model is written at once instead (bench/load.py: 34 of 41 such tips were dropped)."""
+    fake = FakeModel()
+    practice = practice_with(store, fake, settings=LLMSettings(backend=Backend.EMBEDDED, model="small"))
+    session_id = practice.start(PERSONA).session.id
+    with practice.lane.patient():  # another trainee's patient is being written, and stays so
+        *_, answered = practice.turn(session_id, BAD)
+        [turn] = store.turns(session_id)
+        assert turn.grade.coached and turn.grade.tip_source == "curated" and turn.grade.error is None
+    # no coach warm-up either (most tips need no model): every prefill is the patient's prompt
+    assert fake.prefills and not any("data to coach" in str(m[0].content) for m in fake.prefills)
+
+
 def test_the_session_lives_in_memory_between_turns(store, monkeypatch):
     """No state is rebuilt from the database per turn or per token: the store is only written."""
     practice = practice_with(store, FakeModel())
