@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,6 +209,20 @@ def verify(store: Store, runs: list[Played], turns: int) -> tuple[int, int, list
     return lost, crossed, problems
 
 
+def tips(store: Store, runs: list[Played]) -> dict[str, object]:
+    """What the trainees were shown as coaching: how many answered turns were coached, where the
+    tip came from (the persona's curated coaching, the model, the rubric) and how many tips the
+    app dropped because newer turns were waiting for the model (issue 11: tips under load)."""
+    grades = [t.grade for r in runs if r.session_id for t in store.all_turns(r.session_id) if t.grade is not None]
+    coached = [g for g in grades if g.coached]
+    return {
+        "coached": len(coached),
+        "not_coached": len(grades) - len(coached),
+        "source": dict(sorted(Counter(str(g.tip_source) for g in coached).items())),
+        "dropped": sum(1 for g in coached if (g.error or "").startswith("dropped")),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, object]:
     deadline = time.monotonic() + args.timeout
     data_dir = Path(tempfile.mkdtemp(prefix="deescalate-load-"))
@@ -244,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             app.wait()
     store = Store(f"sqlite:///{data_dir / 'deescalate.db'}")
     lost, crossed, problems = verify(store, runs, args.turns)
+    coaching = tips(store, runs)
     store.close()
     latencies = [value for r in runs for value in r.latencies]
     errors = [f"session {r.session}: {e}" for r in runs for e in r.errors]
@@ -257,6 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "model": args.remote_model if args.base_url else args.model,
             "base_url": args.base_url,
             "turn_concurrency": args.concurrency or 16,
+            "coaching": os.environ.get("DEESCALATE_COACHING") or "backend default",
             "timeout_s": args.timeout,
         },  # fmt: skip
         "turns_planned": args.sessions * args.turns,
@@ -274,6 +291,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "mean": statistics.fmean(latencies) if latencies else None,
             "max": max(latencies, default=None),
         },  # fmt: skip
+        "tips": coaching,
         "wall_s": round(wall, 1),
         "turns_per_min": round(len(latencies) / wall * 60, 2) if wall else None,
         "load_average": os.getloadavg(),
@@ -320,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
               f"cut off by the timeout {result['turns_cut_off_by_timeout']}")  # fmt: skip
         print(f"time to answer: p50 {fmt(lat['p50'])}, p90 {fmt(lat['p90'])}, p99 {fmt(lat['p99'])}, "
               f"mean {fmt(lat['mean'])}, max {fmt(lat['max'])}")  # fmt: skip
+        shown = result["tips"]
+        print(f"tips: {shown['coached']} coached ({shown['source']}), {shown['dropped']} dropped for newer turns, "
+              f"{shown['not_coached']} not coached yet; coaching {config['coaching']}")  # fmt: skip
         print("load average: " + ", ".join(f"{x:.2f}" for x in result["load_average"]))
         for line in [*result["error_samples"], *result["problems"]]:
             print("  " + line)
