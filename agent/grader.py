@@ -478,10 +478,11 @@ def coach(
     def elapsed() -> float:
         return (time.perf_counter() - started) * 1000
 
-    if curated_coaching_first and not judge and fallback.tip_source == "curated":
+    curated = curated_coaching(rubric, result, persona) if curated_coaching_first and not judge else None
+    if curated is not None:
         # This backend's own coaching is rated below the persona's curated coaching: show that, at once.
-        _fallback_tip(result, fallback)
-        _fallback_phrasing(result, fallback)
+        _fallback_tip(result, curated)
+        _fallback_phrasing(result, curated)
         result.tip_ms = result.advice_ms = elapsed()
         yield result
         return
