@@ -13,6 +13,7 @@ quoted from the original text.
 from __future__ import annotations
 
 import bisect
+import copy
 import re
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -477,10 +478,11 @@ def run(rubric: Rubric, reply: str, context: TurnContext | None = None) -> dict[
 def judge(rubric: Rubric, reading: Reading, context: TurnContext) -> dict[str, StepVerdict]:
     """Verdicts for every graded per-turn step on a reply already :func:`read` (meta parts found once)."""
     # Text to the grader, the coach or the model counts for nothing; a retracted promise shows no do-step.
-    text = Normalized(reading.kept, original=reading.reply)
-    kept = Normalized(reading.kept, original=reading.reply)
+    meta_blanked = reading.kept
+    text = Normalized(meta_blanked, original=reading.reply)
+    kept = copy.copy(text)  # the same index map; only its text loses the retracted parts
     kept.text = blank(text.text, retracted_spans(text.text))
-    met = conditions_met(rubric, reading.kept, context)
+    met = conditions_met(rubric, meta_blanked, context)
     verdicts = {step.id: judge_step(step, kept if step.kind == "do" else text, context, met)
                 for step in rubric.turn_steps()}  # fmt: skip
     return apply_voids(rubric, apply_after_violations(rubric, verdicts))

@@ -146,6 +146,11 @@ class Fallback(BaseModel):
     phrasing_source: Literal["curated", "rubric"]
     phrasing_label: str
 
+    @property
+    def curated(self) -> bool:
+        """Written for this persona (``personas/phrasings/``), not the rubric's general advice."""
+        return self.tip_source == "curated"
+
 
 def fallback_for(
     rubric: Rubric, step: Step | None, verdicts: dict[str, StepVerdict], book: Phrasebook | None
@@ -436,7 +441,7 @@ def curated_coaching(rubric: Rubric, verdicts: TurnGrade, persona: Persona | Non
     (then, with ``curated_coaching_first``, :func:`coach` still asks the model)."""
     book = load_phrasebook(persona.id) if persona else None
     fallback = fallback_for(rubric, focus_step(rubric, verdicts.verdicts), verdicts.verdicts, book)
-    return fallback if fallback.tip_source == "curated" else None
+    return fallback if fallback.curated else None
 
 
 def coach(
@@ -478,11 +483,10 @@ def coach(
     def elapsed() -> float:
         return (time.perf_counter() - started) * 1000
 
-    curated = curated_coaching(rubric, result, persona) if curated_coaching_first and not judge else None
-    if curated is not None:
+    if curated_coaching_first and not judge and fallback.curated:  # the same test as curated_coaching()
         # This backend's own coaching is rated below the persona's curated coaching: show that, at once.
-        _fallback_tip(result, curated)
-        _fallback_phrasing(result, curated)
+        _fallback_tip(result, fallback)
+        _fallback_phrasing(result, fallback)
         result.tip_ms = result.advice_ms = elapsed()
         yield result
         return

@@ -207,7 +207,8 @@ def score_reading(model: LearnedModel, encoder: embed.TextEncoder, reading: chec
     says so, and the checks decide alone.
     """
     reply = reading.for_classifier
-    if len(reply.split()) < MIN_REPLY_WORDS:
+    words = len(reply.split())
+    if words < MIN_REPLY_WORDS:
         return ReplyScores(probability={}, sentence={})
     parts = sentences(reply)
     # The whole reply first: its sentences are only embedded (one forward pass each) when it is scored.
@@ -215,7 +216,7 @@ def score_reading(model: LearnedModel, encoder: embed.TextEncoder, reading: chec
     vectors = encoder.encode(texts[:1])
     familiarity = model.familiarity(vectors[0])
     familiarity = None if familiarity is None else round(familiarity, 4)
-    if model.abstains(familiarity, len(reply.split())):
+    if model.abstains(familiarity, words):
         return ReplyScores(probability={}, sentence={}, familiarity=familiarity, abstained=True)
     if len(texts) > 1:
         vectors = np.vstack([vectors, encoder.encode(texts[1:])])

@@ -438,9 +438,10 @@ def play(turns: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     source = f"replay of {args.replay}" if args.replay else args.model if args.backend == "embedded" else args.api_model
     args.record.parent.mkdir(parents=True, exist_ok=True)
-    # What the app does on this backend (a replay serves the embedded model's recorded answers).
-    backend = LLMSettings(backend=Backend(args.backend)) if args.backend != "embedded" else LLMSettings()
-    curated_first = {"backend": backend.capabilities.curated_coaching_first, "model": False}[args.coaching]
+    # What the app does on this backend with this coaching setting (DEESCALATE_COACHING); a replay
+    # serves the embedded model's recorded answers.
+    coaching = None if args.coaching == "backend" else args.coaching
+    curated_first = LLMSettings(backend=Backend(args.backend), coaching=coaching).capabilities.curated_coaching_first
 
     def run_all(settings: LLMSettings | None) -> list[dict[str, Any]]:
         model = grader.coach_model(settings) if settings else None
@@ -512,10 +513,11 @@ def main() -> int:
     parser.add_argument("--replay", type=Path, default=None,
                         help="serve the model answers recorded in this file (its 'raw' field) instead of a model: "
                         "scores another version of the coaching code on the same answers")  # fmt: skip
-    parser.add_argument("--coaching", choices=("backend", "model"), default="backend",
-                        help="backend (default): what the app shows on this backend (the embedded model: the "
-                        "persona's curated coaching where it has some for the step, else the model's); model: "
-                        "the model's tip and phrasing whenever they pass the guard")  # fmt: skip
+    parser.add_argument("--coaching", choices=("backend", "curated", "model"), default="backend",
+                        help="as DEESCALATE_COACHING: backend (default) is what the app shows on this backend (the "
+                        "embedded model: the persona's curated coaching where it has some for the step, else the "
+                        "model's); curated: that on any backend; model: the model's tip and phrasing whenever "
+                        "they pass the guard")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: all cores)")
     parser.add_argument("--part", default="", help="K/N: coach only the K-th of N equal parts of the turns")
     args = parser.parse_args()
