@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.personas import Wants
 from agent.rubrics import Rubric, Step, Verdict
 from agent.transcript import Message
 
@@ -232,12 +233,24 @@ CONFIDENCE_ABSENT = 0.7
 CONFIDENCE_NOT_APPLICABLE = 0.9
 
 
+Meets = Literal["met", "partly", "none", "rejected"]
+
+
 class StepVerdict(BaseModel):
     step_id: str
     verdict: Verdict
     evidence: str | None = None
     confidence: float = Field(default=CONFIDENCE_MATCH, ge=0.0, le=1.0)
     source: Source = "check"
+    grounds: str | None = Field(
+        default=None,
+        description="what in the conversation the evidence matches (the fact restated, the need an offer meets), "
+        "or, for a missed content step, what was missing",
+    )
+    meets: Meets | None = Field(
+        default=None, description="offer_solution only: whether the offer meets one of the patient's wants"
+    )
+    remedy: str | None = Field(default=None, description="offer_solution only: the id of the remedy it matches")
 
 
 class TurnContext(BaseModel):
@@ -248,6 +261,11 @@ class TurnContext(BaseModel):
     patient_abusive: bool = False
     transferring: bool = False
     history: list[Message] = Field(default_factory=list)
+    facts: list[str] = Field(default_factory=list, description="the persona's complaint facts")
+    wants: Wants | None = Field(default=None, description="the persona's remedies (resolves / partly / rejects)")
+    earlier: dict[str, int] = Field(
+        default_factory=dict, description="how many earlier turns of this session each step was demonstrated in"
+    )
 
     def last_patient(self) -> str:
         return next((m.content for m in reversed(self.history) if m.role == "patient"), "")

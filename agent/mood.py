@@ -55,6 +55,14 @@ class Mood(BaseModel):
     hot_turns: int = 0  # consecutive turns at or above the persona's leave_anger
     previous_anger: float | None = None
     effects: list[Effect] = Field(default_factory=list)
+    counts: dict[str, int] = Field(
+        default_factory=dict, description="turns in which each step was demonstrated so far (repeats earn less)"
+    )
+    offers: list[str] = Field(
+        default_factory=list,
+        description="the concrete offers the trainee made so far, in their words (the patient's direction names them)",
+    )
+    met: list[str] = Field(default_factory=list, description="ids of the persona's remedies offered so far (any kind)")
 
 
 def initial(persona: Persona) -> Mood:

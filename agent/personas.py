@@ -108,6 +108,11 @@ class Thresholds(_Strict):
     min_turns: int = Field(
         default=3, ge=1, le=20, description="turns before it can be resolved (the patient needs to vent first)"
     )
+    need_met: bool = Field(
+        default=True,
+        description="resolve only once an offer met one of the persona's wants.resolves (or partly-remedies "
+        "covering the need); false: any credited resolution step will do (personas without wants)",
+    )
     max_turns: int = Field(default=12, ge=1, le=50, description="the patient gives up after this many turns")
 
     @field_validator("resolution_steps")
@@ -131,6 +136,71 @@ class Dynamics(_Strict):
     ignored_anger: float = Field(
         default=0.5, ge=0, le=5, description="anger added on a turn where nothing calming happened"
     )
+    vent_turns: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        description="the first turns in which the patient is still venting: calming works at vent_calm only",
+    )
+    vent_calm: float = Field(
+        default=0.4, ge=0, le=1, description="share of calming that works while the patient is still venting"
+    )
+    repeat_factor: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="each time a step is repeated in a session it earns this share of what it earned last time",
+    )
+
+
+REMEDY_ID = r"^[a-z][a-z0-9_]*$"
+
+
+class Remedy(_Strict):
+    """One thing staff could do for this patient, in plain words (``agent.grounding`` matches offers to it).
+
+    ``says`` is what a trainer would write on a whiteboard ("a same-day appointment if a slot frees
+    up"); ``cues`` are optional words or short phrases that point to it in a trainee's offer when the
+    wording is far from ``says`` (any one of them is enough evidence together with a concrete offer).
+    """
+
+    id: str = Field(pattern=REMEDY_ID, description="short id, unique in this persona, e.g. same_day_slot")
+    says: str = Field(min_length=3, description="the remedy in plain words, as a trainee might offer it")
+    cues: list[str] = Field(
+        default_factory=list, description="optional words or phrases in an offer that point to this remedy"
+    )
+    source: str | None = Field(default=None, description="the seed passage this remedy comes from (a few words)")
+
+
+class Wants(_Strict):
+    """What this patient wants, as data the grader and the mood are held to (design.md, Substance).
+
+    ``resolves``: remedies any one of which, offered concretely, meets the patient's need (the session
+    can resolve). ``partly``: remedies that help but do not settle it (they calm a little; the patient
+    still asks for more). ``rejects``: offers the patient turns down (they count as an offer that
+    misses the need, and the patient says why not).
+    """
+
+    resolves: list[Remedy] = Field(min_length=1, description="each one, offered concretely, meets the need")
+    partly: list[Remedy] = Field(default_factory=list, description="helps but does not settle it")
+    rejects: list[Remedy] = Field(default_factory=list, description="offers this patient turns down")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Wants:
+        seen: set[str] = set()
+        for kind in ("resolves", "partly", "rejects"):
+            for index, remedy in enumerate(getattr(self, kind)):
+                if remedy.id in seen:
+                    raise ValueError(f"{kind}[{index}].id: {remedy.id!r} is used twice; remedy ids must be unique")
+                seen.add(remedy.id)
+        return self
+
+    def all(self) -> list[tuple[str, Remedy]]:
+        """Every remedy with its kind: ``("resolves" | "partly" | "rejects", remedy)``."""
+        return [(kind, remedy) for kind in ("resolves", "partly", "rejects") for remedy in getattr(self, kind)]
+
+    def kind_of(self, remedy_id: str) -> str | None:
+        return next((kind for kind, remedy in self.all() if remedy.id == remedy_id), None)
 
 
 class Script(_Strict):
@@ -174,6 +244,11 @@ class Persona(_Strict):
         default_factory=list,
         description="in-character lines used when the model cannot stay in role (each shown once a session "
         "while unused ones remain, so give several)",
+    )
+    wants: Wants | None = Field(
+        default=None,
+        description="what would resolve this patient, partly help, or be turned down (remedies in plain words); "
+        "the grader matches offers to it and the session resolves only on a remedy that meets the need",
     )
     script: Script = Field(default_factory=Script)
 

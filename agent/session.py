@@ -172,6 +172,9 @@ class Session:
             patient_abusive=self.persona.abusive and mood.anger >= 6,
             transferring=self.persona.transferring,
             history=[m.model_copy() for m in history],
+            facts=list(self.persona.facts),
+            wants=self.persona.wants,
+            earlier=dict(mood.counts),
         )
 
     # -- the turn ----------------------------------------------------------------------------
