@@ -18,7 +18,9 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from agent.checks import TurnContext, conditions_met
-from agent.grader import TurnGrade, grade, grade_fast
+from agent.coach import grade
+from agent.grader import grade_fast
+from agent.grades import TurnGrade
 from agent.llm import LLMSettings
 from agent.rubrics import Rubric, Verdict, load_rubric
 from agent.transcript import Message
@@ -233,7 +235,7 @@ def calibrate(
 
     Default: the fast path (checks + learned classifier), which is what decides verdicts in the
     product; ``use_learned=False`` scores the checks alone. ``use_llm``
-    runs the full :func:`agent.grader.grade` (one model call per line; verdicts change only with
+    runs the full :func:`agent.coach.grade` (one model call per line; verdicts change only with
     ``judge``).
     """
     rubric = load_rubric(rubric) if isinstance(rubric, str) else rubric

@@ -2,7 +2,7 @@
 
 Three places ask this one question. The coach's better phrasing must not hand the trainee a 2:15
 slot or a Dr. Patel that the situation and the conversation never mention
-(:func:`agent.grader.invented_facts`); the patient must not complain of "four hours" when the
+(:func:`agent.coach.invented_facts`); the patient must not complain of "four hours" when the
 persona waited forty minutes (:func:`agent.patient.invented`); and ``bench/coach_quality.py``
 counts the phrasings that invent one. Each reads the text into :class:`Fact` s (what was
 written, and the key it is looked up by) and keeps those whose key the known material does not

@@ -73,7 +73,7 @@ class PatientModel(Protocol):
 
 
 class CoachModel(Protocol):
-    """Writes the tip and the better phrasing as JSON (:mod:`agent.grader` builds the prompt)."""
+    """Writes the tip and the better phrasing as JSON (:mod:`agent.coach` builds the prompt)."""
 
     def stream_json(
         self, schema: type[BaseModel], messages: Sequence[BaseMessage], *, max_tokens: int

@@ -2,7 +2,7 @@
 
 Why: the embedded 1.5B model's tips sometimes coach the patient instead of the receptionist, and
 its "better" phrasing is sometimes a brush-off ("I can't help with that. Let's talk about something
-else."). When the coach's guard (:mod:`agent.grader`) rejects what the model wrote, the trainee sees
+else."). When the coach's guard (:mod:`agent.coach`) rejects what the model wrote, the trainee sees
 a line a person wrote for this patient instead: it uses only what the persona's file says (no
 invented times or names), it passes the same checks that grade the trainee (tested), and it cites
 the seed document it follows, so the page can say "curated phrasing from <seed>".

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from agent import grader, personas, report
 from agent import mood as moods
+from agent.coach import curated_coaching, rubric_coaching
 from agent.coaching import Coaching, CoachJob, Lane, YieldingCoach
 from agent.grades import TurnGrade
 from agent.llm import Backend, LLMSettings
@@ -536,12 +537,12 @@ class Practice:
 
         def drop(why: str) -> TurnGrade:
             turn = session.turns[index]
-            turn.grade = grader.rubric_coaching(session.rubric, turn.grade, why, session.persona)
+            turn.grade = rubric_coaching(session.rubric, turn.grade, why, session.persona)
             return turn.grade
 
         curated_first = self.model.base.capabilities.curated_coaching_first
         grade = session.turns[index].grade
-        needs_model = not (curated_first and grader.curated_coaching(session.rubric, grade, session.persona))
+        needs_model = not (curated_first and curated_coaching(session.rubric, grade, session.persona))
 
         def run() -> Iterator[TurnGrade]:
             yield from session.coach(index, YieldingCoach(self.coach, self.lane), curated_coaching_first=curated_first)

@@ -30,6 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from agent import coach as coach_chain
 from agent import grader
 from agent import mood as mood_rules
 from agent.checks import StepVerdict, TurnContext
@@ -277,12 +278,12 @@ class Session:
         """Tip, then better phrasing, for answered turn ``index``; each stage is kept on the turn.
 
         Coaches the reply against the patient line it answered (not the answer it got);
-        ``curated_coaching_first``: the backend's capability (:func:`agent.grader.coach`).
+        ``curated_coaching_first``: the backend's capability (:func:`agent.coach.coach`).
         """
         turn = self.turns[index]
-        for stage in grader.coach(self.rubric, turn.trainee, self.context(index), turn.grade, model,
-                                  situation=self.persona.situation, persona=self.persona,
-                                  curated_coaching_first=curated_coaching_first):  # fmt: skip
+        for stage in coach_chain.coach(self.rubric, turn.trainee, self.context(index), turn.grade, model,
+                                       situation=self.persona.situation, persona=self.persona,
+                                       curated_coaching_first=curated_coaching_first):  # fmt: skip
             turn.grade = stage
             yield stage
 
@@ -290,7 +291,7 @@ class Session:
         """Have the coach model read the next tip prompt's known front (situation, patient line)."""
         if self.ending is not None:
             return False
-        return model.prefill(grader.tip_prefix_messages(self.context(), situation=self.persona.situation))
+        return model.prefill(coach_chain.tip_prefix_messages(self.context(), situation=self.persona.situation))
 
     # -- persistence ------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from agent import calibrate, checks, embed
-from agent.grader import TurnGrade
+from agent.grades import TurnGrade
 from agent.learned import (
     FAMILIAR_AT,
     FEATURES,

@@ -29,7 +29,7 @@ and kept apart from the coach's own guard):
   ``names_focus`` when that step is the one the turn was coached on;
 * ``addressed``: the tip speaks to the trainee: second person or an instruction, no advice that
   only a patient could follow ("ask the receptionist", "your complaint"), no "the receptionist should";
-* ``phrasing_passes``: the better phrasing passes :func:`agent.grader.phrasing_fixes` for the focus
+* ``phrasing_passes``: the better phrasing passes :func:`agent.coach.phrasing_fixes` for the focus
   step (the deterministic checks find the step shown and no don't-step violated);
 * ``not_refusal``: neither tip nor phrasing is a refusal or brush-off ("I can't help with that",
   "let's talk about something else");
@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT))
 from agent import facts, grader  # noqa: E402
 from agent import mood as mood_rules  # noqa: E402
 from agent.checks import TurnContext  # noqa: E402
+from agent.coach import coach_model, phrasing_fixes  # noqa: E402
 from agent.grades import TurnGrade  # noqa: E402
 from agent.llm import Backend, LLMSettings  # noqa: E402
 from agent.models import CoachModel  # noqa: E402
@@ -358,7 +359,7 @@ def score(record: dict[str, Any], patterns: Patterns, rubric: Rubric) -> dict[st
     made_up = invented(patterns, phrasing, allowed)
     refusal = hit(patterns.refusal, phrasing) or hit(patterns.refusal, tip)
     passes = (not phrasing and step is None) or (
-        bool(phrasing) and grader.phrasing_fixes(rubric, step, phrasing, context, record["reply"])
+        bool(phrasing) and phrasing_fixes(rubric, step, phrasing, context, record["reply"])
     )
     result = {
         "names_step": bool(steps),
@@ -444,7 +445,7 @@ def play(turns: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str
     curated_first = LLMSettings(backend=Backend(args.backend), coaching=coaching).capabilities.curated_coaching_first
 
     def run_all(settings: LLMSettings | None) -> list[dict[str, Any]]:
-        model = grader.coach_model(settings) if settings else None
+        model = coach_model(settings) if settings else None
         patient = patient_model(settings or LLMSettings())  # asked nothing: the turns' answers are given
         out = []
         with args.record.open("w", encoding="utf-8") as written:

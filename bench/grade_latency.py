@@ -8,10 +8,10 @@ Three parts, each printing medians and maxima:
    over every reply of ``--file``; also the checks alone, and the one-off encoder load.
 2. **Tip, one reply at a time**: replies from the held-out gold files, one per distinct patient
    line, so no prompt is in the server's cache by accident. Timed with
-   :func:`agent.grader.stream_grade`: "tip" is when the tip is on screen (its JSON string has
+   :func:`agent.coach.stream_grade`: "tip" is when the tip is on screen (its JSON string has
    closed), "phrasing" when the better phrasing is too. Each reply is graded *cold* (the whole
    prompt is read after "send") and *warm* (first the coach's slot reads
-   :func:`agent.grader.tip_prefix_messages`, untimed, which is what the app does while the trainee
+   :func:`agent.coach.tip_prefix_messages`, untimed, which is what the app does while the trainee
    types), on two servers used in turn.
 3. **In the app** (``--app-turns``): a real :class:`agent.practice.Practice` session on a fresh
    server and a throwaway SQLite database, scripted trainee lines, a pause between turns for
@@ -32,7 +32,9 @@ from pathlib import Path
 from agent import learned
 from agent.calibrate import Example, load_examples
 from agent.checks import TurnContext
-from agent.grader import TurnGrade, coach_model, grade_fast, stream_grade, tip_prefix_messages
+from agent.coach import coach_model, stream_grade, tip_prefix_messages
+from agent.grader import grade_fast
+from agent.grades import TurnGrade
 from agent.llm import Backend, LLMSettings
 from agent.practice import Practice
 from agent.rubrics import Rubric, load_rubric

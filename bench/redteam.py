@@ -26,7 +26,7 @@ mechanically, whatever its category (one attempt may fail in more than one way):
   demonstrated, is a flip.
 * ``misleading_tips``: the tip or better phrasing says "demonstrated", "full marks", "perfect reply",
   "nothing to improve" or names a rubric step id with an underscore (``involve_manager``); or the
-  better phrasing fails :func:`agent.grader.phrasing_fixes` for the focus step; or it repeats the
+  better phrasing fails :func:`agent.coach.phrasing_fixes` for the focus step; or it repeats the
   plain (dismissive) reply.
 
 Prints a progress line per attempt on stderr, then per-count totals and the offending cases (or, with
@@ -52,6 +52,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent import grader  # noqa: E402
+from agent.coach import coach_model, phrasing_fixes  # noqa: E402
 from agent.llm import Backend, LLMSettings  # noqa: E402
 from agent.patient import out_of_role, patient_model  # noqa: E402
 from agent.personas import Persona, load_persona  # noqa: E402
@@ -126,7 +127,7 @@ def tip_problems(session: Session, grade: Any, plain: str) -> list[str]:
             problems.append(f"{field} matches {hit}")
     phrasing = grade.better_phrasing or ""
     step = rubric.step(grade.focus) if grade.focus else None
-    if phrasing and not grader.phrasing_fixes(rubric, step, phrasing, session.context(0)):
+    if phrasing and not phrasing_fixes(rubric, step, phrasing, session.context(0)):
         problems.append(f"better_phrasing ({grade.phrasing_source}) fails phrasing_fixes for {grade.focus}")
     squeezed = " ".join(re.findall(r"[a-z']+", plain.lower()))
     if len(squeezed.split()) >= 3 and squeezed in " ".join(re.findall(r"[a-z']+", phrasing.lower())):
@@ -171,7 +172,7 @@ def run_attempt(attempt: dict[str, Any], settings: LLMSettings) -> dict[str, Any
     baseline = grader.grade_fast(session.rubric, " ".join(attempt["plain"].split()), context).labels()
     began = time.perf_counter()
     grade = None
-    for stage in session.coach(0, grader.coach_model(settings)):
+    for stage in session.coach(0, coach_model(settings)):
         grade = stage
     coach_s = time.perf_counter() - began
     reply = turn.patient or ""

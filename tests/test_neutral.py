@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from agent import ui
 from agent.checks import TurnContext
-from agent.grader import tip_messages
+from agent.coach import tip_messages
 from agent.mood import initial
 from agent.neutral import markdown_text, prompt_text
 from agent.patient import build_messages

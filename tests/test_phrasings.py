@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent import grader
+from agent import coach
 from agent.checks import TurnContext
 from agent.personas import PersonaError, load_personas
 from agent.phrasings import Curated, load_phrasebook, parse_phrasebook
@@ -49,12 +49,12 @@ def test_each_curated_phrasing_passes_the_checks_and_invents_nothing(persona):
     it names no number, time or person the persona's file does not (``known``)."""
     book = load_phrasebook(persona.id)
     context = context_for(persona)
-    known = grader.persona_known(persona)
+    known = coach.persona_known(persona)
     for entry in book.coaching:
         for step_id in entry.steps:
             step = RUBRIC.step(step_id)
-            assert grader.phrasing_fixes(RUBRIC, step, entry.say, context, known=known), (step_id, entry.say)
-            assert grader.tip_problem(entry.tip, step) is None, (step_id, entry.tip)
+            assert coach.phrasing_fixes(RUBRIC, step, entry.say, context, known=known), (step_id, entry.say)
+            assert coach.tip_problem(entry.tip, step) is None, (step_id, entry.tip)
 
 
 def test_the_guard_rejects_a_tip_to_the_patient_and_a_refusal():
@@ -68,31 +68,31 @@ def test_the_guard_rejects_a_tip_to_the_patient_and_a_refusal():
         "Great reply.",  # names no step
         "Stay calm and don't get upset.",  # about the trainee's temper, not the blame it should fix
     ):
-        assert grader.tip_problem(tip, step) is not None, tip
-    assert grader.tip_problem("You blamed him for the date; describe the mix-up neutrally instead.", step) is None
+        assert coach.tip_problem(tip, step) is not None, tip
+    assert coach.tip_problem("You blamed him for the date; describe the mix-up neutrally instead.", step) is None
     empathize = RUBRIC.step("empathize")
-    assert grader.tip_problem("Acknowledge his frustration before you explain the schedule.", empathize) is None
-    assert grader.tip_problem("Acknowledge his frustration before you explain the schedule.", None) is None
+    assert coach.tip_problem("Acknowledge his frustration before you explain the schedule.", empathize) is None
+    assert coach.tip_problem("Acknowledge his frustration before you explain the schedule.", None) is None
     refusal = "I understand you're upset, but I can't help with that. Let's talk about something else."
-    assert grader.refuses(refusal)
+    assert coach.refuses(refusal)
     context = context_for(PERSONAS[0])
-    assert not grader.phrasing_fixes(RUBRIC, RUBRIC.step("empathize"), refusal, context)
+    assert not coach.phrasing_fixes(RUBRIC, RUBRIC.step("empathize"), refusal, context)
 
 
 def test_a_phrasing_may_repeat_facts_but_not_invent_them():
     persona = next(p for p in PERSONAS if p.id == "carter-wrong-day")
     context = context_for(persona)
-    known = grader.persona_known(persona)
+    known = coach.persona_known(persona)
     step = RUBRIC.step("offer_solution")
     invented = "What I can do is book you with Dr. Patel at 2:15 today, Mr. Carter."
-    assert grader.invented_facts(invented, known) == ["2:15", "Dr. Patel"]
-    assert not grader.phrasing_fixes(RUBRIC, step, invented, context, known=known)
-    assert grader.phrasing_fixes(RUBRIC, step, invented, context)  # without the persona nothing to compare with
+    assert coach.invented_facts(invented, known) == ["2:15", "Dr. Patel"]
+    assert not coach.phrasing_fixes(RUBRIC, step, invented, context, known=known)
+    assert coach.phrasing_fixes(RUBRIC, step, invented, context)  # without the persona nothing to compare with
     asked = Message(role="patient", content="Can I see Dr. Patel? I heard she is free at 2:15.")
     said = context.model_copy(update={"history": [*context.history, asked]})
-    assert grader.phrasing_fixes(RUBRIC, step, invented, said, known=known)  # said in the conversation: fine
+    assert coach.phrasing_fixes(RUBRIC, step, invented, said, known=known)  # said in the conversation: fine
     fact = "What I can do is check for a cancellation today, Mr. Carter, since you are away for two weeks."
-    assert grader.phrasing_fixes(RUBRIC, step, fact, context, known=known)  # in the persona's facts
+    assert coach.phrasing_fixes(RUBRIC, step, fact, context, known=known)  # in the persona's facts
 
 
 def test_a_persona_without_a_file_has_no_curated_coaching(tmp_path):

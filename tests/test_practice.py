@@ -16,8 +16,9 @@ from fakes import PHRASING, TIP, FakeModel
 from sqlalchemy import event
 from stub_server import LINE, StubProcess
 
-from agent import grader, web
 from agent import store as store_module
+from agent import web
+from agent.coach import rubric_coaching
 from agent.llm import Backend, LLMSettings
 from agent.models import ServedModel
 from agent.practice import Practice
@@ -464,7 +465,7 @@ def test_malformed_coach_json_falls_back_to_the_rubrics_advice_and_keeps_the_ver
     [turn] = store.turns(session_id)
     assert coach.coach_requests, "the coach was asked"
     session = practice.live(session_id).session  # the fallback: the persona's curated coaching
-    fallback = grader.rubric_coaching(session.rubric, before, "", session.persona)
+    fallback = rubric_coaching(session.rubric, before, "", session.persona)
     assert turn.grade.tip == fallback.tip and turn.grade.tip_source == "curated"
     assert turn.grade.better_phrasing == fallback.better_phrasing and turn.grade.phrasing_source == "curated"
     assert turn.grade.error  # what happened is kept with the grade

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from agent.coach import coach_model, rubric_coaching
 from agent.coaching import Coaching, CoachJob, Lane, YieldingCoach
-from agent.grader import coach_model, rubric_coaching
 from agent.grades import TurnGrade
 from agent.llm import LLMSettings
 from agent.patient import PatientUnavailable, patient_model
