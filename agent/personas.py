@@ -171,6 +171,22 @@ class Remedy(_Strict):
     )
     source: str | None = Field(default=None, description="the seed passage this remedy comes from (a few words)")
 
+    @field_validator("says")
+    @classmethod
+    def _says_not_blank(cls, says: str) -> str:
+        if len(says.strip()) < 3:
+            raise ValueError("is blank; write the remedy in plain words (what staff do, and when or who)")
+        return says
+
+    @field_validator("cues")
+    @classmethod
+    def _cues_not_blank(cls, cues: list[str]) -> list[str]:
+        # A blank cue would be "contained" in every offer, so one empty string would match them all.
+        for index, cue in enumerate(cues):
+            if not cue.strip():
+                raise ValueError(f"[{index}] is empty; give a word or short phrase, or remove it")
+        return cues
+
 
 class Wants(_Strict):
     """What this patient wants, as data the grader and the mood are held to (design.md, Substance).
@@ -247,10 +263,22 @@ class Persona(_Strict):
     )
     wants: Wants | None = Field(
         default=None,
+        validate_default=True,
         description="what would resolve this patient, partly help, or be turned down (remedies in plain words); "
-        "the grader matches offers to it and the session resolves only on a remedy that meets the need",
+        "the grader matches offers to it and the session resolves only on a remedy that meets the need; "
+        "required unless thresholds.need_met is false",
     )
     script: Script = Field(default_factory=Script)
+
+    @field_validator("wants")
+    @classmethod
+    def _wants_for_need_met(cls, wants: Wants | None, info: ValidationInfo) -> Wants | None:
+        """Fail closed: with ``need_met`` on and no wants, no offer could ever resolve the session, and
+        a silent fallback to "any offer resolves" is exactly the form-over-substance bug of issue 20."""
+        thresholds = info.data.get("thresholds")  # absent when thresholds itself failed: reported there
+        if wants is None and isinstance(thresholds, Thresholds) and thresholds.need_met:
+            raise ValueError("missing; thresholds.need_met needs it (or set thresholds.need_met: false)")
+        return wants
 
     @field_validator("sources")
     @classmethod
@@ -332,6 +360,18 @@ def _clean_msg(message: str) -> str:
     return message.removeprefix("Value error, ").replace("\n", " ")
 
 
+# Wants._unique_ids names the remedy it found twice ("partly[0].id: ..."); parse_persona moves that
+# path into the location so the line number points at the duplicate, not at ``wants:``.
+_REMEDY_PATH = re.compile(r"^(resolves|partly|rejects)\[(\d+)\]\.id: (.*)$")
+
+
+def _error_location(loc: tuple[Any, ...], message: str) -> tuple[tuple[Any, ...], str]:
+    found = _REMEDY_PATH.match(message)
+    if found and loc and loc[-1] == "wants":
+        return (*loc, found[1], int(found[2]), "id"), found[3]
+    return loc, message
+
+
 def _load_yaml(text: str, path: Path | str) -> tuple[yaml.Node | None, Any]:
     """Node tree and data of persona YAML; errors (duplicate keys too) as one PersonaError line."""
     from agent.rubrics import DuplicateKeyError, load_yaml, yaml_problem
@@ -369,8 +409,8 @@ def parse_persona(text: str, path: Path | str = "<string>") -> Persona:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            loc = tuple(error["loc"])
-            problems.append(f"{path}:{_node_line(root, loc)}: {_field_path(loc)}: {_clean_msg(error['msg'])}")
+            loc, message = _error_location(tuple(error["loc"]), _clean_msg(error["msg"]))
+            problems.append(f"{path}:{_node_line(root, loc)}: {_field_path(loc)}: {message}")
         raise PersonaError(problems) from exc
 
 
@@ -514,6 +554,125 @@ def load_personas(directory: Path | str | None = None) -> list[Persona]:
     if problems:
         raise PersonaError(problems)
     return personas
+
+
+# -- lint: what loads but would make a poor persona ------------------------------------------------
+
+# Words that name no action or object on their own: a remedy made of these ("sort it out", "help him",
+# "make things right") gives the grader nothing to match an offer against.
+_VAGUE_WORDS = frozenset(
+    re.findall(
+        r"\w+",
+        """
+        a about all an and any anything are as at be being best better can care deal do done for get
+        good got handle he help her him his into is issue issues it its kind look make matter of on or
+        our out problem problems resolve right she so solution some something sort sorted stuff take
+        that the their them they thing things this to up us way we whatever will with you your
+        """,
+    )
+)
+
+
+class LintNote(BaseModel):
+    """One finding of :func:`lint`: ``error`` fails ``personas lint``; ``warning`` is advice."""
+
+    level: Literal["error", "warning"]
+    field: str = Field(description="field path, e.g. wants.partly[0].says")
+    message: str
+
+    def line(self, path: Path | str, root: yaml.Node | None) -> str:
+        loc = [int(part) if part.isdigit() else part for part in re.findall(r"[a-z_]+|\d+", self.field)]
+        where = f"{path}:{_node_line(root, loc)}"
+        return (
+            f"{where}: {self.field}: {self.message}"
+            if self.level == "error"
+            else (f"{where}: warning: {self.field}: {self.message}")
+        )
+
+
+def vague(says: str) -> bool:
+    """True when ``says`` has fewer than two words that name something (an action, a thing, a time)."""
+    words = re.findall(r"[a-z0-9]+", says.lower())
+    return sum(word not in _VAGUE_WORDS for word in words) < 2
+
+
+def lint(persona: Persona) -> list[LintNote]:
+    """Findings beyond validation, for ``personas lint`` and the Trainer tab.
+
+    Error: no own ``script.good``. The test run plays that script to show the persona can be
+    resolved; generic good lines cannot restate this patient's complaint or offer one of its
+    remedies, so they would only prove that a content-free formula works (issue 20). Warnings: no
+    own ``script.bad`` (the generic hostile lines are used), a vague remedy, a good script in which
+    no line carries a cue of any ``wants.resolves`` remedy.
+    """
+    notes: list[LintNote] = []
+    if not persona.script.good:
+        notes.append(
+            LintNote(
+                level="error",
+                field="script.good",
+                message="missing; write this patient's own good trainee lines (restate a complaint fact, offer "
+                "a remedy from wants.resolves with when or who): the test run plays them",
+            )
+        )
+    if not persona.script.bad:
+        notes.append(
+            LintNote(
+                level="warning",
+                field="script.bad",
+                message="missing; the test run plays the generic hostile lines (personas/scripts/trainee.yaml)",
+            )
+        )
+    if persona.wants is not None:
+        for kind in ("resolves", "partly", "rejects"):
+            for index, remedy in enumerate(getattr(persona.wants, kind)):
+                if vague(remedy.says):
+                    notes.append(
+                        LintNote(
+                            level="warning",
+                            field=f"wants.{kind}[{index}].says",
+                            message=f"vague ({remedy.says!r}): say what staff do and when or who, e.g. "
+                            "'a same-day slot this afternoon'",
+                        )
+                    )
+        cues = [cue.lower() for remedy in persona.wants.resolves for cue in remedy.cues]
+        good = [line.lower() for line in persona.script.good]
+        if good and cues and not any(cue in line for cue in cues for line in good):
+            notes.append(
+                LintNote(
+                    level="warning",
+                    field="script.good",
+                    message="no line carries a cue of any wants.resolves remedy; the good trainee may never "
+                    "meet this patient's need",
+                )
+            )
+    return notes
+
+
+def _lint_lines(persona: Persona, text: str, path: Path | str) -> tuple[list[str], list[str]]:
+    root = yaml.compose(text)
+    notes = lint(persona)
+    errors = [note.line(path, root) for note in notes if note.level == "error"]
+    return errors, [note.line(path, root) for note in notes if note.level == "warning"]
+
+
+def lint_text(text: str, path: Path | str = "<string>") -> tuple[list[str], list[str]]:
+    """``(errors, warnings)`` for persona YAML (the Trainer tab's editor), each a
+    ``file:line: field: message`` line: validation problems if it does not load, else lint findings."""
+    try:
+        persona = parse_persona(text, path)
+    except PersonaError as exc:
+        return exc.problems, []
+    return _lint_lines(persona, text, path)
+
+
+def lint_file(path: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """Like :func:`lint_text` for a file, with the file checks of :func:`load_persona_file` (id = name)."""
+    try:
+        persona = load_persona_file(path)
+    except PersonaError as exc:
+        return exc.problems, []
+    return _lint_lines(persona, Path(path).read_text(encoding="utf-8"), path)
 
 
 def json_schema() -> dict[str, Any]:

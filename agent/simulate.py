@@ -31,6 +31,15 @@ def trainee_lines(persona: Persona, trainee: str) -> list[str]:
         own = getattr(persona.script, trainee)
         if own:
             return [persona.fill(line) for line in own]
+        if trainee == "good":
+            # No generic good lines: they could not restate this patient's complaint or offer one
+            # of its remedies, so "the good trainee resolves it" would only show a formula works.
+            raise PersonaError(
+                [
+                    f"{persona.id}: script.good: missing; write this patient's own good trainee lines "
+                    "(restate a complaint fact, offer a remedy from wants.resolves with when or who)"
+                ]
+            )
         path = scripts_file()
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))

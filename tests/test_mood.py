@@ -25,6 +25,11 @@ anger: {anger}
 trust: {trust}
 difficulty: easy
 sources: [004_54c74b88a13cd7e8.txt]
+wants:
+  resolves:
+    - {{id: time_estimate, says: an honest estimate from the doctor of when he will be seen, cues: [minutes]}}
+  partly:
+    - {{id: chair, says: a more comfortable chair while he waits, cues: [chair]}}
 triggers:
   calm:
     - {{step: empathize, anger: 1.5, trust: 1}}

@@ -15,6 +15,8 @@ from agent.patient import Context, problem, quantities
 from agent.personas import (
     SEEDS_DIR,
     PersonaError,
+    lint,
+    lint_text,
     load_persona,
     load_persona_file,
     load_personas,
@@ -64,6 +66,148 @@ def test_every_persona_has_scripts_and_fallbacks():
         assert len(persona.script.good) >= 6, persona.id
         assert persona.fallback_lines, persona.id
         assert persona.triggers.calm and persona.triggers.escalate, persona.id
+
+
+def test_every_persona_has_its_own_bad_script_and_the_lint_passes(capsys):
+    """The generic hostile lines are a fallback only; each shipped persona plays its own, and the
+    lint (errors and warnings) has nothing to say about the shipped files."""
+    for persona in load_personas():
+        assert len(persona.script.bad) >= 6, persona.id
+        assert lint(persona) == [], persona.id
+    assert main(["personas", "lint"]) == 0
+    assert capsys.readouterr().out.strip() == f"ok: {len(persona_files())} persona file(s)"
+
+
+# -- wants: what resolves the patient, what partly helps, what it rejects (issue 20) ----------------
+
+
+def _seed_text(name: str) -> str:
+    return re.sub(r"\s+", " ", (SEEDS_DIR / name).read_text(encoding="utf-8").replace("\u2019", "'")).lower()
+
+
+def test_every_shipped_persona_has_a_remedy_that_resolves_it_quoted_from_its_seeds():
+    """Each persona resolves on at least one remedy whose ``source`` names one of the persona's own
+    seeds and quotes it: every quoted passage (split at "...") is in that seed's text."""
+    for persona in load_personas():
+        assert persona.thresholds.need_met and persona.wants is not None, persona.id
+        cited = 0
+        for remedy in persona.wants.resolves:
+            assert remedy.cues and all(cue.strip() for cue in remedy.cues), (persona.id, remedy.id)
+            found = re.search(r"\bseed (\d{3})\b", remedy.source or "")
+            if not found:
+                continue
+            seeds = [s for s in persona.sources if s.startswith(found[1] + "_")]
+            assert seeds, f"{persona.id}.{remedy.id}: seed {found[1]} is not in the persona's sources"
+            quotes = re.findall(r'"([^"]+)"', remedy.source or "")
+            assert quotes, f"{persona.id}.{remedy.id}: quote the seed passage"
+            if SEEDS_DIR.is_dir():
+                text = _seed_text(seeds[0])
+                for quote in quotes:
+                    for part in filter(None, (p.strip().lower() for p in quote.split("..."))):
+                        assert part in text, f"{persona.id}.{remedy.id}: {part!r} is not in {seeds[0]}"
+            cited += 1
+        assert cited >= 1, f"{persona.id}: no wants.resolves remedy cites a seed"
+
+
+def test_every_good_script_restates_a_fact_and_offers_a_remedy_that_resolves():
+    """The good trainee says something about the complaint (a word of a fact that is not a stop word
+    appears in a good line) and carries a cue of a ``resolves`` remedy; the bad one carries no such cue."""
+    for persona in load_personas():
+        good = " ".join(persona.fill(line) for line in persona.script.good).lower()
+        bad = " ".join(persona.fill(line) for line in persona.script.bad).lower()
+        cues = [cue.lower() for remedy in persona.wants.resolves for cue in remedy.cues]
+        assert any(cue in good for cue in cues), persona.id
+        assert not any(re.search(rf"\b{re.escape(cue)}\b", bad) for cue in cues), persona.id
+        fact_words = {w for fact in persona.facts for w in re.findall(r"[a-z]{4,}", fact.lower())} - COMMON
+        assert fact_words & set(re.findall(r"[a-z]{4,}", good)), persona.id
+
+
+COMMON = {
+    "with",
+    "that",
+    "have",
+    "been",
+    "they",
+    "this",
+    "from",
+    "about",
+    "your",
+    "what",
+    "when",
+    "will",
+    "there",
+    "their",
+    "here",
+    "than",
+    "them",
+    "then",
+}
+
+
+def _without_wants(text: str) -> str:
+    return re.sub(r"\nwants:\n(?:  .*\n)+", "\n", text)
+
+
+def test_a_persona_without_wants_fails_closed_naming_the_file_and_field(tmp_path):
+    text = _without_wants((personas_dir() / "carter-wrong-day.yaml").read_text(encoding="utf-8"))
+    assert "wants:" not in text
+    path = tmp_path / "carter-wrong-day.yaml"
+    path.write_text(text)
+    with pytest.raises(PersonaError) as raised:
+        load_persona_file(path)
+    assert raised.value.problems == [
+        f"{path}:2: wants: missing; thresholds.need_met needs it (or set thresholds.need_met: false)"
+    ]
+    # A trainer who opts out of need-based resolution may leave it out.
+    path.write_text(text.replace("thresholds:\n", "thresholds:\n  need_met: false\n"))
+    assert load_persona_file(path).wants is None
+
+
+def test_duplicate_remedy_ids_name_the_field_path_and_the_line_of_the_duplicate():
+    text = (personas_dir() / "carter-wrong-day.yaml").read_text(encoding="utf-8")
+    text = text.replace("id: call_back_confirm", "id: same_day_slot")
+    with pytest.raises(PersonaError) as raised:
+        parse_persona(text, "persona.yaml")
+    line = text.splitlines().index("    - id: same_day_slot", 40) + 1
+    assert raised.value.problems == [
+        f"persona.yaml:{line}: wants.partly[1].id: 'same_day_slot' is used twice; remedy ids must be unique"
+    ]
+
+
+@pytest.mark.parametrize("cue", ['""', '"   "', "null", "[today]"])
+def test_remedy_cues_are_non_empty_strings(cue):
+    text = (personas_dir() / "carter-wrong-day.yaml").read_text(encoding="utf-8")
+    text = text.replace("cues: [call you back, call you before, ring you]", f"cues: [call you back, {cue}]")
+    with pytest.raises(PersonaError, match=r"persona\.yaml:\d+: wants\.partly\[1\]\.cues"):
+        parse_persona(text, "persona.yaml")
+
+
+def test_lint_fails_a_persona_without_its_own_good_script_and_warns_on_vague_remedies(tmp_path, capsys):
+    text = (personas_dir() / "carter-wrong-day.yaml").read_text(encoding="utf-8")
+    text = text.replace("says: a call back at a stated time to confirm what the clinic can do", "says: sort it out")
+    text = text[: text.index("script:")]
+    line = text.splitlines().index("      says: sort it out") + 1
+    errors, warnings = lint_text(text, "persona.yaml")
+    assert len(errors) == 1 and re.match(r"persona\.yaml:\d+: script\.good: missing; ", errors[0])
+    assert any(
+        re.match(rf"persona\.yaml:{line}: warning: wants\.partly\[1\]\.says: vague \('sort it out'\)", w)
+        for w in warnings
+    )
+    assert any(": warning: script.bad: missing" in w for w in warnings)
+    path = tmp_path / "carter-wrong-day.yaml"
+    path.write_text(text)
+    assert main(["personas", "lint", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "script.good: missing" in out and "vague ('sort it out')" in out
+
+
+def test_vague_says_are_remedies_with_fewer_than_two_words_that_name_something():
+    from agent.personas import vague
+
+    for says in ["sort it out", "help him", "make things right", "take care of it for her"]:
+        assert vague(says), says
+    for says in ["a same-day slot this afternoon", "a call back before five", "a nurse checks on him"]:
+        assert not vague(says), says
 
 
 def test_facts_add_no_figure_the_persona_does_not_already_carry():

@@ -19,7 +19,7 @@ from agent import grader
 from agent import mood as mood_rules
 from agent.cli import main
 from agent.patient import patient_model
-from agent.personas import load_persona, load_personas
+from agent.personas import PersonaError, Script, load_persona, load_personas
 from agent.session import Session
 from agent.simulate import simulate, trainee_lines
 from tests import role_checks
@@ -132,10 +132,21 @@ def test_patient_stays_in_role_when_invited_out_of_it(llm_settings):
 def test_scripted_lines_come_from_data_files():
     carter = load_persona("carter-wrong-day")
     assert trainee_lines(carter, "good")[0].startswith("I'm so sorry, Mr. Carter")
-    generic_bad = trainee_lines(carter, "bad")
+    assert trainee_lines(carter, "bad")[0].startswith("Calm down, Mr. Carter.")
+    no_bad = carter.model_copy(update={"script": Script(good=carter.script.good)})
+    generic_bad = trainee_lines(no_bad, "bad")
     assert any("calm down" in line.lower() for line in generic_bad)
     assert any("i don't know" in line.lower() for line in generic_bad)
     assert trainee_lines(carter, str(ROLE_PROBE))[0] == "Hello, how can I help you today?"
+
+
+def test_a_persona_without_its_own_good_script_has_no_generic_one_to_fall_back_on():
+    """Generic good lines would name no fact and offer nothing: a test run of them would only show
+    that a formula calms the patient. The error says what to write instead."""
+    carter = load_persona("carter-wrong-day")
+    no_good = carter.model_copy(update={"script": Script(bad=carter.script.bad)})
+    with pytest.raises(PersonaError, match=r"carter-wrong-day: script\.good: missing; write this patient's own"):
+        trainee_lines(no_good, "good")
 
 
 def test_unknown_trainee_script_is_a_clear_error():

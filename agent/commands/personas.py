@@ -18,7 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--json", action="store_true", help="print a JSON list")
     listing.set_defaults(handler=cmd_list)
 
-    lint = commands.add_parser("lint", help="validate persona files; one line per problem")
+    lint = commands.add_parser(
+        "lint", help="validate persona files and check their wants and scripts; one line per problem or warning"
+    )
     lint.add_argument("path", nargs="?", default=None, help="a persona file or a directory (default: personas/)")
     lint.set_defaults(handler=cmd_lint)
 
@@ -54,20 +56,20 @@ def cmd_lint(args: argparse.Namespace) -> int:
     target = Path(args.path) if args.path else P.personas_dir()
     files = P.persona_files(target) if target.is_dir() else [target]
     problems: list[str] = []
+    warnings: list[str] = []
     for path in files:
-        try:
-            P.load_persona_file(path)
-        except P.PersonaError as exc:
-            problems.extend(exc.problems)
+        errors, advice = P.lint_file(path)
+        problems.extend(errors)
+        warnings.extend(advice)
     if target.is_dir() and not problems:
         try:
             P.load_personas(target)  # cross-file checks (duplicate ids)
         except P.PersonaError as exc:
             problems.extend(exc.problems)
-    for line in problems:
+    for line in problems + warnings:
         print(line)
     if not problems:
-        print(f"ok: {len(files)} persona file(s)")
+        print(f"ok: {len(files)} persona file(s)" + (f", {len(warnings)} warning(s)" if warnings else ""))
     return 1 if problems else 0
 
 
