@@ -130,6 +130,7 @@ def build_app(
                         edit_pick = gr.Dropdown(label="Persona", elem_id="trainer-persona")
                         editor = gr.Code(language="yaml", lines=24, label="Persona YAML", elem_id="editor")
                         validation = gr.Markdown(elem_id="validation")
+                        wants_view = gr.HTML(elem_id="wants-table")
                         with gr.Row():
                             test_run = gr.Button("Test run (scripted good and bad trainee)", elem_id="test-run")
                             new_name = gr.Textbox(label="Save as new persona named", elem_id="new-name")
@@ -198,6 +199,7 @@ def build_app(
         edit_pick.change(bind(web.trainer_load, practice), [unlocked, edit_pick], [editor, validation],
                          api_visibility="private")  # fmt: skip
         editor.change(web.trainer_validate_view, [unlocked, editor], validation, api_visibility="private")
+        editor.change(web.trainer_wants_view, [unlocked, editor], wants_view, api_visibility="private")
         save.click(bind(web.trainer_save, practice), [unlocked, editor, new_name], [save_note, edit_pick],
                    api_visibility="private")  # fmt: skip
         test_run.click(bind(web.trainer_test_run, practice), [unlocked, editor], [test_plot, test_note],

@@ -582,12 +582,8 @@ class LintNote(BaseModel):
 
     def line(self, path: Path | str, root: yaml.Node | None) -> str:
         loc = [int(part) if part.isdigit() else part for part in re.findall(r"[a-z_]+|\d+", self.field)]
-        where = f"{path}:{_node_line(root, loc)}"
-        return (
-            f"{where}: {self.field}: {self.message}"
-            if self.level == "error"
-            else (f"{where}: warning: {self.field}: {self.message}")
-        )
+        warning = "warning: " if self.level == "warning" else ""
+        return f"{path}:{_node_line(root, loc)}: {warning}{self.field}: {self.message}"
 
 
 def vague(says: str) -> bool:

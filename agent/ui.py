@@ -10,6 +10,7 @@ Moods, grades and scorecards arrive typed (:class:`~agent.mood.Mood`,
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from agent.grades import TurnGrade  # noqa: E402
 from agent.mood import Mood  # noqa: E402
 from agent.neutral import markdown_text as md  # noqa: E402
+from agent.personas import Wants  # noqa: E402
 from agent.report import Scorecard, to_markdown  # noqa: E402
 from agent.store import SessionRecord, TurnRecord  # noqa: E402
 
@@ -320,6 +322,54 @@ def safe_persona_id(name: str) -> str:
     if not slug:
         raise ValueError("the new persona needs a name made of letters or digits")
     return slug
+
+
+# ------------------------------------------------------------------------------------------
+# Trainer: the persona editor's validation and wants
+
+
+def code_span(text: str) -> str:
+    """``text`` as one Markdown code span that nothing in it can end early.
+
+    Inside a code span Markdown reads no emphasis, links or HTML; only a run of backticks as long
+    as the fence closes it, so the fence is one backtick longer than the longest run in ``text``
+    (a persona problem quotes what the trainer typed, which may hold anything)."""
+    text = text.replace("\n", " ")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+WANTS_KINDS = {
+    "resolves": "resolves: meets the need",
+    "partly": "partly: helps, does not settle it",
+    "rejects": "rejects: turned down",
+}
+
+
+def wants_table_html(wants: Wants | None, *, note: str | None = None) -> str:
+    """The persona's wants as an HTML table (kind, remedy, cues, source) under the Trainer's editor.
+
+    Every value is trainer text, so every cell is HTML-escaped (an HTML component renders no
+    Markdown, so escaping HTML is all it takes). ``note``: why there is no table (shown escaped).
+    """
+    if wants is None:
+        message = note or "This persona has no wants: no offer can resolve it while thresholds.need_met is on."
+        return f'<div class="wants-table"><em>{html.escape(message)}</em></div>'
+    rows = []
+    for kind, remedy in wants.all():
+        cues = ", ".join(remedy.cues) or "—"
+        rows.append(
+            f'<tr class="wants-{kind}"><td>{html.escape(WANTS_KINDS[kind])}</td>'
+            f"<td><code>{html.escape(remedy.id)}</code>: {html.escape(remedy.says)}</td>"
+            f"<td>{html.escape(cues)}</td><td>{html.escape(remedy.source or '—')}</td></tr>"
+        )
+    head = "<tr><th>kind</th><th>remedy</th><th>cues</th><th>source</th></tr>"
+    return (
+        '<div class="wants-table"><strong>What the patient wants</strong>'
+        f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 # ------------------------------------------------------------------------------------------

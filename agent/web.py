@@ -541,12 +541,53 @@ def trainer_validate_view(unlocked: bool, text: str) -> str:
     return trainer_validate(text, "persona.yaml")
 
 
+def _listed(problems: list[str]) -> str:
+    return "\n".join(f"- {ui.code_span(problem)}" for problem in problems)
+
+
 def trainer_validate(text: str, file_name: str | None = None) -> str:
-    """Inline validation: every problem with its file, line and field, or a green tick."""
-    problems = _problems(text or "", file_name or "persona.yaml")
-    if not problems:
-        return "✓ Valid persona."
-    return "✗ **Fix these before saving:**\n\n" + "\n".join(f"- `{problem}`" for problem in problems)
+    """Inline validation: every problem with its file, line and field (wants problems too, with
+    their path, e.g. ``wants.partly[0].id``), or a green tick; then what the lint finds in a valid
+    persona (a missing own good script stops the test run; warnings are advice)."""
+    from agent.personas import lint_text
+
+    name = file_name or "persona.yaml"
+    problems = _problems(text or "", name)
+    if problems:
+        return "✗ **Fix these before saving:**\n\n" + _listed(problems)
+    errors, warnings = lint_text(text or "", name)
+    lines = ["✓ Valid persona."]
+    if errors:
+        lines += ["", "✗ **Fix these before a test run:**", "", _listed(errors)]
+    if warnings:
+        lines += ["", "**Worth a look:**", "", _listed(warnings)]
+    return "\n".join(lines)
+
+
+def trainer_wants_view(unlocked: bool, text: str) -> str:
+    """The wants of the persona being edited, as a table, redrawn from the editor's YAML on every
+    change (for an unlocked trainer only). Drawn from the ``wants`` section alone, so it still shows
+    while another field is broken; when the section itself is invalid, the validation above lists why."""
+    if trainer_password() is None or not unlocked:
+        return ""
+    if len(text or "") > MAX_YAML_CHARS:
+        return ui.wants_table_html(None, note="The persona is too long to show its wants.")
+    import yaml
+    from pydantic import ValidationError
+
+    from agent.personas import Wants
+
+    try:
+        data = yaml.safe_load(text or "")
+    except yaml.YAMLError:
+        return ui.wants_table_html(None, note="The YAML does not parse; see the problems above.")
+    section = data.get("wants") if isinstance(data, dict) else None
+    if section is None:
+        return ui.wants_table_html(None)
+    try:
+        return ui.wants_table_html(Wants.model_validate(section))
+    except ValidationError:
+        return ui.wants_table_html(None, note="The wants have problems (listed above); fix them to see the table.")
 
 
 MAX_YAML_CHARS = 50_000
@@ -569,7 +610,7 @@ def trainer_save(practice: Practice, unlocked: bool, text: str, new_name: str) -
     try:
         text = with_id(text or "", persona_id, f"{persona_id}.yaml")
     except PersonaError as exc:
-        return "✗ **Fix these before saving:**\n\n" + "\n".join(f"- `{p}`" for p in exc.problems), gr.update()
+        return "✗ **Fix these before saving:**\n\n" + _listed(exc.problems), gr.update()
     folder = Path(practice.personas_dir or personas_dir()).resolve()
     path = (folder / f"{persona_id}.yaml").resolve()
     if path.parent != folder:  # belt and braces: safe_persona_id already allows no separators

@@ -122,6 +122,8 @@ def test_a_trainee_practises_in_the_browser(browser, llm_settings, recording, tm
         page.locator("#trainer-persona input").click()
         page.get_by_role("option", name="carter-wrong-day").click()
         page.wait_for_function("() => document.querySelector('#validation')?.innerText.includes('Valid persona')")
+        # The persona's wants, drawn from the editor's YAML as a table (issue 20).
+        page.wait_for_function("() => document.querySelector('#wants-table td code')?.innerText === 'same_day_slot'")
         page.wait_for_function("() => document.querySelector('#editor .cm-content')?.innerText.includes('carter')")
         page.wait_for_function("() => !document.querySelector('#editor .progress-text, #editor .eta-bar')")
         page.screenshot(path=str(SHOTS / "trainer.png"), full_page=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -252,3 +253,41 @@ def test_persona_ids_are_sanitised(typed, expected):
 def test_a_name_without_letters_is_refused():
     with pytest.raises(ValueError, match="letters or digits"):
         ui.safe_persona_id("../..")
+
+
+# -- Trainer: wants table and problem lines ---------------------------------------------------------
+
+
+def test_wants_table_lists_every_remedy_with_kind_cues_and_source():
+    from agent.personas import load_persona
+
+    carter = load_persona("carter-wrong-day")
+    table = ui.wants_table_html(carter.wants)
+    rows = re.findall(r'<tr class="wants-(\w+)">(.*?)</tr>', table)
+    assert [kind for kind, _ in rows] == [kind for kind, _ in carter.wants.all()]
+    first = rows[0][1]
+    assert "<code>same_day_slot</code>: a doctor sees him today" in first
+    assert "this afternoon, cancellation" in first
+    assert "he &quot;requests to be seen by a doctor today&quot; (seed 004)" in first
+    assert "resolves: meets the need" in first and "rejects: turned down" in rows[-1][1]
+
+
+def test_wants_table_escapes_trainer_text():
+    from agent.personas import Remedy, Wants
+
+    hostile = "<img src=x onerror=alert(1)>**bold** [x](javascript:alert(1))"
+    wants = Wants(resolves=[Remedy(id="x", says=hostile, cues=["<script>alert(1)</script>"], source="a & b")])
+    table = ui.wants_table_html(wants)
+    assert "<img" not in table and "<script" not in table
+    assert "&lt;img src=x onerror=alert(1)&gt;" in table and "&lt;script&gt;" in table and "a &amp; b" in table
+    assert "<em>" in ui.wants_table_html(None, note="<b>no</b>") and "<b>" not in ui.wants_table_html(None, note="<b>")
+
+
+@pytest.mark.parametrize("text", ["plain", "a `tick`", "``double`` and `one`", "`edge`", "x\ny"])
+def test_code_span_keeps_any_text_inside_one_span(text):
+    span = ui.code_span(text)
+    fence = re.match(r"`+", span).group()
+    inner = span[len(fence) : -len(fence)]
+    assert span.endswith(fence) and "\n" not in span
+    assert inner.strip() == text.replace("\n", " ")
+    assert all(len(run) < len(fence) for run in re.findall(r"`+", inner))

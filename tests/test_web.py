@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -226,3 +227,60 @@ def test_a_trainee_cannot_see_or_continue_another_browsers_session(practice):
     api = web.api_endpoints(practice)
     with pytest.raises(gr.Error, match="no session"):
         api["practice_turn"](session_id, "Hello?")  # the API acts on sessions it started only
+
+
+# -- wants in the editor (issue 20) -----------------------------------------------------------------
+
+
+def test_the_wants_table_is_drawn_from_the_edited_yaml():
+    table = web.trainer_wants_view(True, carter_yaml())
+    assert "same_day_slot" in table and "keep_tomorrow" in table
+    edited = carter_yaml().replace("id: home_exercises", "id: exercise_leaflet")
+    redrawn = web.trainer_wants_view(True, edited)
+    assert "exercise_leaflet" in redrawn and "home_exercises" not in redrawn
+    # Another field broken: the wants still show; the wants themselves broken: a pointer to the problems.
+    assert "same_day_slot" in web.trainer_wants_view(True, carter_yaml().replace("anger: 8\n", "anger: 12\n"))
+    duplicate = carter_yaml().replace("id: call_back_confirm", "id: same_day_slot")
+    assert "problems" in web.trainer_wants_view(True, duplicate) and "<tr" not in web.trainer_wants_view(
+        True, duplicate
+    )
+    assert "no wants" in web.trainer_wants_view(True, "id: x\n")
+    assert "does not parse" in web.trainer_wants_view(True, "id: [unclosed\n")
+    assert web.trainer_wants_view(False, carter_yaml()) == ""  # a locked page gets nothing
+
+
+def test_the_wants_table_escapes_what_the_trainer_typed():
+    hostile = carter_yaml().replace("says: keep tomorrow's appointment as booked", "says: <script>alert(1)</script>")
+    table = web.trainer_wants_view(True, hostile)
+    assert "<script>" not in table and "&lt;script&gt;alert(1)&lt;/script&gt;" in table
+
+
+def test_wants_problems_show_inline_with_their_field_path():
+    duplicate = carter_yaml().replace("id: call_back_confirm", "id: same_day_slot")
+    text = web.trainer_validate(duplicate, "carter-wrong-day.yaml")
+    assert text.startswith("✗") and "wants.partly[1].id: 'same_day_slot' is used twice" in text
+    blank_cue = carter_yaml().replace("cues: [call you back, call you before, ring you]", 'cues: [call you back, " "]')
+    assert "wants.partly[1].cues: [1] is empty" in web.trainer_validate(blank_cue, "carter-wrong-day.yaml")
+    no_wants = re.sub(r"\nwants:\n(?:  .*\n)+", "\n", carter_yaml())
+    assert "wants: missing; thresholds.need_met needs it" in web.trainer_validate(no_wants, "carter-wrong-day.yaml")
+
+
+def test_a_valid_persona_shows_what_the_lint_finds():
+    vague = carter_yaml().replace(
+        "says: a call back at a stated time to confirm what the clinic can do", "says: sort it out"
+    )
+    text = web.trainer_validate(vague[: vague.index("script:")], "persona.yaml")
+    assert text.startswith("✓ Valid persona.")
+    assert "Fix these before a test run" in text and "script.good: missing" in text
+    assert "Worth a look" in text and "wants.partly[1].says: vague ('sort it out')" in text
+
+
+def test_a_backtick_in_a_problem_cannot_end_its_code_span():
+    sneaky = carter_yaml().replace("{step: empathize,", "{step: '`<img src=x onerror=alert(1)>`',")
+    text = web.trainer_validate(sneaky, "carter-wrong-day.yaml")
+    line = next(line for line in text.splitlines() if "triggers.calm[0].step" in line)
+    assert "`<img src=x onerror=alert(1)>`" in line
+    fence = re.match(r"- (`+)", line)[1]
+    inner = line[2 + len(fence) : -len(fence)]
+    assert len(fence) == 2 and line.endswith(fence) and inner.startswith("carter-wrong-day.yaml:")
+    assert all(len(run) < len(fence) for run in re.findall(r"`+", inner))  # nothing inside can close the span
