@@ -257,6 +257,13 @@ def resolve_model(choice: str | None) -> tuple[Path, str]:
 # Serving
 
 
+# llama.cpp's worker threads spin (busy-wait) between the pieces of each token's work when ``poll``
+# is above 0. On a quiet machine that saves a few wake-ups; when another program holds a core, a
+# spinning thread takes the time slice its partner needs to finish the piece, and every token waits
+# for the scheduler (docs/bench/busy-machine.md: the settings measured quiet and busy).
+POLL = 0
+
+
 @dataclass
 class ServerOptions:
     """Knobs for llama.cpp's server. Two slots: the patient and the grader each keep a warm cache.
@@ -274,6 +281,14 @@ class ServerOptions:
     threads: int = field(default_factory=lambda: os.cpu_count() or 2)
     host: str = "127.0.0.1"
     cache_ram_mib: int = 1024
+    # Threads that read prompts (prefill); None: as many as ``threads``.
+    threads_batch: int | None = None
+    # How hard llama.cpp's worker threads busy-wait for the next piece of work, 0-100 (llama.cpp's
+    # own default is 50). See POLL.
+    poll: int = field(default_factory=lambda: POLL)
+    # llama.cpp's thread priority: -1 low, 0 normal, 1 medium, 2 high, 3 realtime (above normal
+    # needs privileges a trainee's laptop does not give; llama.cpp warns and carries on).
+    priority: int = 0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -301,7 +316,11 @@ def serve_foreground(
     params.n_parallel = options.n_parallel
     params.n_ctx = options.n_ctx * options.n_parallel
     params.cpuparams.n_threads = options.threads
-    params.cpuparams_batch.n_threads = options.threads
+    params.cpuparams_batch.n_threads = options.threads_batch or options.threads
+    priority = xllamacpp.ggml_sched_priority(options.priority)
+    for cpu in (params.cpuparams, params.cpuparams_batch):
+        cpu.poll = options.poll
+        cpu.priority = priority
     params.cache_ram_mib = options.cache_ram_mib
     params.ui = False
     server = xllamacpp.Server(params)
@@ -367,6 +386,8 @@ class EmbeddedServer:
             "--model", str(path), "--alias", self.alias, "--port", str(self.port),
             "--parallel", str(self.options.n_parallel), "--ctx", str(self.options.n_ctx),
             "--threads", str(self.options.threads), "--cache-ram", str(self.options.cache_ram_mib),
+            "--threads-batch", str(self.options.threads_batch or self.options.threads),
+            "--poll", str(self.options.poll), "--priority", str(self.options.priority),
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -226,3 +227,20 @@ def test_a_trainee_cannot_see_or_continue_another_browsers_session(practice):
     api = web.api_endpoints(practice)
     with pytest.raises(gr.Error, match="no session"):
         api["practice_turn"](session_id, "Hello?")  # the API acts on sessions it started only
+
+
+def test_typing_reads_only_the_callers_own_session(practice):
+    mine, theirs = web.browser_key(None), web.browser_key(None)
+    practice.prefills.debounce = 0.0
+    session_id = practice.start("carter-wrong-day", "Ana", owner=mine).session.id
+    web.typing(practice, session_id, "I am so sorry about ", theirs)  # another browser: nothing is read
+    assert not practice.prefills.pending() and practice.prefills.ran == 0
+    with pytest.raises(gr.Error, match="no session"):
+        web.api_endpoints(practice)["prefill_reply"](session_id, "I am so sorry about ")  # a browser's session
+    assert not practice.prefills.pending()
+    web.typing(practice, session_id, "I am so sorry about ", mine)
+    for _ in range(500):
+        if practice.prefills.ran:
+            break
+        threading.Event().wait(0.02)
+    assert practice.prefills.ran == 1
