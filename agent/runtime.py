@@ -8,6 +8,7 @@ restart, and talks to it over loopback HTTP like any other OpenAI-compatible ser
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -257,11 +258,15 @@ def resolve_model(choice: str | None) -> tuple[Path, str]:
 # Serving
 
 
-# llama.cpp's worker threads spin (busy-wait) between the pieces of each token's work when ``poll``
-# is above 0. On a quiet machine that saves a few wake-ups; when another program holds a core, a
-# spinning thread takes the time slice its partner needs to finish the piece, and every token waits
-# for the scheduler (docs/bench/busy-machine.md: the settings measured quiet and busy).
+# llama.cpp's worker threads busy-wait for each other between the pieces of every token's work.
+# On a quiet machine that saves a wake-up per piece; when another program holds a core, the thread
+# that waits spins on its own core instead of letting the scheduler run its partner there, and
+# every token waits for the partner's next time slice (docs/bench/busy-machine.md: the settings
+# measured quiet and busy). The xllamacpp wheel runs those threads with OpenMP (libgomp), whose
+# wait is set by GOMP_SPINCOUNT (spins before sleeping; libgomp's own default is 300,000, about a
+# millisecond or more); ggml's own thread pool (builds without OpenMP) reads ``poll`` instead.
 POLL = 0
+SPIN_COUNT = 10_000
 
 
 @dataclass
@@ -289,6 +294,10 @@ class ServerOptions:
     # llama.cpp's thread priority: -1 low, 0 normal, 1 medium, 2 high, 3 realtime (above normal
     # needs privileges a trainee's laptop does not give; llama.cpp warns and carries on).
     priority: int = 0
+    # GOMP_SPINCOUNT for the server's OpenMP threads (None: libgomp's default); see SPIN_COUNT.
+    spin_count: int | None = field(default_factory=lambda: SPIN_COUNT)
+    # Confine the server to the cores other programs leave free, at run time (CpuGovernor).
+    govern: bool = False
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -333,6 +342,113 @@ def serve_foreground(
             print("parent process is gone; stopping", flush=True)
             break
     del server
+
+
+def _cpu_ticks() -> tuple[int, int, dict[int, int]] | None:
+    """(busy ticks, all ticks, idle ticks per CPU) of the whole machine, from ``/proc/stat``."""
+    try:
+        lines = Path("/proc/stat").read_text(encoding="ascii").splitlines()
+    except OSError:
+        return None
+    fields = [int(v) for v in lines[0].split()[1:9]]
+    idle = {}
+    for line in lines[1:]:
+        name, *values = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            break
+        idle[int(name[3:])] = int(values[3]) + int(values[4])
+    return sum(fields) - fields[3] - fields[4], sum(fields), idle
+
+
+def _process_ticks(pid: int) -> int | None:
+    """CPU ticks ``pid`` has used (user + system, all its threads)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    values = stat.rsplit(")", 1)[1].split()
+    return int(values[11]) + int(values[12])
+
+
+# (machine busy ticks, all ticks, idle ticks per CPU), the server's ticks
+Sample = tuple[tuple[int, int, dict[int, int]], int]
+
+
+class CpuGovernor(threading.Thread):
+    """Keeps the model server's threads off the cores other programs are using, at run time.
+
+    Why: llama.cpp splits each token's work between its threads and waits for the slowest; when a
+    busy program (a browser tab, a build, the app's own voice) holds one of two cores, the thread
+    sharing that core gets half of it and every token waits for the scheduler. Measured on the
+    embedded model (docs/bench/busy-machine.md), two threads on one core are then much faster than
+    two threads on two shared cores, but slower on a quiet machine; llama.cpp cannot change its
+    thread count while it runs, so this sets the server's CPU affinity instead: every ``interval``
+    seconds it measures how many cores the rest of the machine used (all CPU time minus the
+    server's), and confines the server to the cores left free when that stays above ``busy``
+    (``calm`` to give them back). Linux only (``/proc``, ``sched_setaffinity``); elsewhere it does
+    nothing.
+    """
+
+    def __init__(self, pid: int, *, interval: float = 0.5, busy: float = 0.6, calm: float = 0.3) -> None:
+        super().__init__(name="cpu-governor", daemon=True)
+        self.pid = pid
+        self.interval = interval
+        self.busy = busy
+        self.calm = calm
+        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.confined: list[int] | None = None  # the CPUs the server is confined to, or None: all
+        self.others = 0.0  # cores the rest of the machine used, smoothed
+        self._stop = threading.Event()
+
+    @property
+    def note(self) -> str | None:
+        """A line for the page while the server is confined (None while it uses every core)."""
+        if self.confined is None:
+            return None
+        return (f"Your computer is busy (other programs use about {self.others:.1f} of {len(self.cpus)} cores): "
+                f"the model runs on {len(self.confined)} core(s), which keeps its answers steady.")  # fmt: skip
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _apply(self, cpus: list[int] | None) -> None:
+        allowed = set(cpus or self.cpus)
+        try:
+            for task in Path(f"/proc/{self.pid}/task").iterdir():
+                with contextlib.suppress(OSError):  # a thread that just ended
+                    os.sched_setaffinity(int(task.name), allowed)
+        except OSError:
+            return
+        self.confined = cpus
+
+    def step(self, before: Sample, after: Sample) -> None:
+        """One decision from two samples of (machine ticks, server ticks)."""
+        (busy0, all0, idle0), server0 = before
+        (busy1, all1, idle1), server1 = after
+        elapsed = all1 - all0
+        if elapsed <= 0:
+            return
+        others = max(busy1 - busy0 - (server1 - server0), 0) / elapsed * len(idle1 or self.cpus or [0])
+        self.others = 0.5 * self.others + 0.5 * others
+        free = len(self.cpus) - self.others
+        if self.confined is None and self.others >= self.busy and len(self.cpus) > 1:
+            keep = max(1, min(len(self.cpus) - 1, int(free + 0.3)))
+            idlest = sorted(self.cpus, key=lambda cpu: idle0.get(cpu, 0) - idle1.get(cpu, 0))
+            self._apply(sorted(idlest[:keep]))
+        elif self.confined is not None and self.others <= self.calm:
+            self._apply(None)
+
+    def run(self) -> None:
+        if len(self.cpus) < 2 or not hasattr(os, "sched_setaffinity"):
+            return
+        previous = None
+        while not self._stop.wait(self.interval):
+            machine, server = _cpu_ticks(), _process_ticks(self.pid)
+            if machine is None or server is None:
+                return  # not Linux, or the server is gone
+            if previous is not None:
+                self.step(previous, (machine, server))
+            previous = (machine, server)
 
 
 def _health(base: str, timeout: float = 2.0) -> bool:
@@ -390,8 +506,12 @@ class EmbeddedServer:
             "--poll", str(self.options.poll), "--priority", str(self.options.priority),
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
+        env = dict(os.environ)
+        if self.options.spin_count is not None:  # an explicit GOMP_SPINCOUNT in the environment wins
+            env.setdefault("GOMP_SPINCOUNT", str(self.options.spin_count))
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            env=env)  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

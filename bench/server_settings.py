@@ -11,7 +11,9 @@ sent, streamed, for exactly 40 generated tokens (``ignore_eos``). Timed: first t
 answer, from the request; beside them the server's own ``timings`` (prompt and generation ms).
 
 A configuration is ``name=key:value,key:value`` over ``threads``, ``threads_batch``, ``poll``,
-``priority`` (see ``ServerOptions``). The load average is printed beside each figure.
+``priority``, ``spin_count`` (GOMP_SPINCOUNT; ``default``: libgomp's own) (see ``ServerOptions``)
+and ``cpus`` (confine the server to that many CPUs after loading, as :class:`CpuGovernor` does).
+The load average is printed beside each figure.
 """
 
 from __future__ import annotations
@@ -32,11 +34,10 @@ from busy import hogs, load  # noqa: E402
 from agent.runtime import EmbeddedServer, ServerOptions  # noqa: E402
 
 DEFAULT_CONFIGS = [
-    "poll50-t2=threads:2,poll:50",
-    "poll0-t2=threads:2,poll:0",
-    "poll0-t1=threads:1,poll:0",
-    "poll50-t1=threads:1,poll:50",
-    "poll0-t1-b2=threads:1,threads_batch:2,poll:0",
+    "before=threads:2,poll:50,spin_count:default",
+    "spin10k=threads:2,poll:0,spin_count:10000",
+    "spin0=threads:2,poll:0,spin_count:0",
+    "t1=threads:1,poll:0,spin_count:10000",
 ]
 
 FRONT = (
@@ -96,6 +97,8 @@ def parse(config: str) -> tuple[str, ServerOptions, int | None]:
         key, _, value = item.partition(":")
         if key == "cpus":
             cpus = int(value)
+        elif key == "spin_count":
+            options.spin_count = None if value == "default" else int(value)
         else:
             setattr(options, key, int(value))
     return name, options, cpus
@@ -148,7 +151,8 @@ def run(name: str, options: ServerOptions, busy: list[int], reps: int, cpus: int
         if quiet and key != "busy0":
             row["ratio_first"] = round(row["first_token_s"] / quiet["first_token_s"], 2)
             row["ratio_answer"] = round(row["answer_s"] / quiet["answer_s"], 2)
-    return {"options": {k: getattr(options, k) for k in ("threads", "threads_batch", "poll", "priority")}, **rows}
+    keys = ("threads", "threads_batch", "poll", "priority", "spin_count")
+    return {"options": {k: getattr(options, k) for k in keys}, "cpus": cpus, **rows}
 
 
 def main() -> int:
