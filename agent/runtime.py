@@ -478,7 +478,13 @@ class EmbeddedServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.alias: str | None = None
+        self.governor: CpuGovernor | None = None
         self._lock = threading.Lock()
+
+    @property
+    def note(self) -> str | None:
+        """What the page says about the server's cores now (None: nothing to say)."""
+        return self.governor.note if self.governor is not None else None
 
     @property
     def base_url(self) -> str:
@@ -519,6 +525,9 @@ class EmbeddedServer:
                     f"model server exited with code {self.process.returncode} while loading; see {self.log_path}"
                 )
             if _health(self.base_url, timeout=1.0):
+                if self.options.govern:
+                    self.governor = CpuGovernor(self.process.pid)
+                    self.governor.start()
                 return self
             time.sleep(0.2)
         self.stop()
@@ -533,6 +542,9 @@ class EmbeddedServer:
             return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        governor, self.governor = self.governor, None
+        if governor is not None:
+            governor.stop()
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return

@@ -422,7 +422,9 @@ def model_status(practice: Practice) -> tuple[str, Any]:
     state = practice.model.state()
     icon = {"ready": "✓", "remote": "✓", "preparing": "…", "starting": "…", "idle": "…", "down": "⚠",
             "error": "⚠"}[state.state]  # fmt: skip
-    keep_polling = state.state in ("idle", "preparing", "starting", "down")
+    # While the server adapts to a busy computer, the line says how (it changes at run time).
+    adapting = getattr(practice.model.server, "governor", None) is not None
+    keep_polling = state.state in ("idle", "preparing", "starting", "down") or adapting
     return f"{icon} {state.message}", gr.Timer(active=keep_polling)
 
 
