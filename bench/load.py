@@ -15,7 +15,8 @@ client threads each start a session through the API (``gradio_client``, ``/start
 trainee name ``load-NN``) and play ``--turns`` replies with ``/practice_turn`` one after the
 other; before each one, unless ``--typing 0``, the reply so far is sent to ``/prefill_reply`` three
 times, ``--typing`` seconds apart, as a client would while its trainee types (the patient's slot
-reads it when no answer or tip needs the model). Every reply names its session and turn ("Caller 7, question 3: ..."), and is a question
+reads it when no answer or tip needs the model). Every reply names its session and turn
+("Caller 7, question 3: ..."), and is a question
 that neither resolves nor enrages the patient, so a session lasts the whole run. Timed per turn:
 from the call to the returned state (the patient's whole answer; with ``--with-tip`` also the tip).
 
