@@ -59,9 +59,9 @@ LINES = [
 ]
 
 
-def prompt(turn: int) -> tuple[str, str]:
+def prompt(turn: int, repeats: int = 3) -> tuple[str, str]:
     """(the cached front, the front plus a new trainee line and stage direction)."""
-    front = FRONT + "\n".join(LINES * 3) + "\n"
+    front = FRONT + "\n".join(LINES * repeats) + "\n"
     new = (f"Receptionist: I can see you are next, Mr. Carter; Dr. Lee will see you in about {turn + 5} minutes, "
            "and I will come and tell you myself if that changes.\n[Mr. Carter is annoyed.]\nMr. Carter:")  # fmt: skip
     return front, front + new
@@ -111,12 +111,13 @@ def pin(pid: int, cpus: int) -> None:
         os.sched_setaffinity(int(task.name), allowed)
 
 
-def run(name: str, options: ServerOptions, busy: list[int], reps: int, cpus: int | None = None) -> dict:
+def run(name: str, options: ServerOptions, busy: list[int], reps: int, cpus: int | None = None, *,
+        tokens: int = 40, repeats: int = 3) -> dict:  # fmt: skip
     server = EmbeddedServer(options=options, log_path=Path("/tmp") / f"server-settings-{name}.log")
     rows: dict[str, dict] = {}
     with server:
         base = server.base_url
-        front, _ = prompt(0)
+        front, _ = prompt(0, repeats)
         request(base, front, 1, stream=False)  # load the weights and the front once
         if cpus:
             assert server.process is not None
@@ -125,9 +126,9 @@ def run(name: str, options: ServerOptions, busy: list[int], reps: int, cpus: int
             firsts, wholes, prompt_ms, gen_ms = [], [], [], []
             with hogs(count, seconds=60 + 30 * reps):
                 for rep in range(reps):
-                    front, full = prompt(rep)
+                    front, full = prompt(rep, repeats)
                     request(base, front, 1, stream=False)
-                    first, whole, timings = request(base, full, 40, stream=True)
+                    first, whole, timings = request(base, full, tokens, stream=True)
                     firsts.append(first)
                     wholes.append(whole)
                     prompt_ms.append(timings.get("prompt_ms"))
@@ -144,7 +145,7 @@ def run(name: str, options: ServerOptions, busy: list[int], reps: int, cpus: int
             }
             rows[f"busy{count}"] = row
             print(f"{name:>14} busy {count}: first token {row['first_token_s']:.2f} s, answer {row['answer_s']:.2f} s "
-                  f"(prompt {row['prompt_ms']:.0f} ms, 40 tokens {row['predicted_ms']:.0f} ms)  load {avg}",
+                  f"(prompt {row['prompt_ms']:.0f} ms, {tokens} tokens {row['predicted_ms']:.0f} ms)  load {avg}",
                   file=sys.stderr, flush=True)  # fmt: skip
     quiet = rows.get("busy0")
     for key, row in rows.items():
@@ -161,12 +162,15 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--busy", default="0,1,2", help="numbers of CPU hogs, comma-separated")
     parser.add_argument("--config", action="append", help="name=key:value,... (default: the built-in matrix)")
+    parser.add_argument("--tokens", type=int, default=40, help="tokens generated per answer (40)")
+    parser.add_argument("--front", type=int, default=3, help="times the 8-line exchange is repeated in the front "
+                        "(3: about 600 tokens)")  # fmt: skip
     args = parser.parse_args()
     busy = [int(v) for v in args.busy.split(",")]
-    results = {"load_before": load(), "configs": {}}
+    results = {"load_before": load(), "tokens": args.tokens, "front": args.front, "configs": {}}
     for config in args.config or DEFAULT_CONFIGS:
         name, options, cpus = parse(config)
-        results["configs"][name] = run(name, options, busy, args.reps, cpus)
+        results["configs"][name] = run(name, options, busy, args.reps, cpus, tokens=args.tokens, repeats=args.front)
     results["load_after"] = load()
     if args.json:
         print(json.dumps(results, indent=2))
