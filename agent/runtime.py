@@ -265,8 +265,10 @@ def resolve_model(choice: str | None) -> tuple[Path, str]:
 # measured quiet and busy). The xllamacpp wheel runs those threads with OpenMP (libgomp), whose
 # wait is set by GOMP_SPINCOUNT (spins before sleeping; libgomp's own default is 300,000, about a
 # millisecond or more); ggml's own thread pool (builds without OpenMP) reads ``poll`` instead.
+# Measured beside a busy machine (bench/server_settings.py): 16 tokens took 79-90 s with libgomp's
+# default, 12-15 s spinning 10,000 times, 2.1-2.5 s not spinning at all; so the threads sleep at once.
 POLL = 0
-SPIN_COUNT = 10_000
+SPIN_COUNT = 0
 
 
 @dataclass
