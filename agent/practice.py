@@ -149,9 +149,6 @@ class ModelSupervisor:
         process = self.server.process if self.server is not None else None
         if self._state.state == "ready" and process is not None and process.poll() is not None:
             return ModelState(state="down", message="The model server stopped; the next turn restarts it.")
-        note = getattr(self.server, "note", None)  # the server adapts to a busy computer: say so
-        if self._state.state == "ready" and note:
-            return self._state.model_copy(update={"message": f"{self._state.message} {note}"})
         return self._state
 
     def _assembly_fraction(self) -> float | None:

@@ -8,7 +8,6 @@ restart, and talks to it over loopback HTTP like any other OpenAI-compatible ser
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -298,8 +297,6 @@ class ServerOptions:
     priority: int = 0
     # GOMP_SPINCOUNT for the server's OpenMP threads (None: libgomp's default); see SPIN_COUNT.
     spin_count: int | None = field(default_factory=lambda: SPIN_COUNT)
-    # Confine the server to the cores other programs leave free, at run time (CpuGovernor).
-    govern: bool = False
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -346,113 +343,6 @@ def serve_foreground(
     del server
 
 
-def _cpu_ticks() -> tuple[int, int, dict[int, int]] | None:
-    """(busy ticks, all ticks, idle ticks per CPU) of the whole machine, from ``/proc/stat``."""
-    try:
-        lines = Path("/proc/stat").read_text(encoding="ascii").splitlines()
-    except OSError:
-        return None
-    fields = [int(v) for v in lines[0].split()[1:9]]
-    idle = {}
-    for line in lines[1:]:
-        name, *values = line.split()
-        if not (name.startswith("cpu") and name[3:].isdigit()):
-            break
-        idle[int(name[3:])] = int(values[3]) + int(values[4])
-    return sum(fields) - fields[3] - fields[4], sum(fields), idle
-
-
-def _process_ticks(pid: int) -> int | None:
-    """CPU ticks ``pid`` has used (user + system, all its threads)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return None
-    values = stat.rsplit(")", 1)[1].split()
-    return int(values[11]) + int(values[12])
-
-
-# (machine busy ticks, all ticks, idle ticks per CPU), the server's ticks
-Sample = tuple[tuple[int, int, dict[int, int]], int]
-
-
-class CpuGovernor(threading.Thread):
-    """Keeps the model server's threads off the cores other programs are using, at run time.
-
-    Why: llama.cpp splits each token's work between its threads and waits for the slowest; when a
-    busy program (a browser tab, a build, the app's own voice) holds one of two cores, the thread
-    sharing that core gets half of it and every token waits for the scheduler. Measured on the
-    embedded model (docs/bench/busy-machine.md), two threads on one core are then much faster than
-    two threads on two shared cores, but slower on a quiet machine; llama.cpp cannot change its
-    thread count while it runs, so this sets the server's CPU affinity instead: every ``interval``
-    seconds it measures how many cores the rest of the machine used (all CPU time minus the
-    server's), and confines the server to the cores left free when that stays above ``busy``
-    (``calm`` to give them back). Linux only (``/proc``, ``sched_setaffinity``); elsewhere it does
-    nothing.
-    """
-
-    def __init__(self, pid: int, *, interval: float = 0.5, busy: float = 0.6, calm: float = 0.3) -> None:
-        super().__init__(name="cpu-governor", daemon=True)
-        self.pid = pid
-        self.interval = interval
-        self.busy = busy
-        self.calm = calm
-        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-        self.confined: list[int] | None = None  # the CPUs the server is confined to, or None: all
-        self.others = 0.0  # cores the rest of the machine used, smoothed
-        self._stop = threading.Event()
-
-    @property
-    def note(self) -> str | None:
-        """A line for the page while the server is confined (None while it uses every core)."""
-        if self.confined is None:
-            return None
-        return (f"Your computer is busy (other programs use about {self.others:.1f} of {len(self.cpus)} cores): "
-                f"the model runs on {len(self.confined)} core(s), which keeps its answers steady.")  # fmt: skip
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _apply(self, cpus: list[int] | None) -> None:
-        allowed = set(cpus or self.cpus)
-        try:
-            for task in Path(f"/proc/{self.pid}/task").iterdir():
-                with contextlib.suppress(OSError):  # a thread that just ended
-                    os.sched_setaffinity(int(task.name), allowed)
-        except OSError:
-            return
-        self.confined = cpus
-
-    def step(self, before: Sample, after: Sample) -> None:
-        """One decision from two samples of (machine ticks, server ticks)."""
-        (busy0, all0, idle0), server0 = before
-        (busy1, all1, idle1), server1 = after
-        elapsed = all1 - all0
-        if elapsed <= 0:
-            return
-        others = max(busy1 - busy0 - (server1 - server0), 0) / elapsed * len(idle1 or self.cpus or [0])
-        self.others = 0.5 * self.others + 0.5 * others
-        free = len(self.cpus) - self.others
-        if self.confined is None and self.others >= self.busy and len(self.cpus) > 1:
-            keep = max(1, min(len(self.cpus) - 1, int(free + 0.3)))
-            idlest = sorted(self.cpus, key=lambda cpu: idle0.get(cpu, 0) - idle1.get(cpu, 0))
-            self._apply(sorted(idlest[:keep]))
-        elif self.confined is not None and self.others <= self.calm:
-            self._apply(None)
-
-    def run(self) -> None:
-        if len(self.cpus) < 2 or not hasattr(os, "sched_setaffinity"):
-            return
-        previous = None
-        while not self._stop.wait(self.interval):
-            machine, server = _cpu_ticks(), _process_ticks(self.pid)
-            if machine is None or server is None:
-                return  # not Linux, or the server is gone
-            if previous is not None:
-                self.step(previous, (machine, server))
-            previous = (machine, server)
-
-
 def _health(base: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"{base}/health", timeout=timeout) as response:
@@ -480,13 +370,7 @@ class EmbeddedServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.alias: str | None = None
-        self.governor: CpuGovernor | None = None
         self._lock = threading.Lock()
-
-    @property
-    def note(self) -> str | None:
-        """What the page says about the server's cores now (None: nothing to say)."""
-        return self.governor.note if self.governor is not None else None
 
     @property
     def base_url(self) -> str:
@@ -527,9 +411,6 @@ class EmbeddedServer:
                     f"model server exited with code {self.process.returncode} while loading; see {self.log_path}"
                 )
             if _health(self.base_url, timeout=1.0):
-                if self.options.govern:
-                    self.governor = CpuGovernor(self.process.pid)
-                    self.governor.start()
                 return self
             time.sleep(0.2)
         self.stop()
@@ -544,9 +425,6 @@ class EmbeddedServer:
             return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        governor, self.governor = self.governor, None
-        if governor is not None:
-            governor.stop()
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return

@@ -422,9 +422,7 @@ def model_status(practice: Practice) -> tuple[str, Any]:
     state = practice.model.state()
     icon = {"ready": "✓", "remote": "✓", "preparing": "…", "starting": "…", "idle": "…", "down": "⚠",
             "error": "⚠"}[state.state]  # fmt: skip
-    # While the server adapts to a busy computer, the line says how (it changes at run time).
-    adapting = getattr(practice.model.server, "governor", None) is not None
-    keep_polling = state.state in ("idle", "preparing", "starting", "down") or adapting
+    keep_polling = state.state in ("idle", "preparing", "starting", "down")
     return f"{icon} {state.message}", gr.Timer(active=keep_polling)
 
 

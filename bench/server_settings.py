@@ -12,7 +12,7 @@ answer, from the request; beside them the server's own ``timings`` (prompt and g
 
 A configuration is ``name=key:value,key:value`` over ``threads``, ``threads_batch``, ``poll``,
 ``priority``, ``spin_count`` (GOMP_SPINCOUNT; ``default``: libgomp's own) (see ``ServerOptions``)
-and ``cpus`` (confine the server to that many CPUs after loading, as :class:`CpuGovernor` does).
+and ``cpus`` (confine the server to that many CPUs after loading: one thread per core or not).
 The load average is printed beside each figure.
 """
 
@@ -105,7 +105,7 @@ def parse(config: str) -> tuple[str, ServerOptions, int | None]:
 
 
 def pin(pid: int, cpus: int) -> None:
-    """Every thread of ``pid`` on its first ``cpus`` CPUs (an experiment: the scheduler moves the hogs away)."""
+    """Every thread of ``pid`` on its first ``cpus`` CPUs (the scheduler moves the hogs away)."""
     allowed = set(sorted(os.sched_getaffinity(0))[:cpus])
     for task in Path(f"/proc/{pid}/task").iterdir():
         os.sched_setaffinity(int(task.name), allowed)

@@ -185,36 +185,6 @@ def test_a_trainees_conversation_is_restored_after_another_used_the_patient_slot
         assert again > whole // 2
 
 
-def _sample(busy: int, total: int, idle: dict[int, int], server: int) -> runtime.Sample:
-    return (busy, total, idle), server
-
-
-@pytest.mark.skipif(len(runtime.os.sched_getaffinity(0)) < 2, reason="needs two CPUs to confine to one")
-def test_the_governor_confines_the_server_to_the_free_core_while_others_use_one():
-    import subprocess
-    import sys
-
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        governor = runtime.CpuGovernor(child.pid)
-        cpus = governor.cpus
-        assert governor.note is None
-        # Over 200 ticks of two CPUs: the machine was busy 180, the server 80: others used a whole core;
-        # the last CPU idled the most.
-        idle_after = dict.fromkeys(cpus, 0) | {cpus[-1]: 20}
-        governor.step(_sample(0, 0, dict.fromkeys(cpus, 0), 0), _sample(180, 200, idle_after, 80))
-        governor.step(_sample(0, 0, dict.fromkeys(cpus, 0), 0), _sample(180, 200, idle_after, 80))
-        assert governor.confined == [cpus[-1]] and runtime.os.sched_getaffinity(child.pid) == {cpus[-1]}
-        assert "Your computer is busy" in governor.note and "1 core" in governor.note
-        for _ in range(4):  # the others stopped: the server gets every core back
-            governor.step(_sample(0, 0, dict.fromkeys(cpus, 0), 0), _sample(80, 200, dict.fromkeys(cpus, 60), 80))
-        assert governor.confined is None and runtime.os.sched_getaffinity(child.pid) == set(cpus)
-        assert governor.note is None
-    finally:
-        child.kill()
-        child.wait()
-
-
 def test_the_server_threads_wait_briefly_before_sleeping(tmp_path, monkeypatch):
     """libgomp's default spin (300,000) keeps a waiting thread on its core while its partner shares
     the other core with a busy program; the child gets the short spin unless the user set one."""

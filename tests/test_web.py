@@ -244,18 +244,3 @@ def test_typing_reads_only_the_callers_own_session(practice):
             break
         threading.Event().wait(0.02)
     assert practice.prefills.ran == 1
-
-
-def test_the_model_line_says_when_the_server_adapts_to_a_busy_computer(practice):
-    from types import SimpleNamespace
-
-    from agent.practice import ModelState
-
-    note = "Your computer is busy (other programs use about 1.0 of 2 cores): the model runs on 1 core(s)."
-    running = SimpleNamespace(poll=lambda: None)
-    practice.model.server = SimpleNamespace(process=running, note=note, governor=object(), alias="m")
-    practice.model._state = ModelState(state="ready", message="Model ready (m).")
-    line, timer = web.model_status(practice)
-    assert line == f"✓ Model ready (m). {note}" and timer.active  # it keeps polling: the note changes
-    practice.model.server.note = None
-    assert web.model_status(practice)[0] == "✓ Model ready (m)."
