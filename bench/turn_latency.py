@@ -707,7 +707,7 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
     summary = summarise(args, quiet, cold, rss, load_before, getattr(driver, "skew_ms", None))
     if args.busy:
         busy = summarise(args, [r for r in rows if r["phase"] == "busy"], cold, rss, load_before, None)
-        summary["busy"] = {key: busy[key] for key in (*TIMED, "evaluated_tokens", "n", "first_turn_s")}
+        summary["busy"] = {key: busy[key] for key in (*TIMED, "evaluated_tokens", "n", "first_turn_s", "turns")}
         summary["busy"]["hogs"] = args.busy
         summary["busy_ratio"] = {
             key: (round(busy[key]["median"] / summary[key]["median"], 2)
