@@ -272,24 +272,30 @@ class Prefills:
 
     Each keystroke (the page's input event, or an API client's call) offers (:meth:`offer`) the reply
     so far for its session; the newest offer per session replaces the older one. A single worker
-    thread runs an offer once it has not changed for ``debounce`` seconds (the trainee paused) and
-    the lane is :meth:`Lane.spare`; an offer that finds the model busy waits for the next quiet
-    moment, and one older than ``expire`` seconds is forgotten (the trainee sent it meanwhile, or
-    left).
+    thread runs an offer once it has not changed for ``debounce`` seconds (the trainee paused), or
+    once the session has been typing for ``every`` seconds without a pause (a steady typist never
+    pauses that long: measured in Chromium at 15 characters a second, the reply was then only read
+    after the last key), when the lane is :meth:`Lane.spare`; an offer that finds the model busy
+    waits for the next quiet moment, and one older than ``expire`` seconds is forgotten (the
+    trainee sent it meanwhile, or left).
     """
 
-    def __init__(self, lane: Lane, *, debounce: float = 0.35, expire: float = 30.0) -> None:
+    def __init__(self, lane: Lane, *, debounce: float = 0.35, every: float = 1.5, expire: float = 30.0) -> None:
         self.lane = lane
         self.debounce = debounce
+        self.every = every
         self.expire = expire
         self._offers: dict[str, tuple[float, Callable[[], object]]] = {}
+        self._since: dict[str, float] = {}  # when each session's unread typing began
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self.ran = 0  # prefills sent to the model (the bench and the tests read it)
 
     def offer(self, key: str, task: Callable[[], object]) -> None:
         with self._wake:
-            self._offers[key] = (time.monotonic(), task)
+            now = time.monotonic()
+            self._offers[key] = (now, task)
+            self._since.setdefault(key, now)
             self._wake.notify_all()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name="reply-prefill", daemon=True)
@@ -299,6 +305,7 @@ class Prefills:
         """Forget ``key``'s offer (its reply was sent: the turn reads it now)."""
         with self._wake:
             self._offers.pop(key, None)
+            self._since.pop(key, None)
 
     def pending(self) -> bool:
         with self._wake:
@@ -309,7 +316,8 @@ class Prefills:
         for key, (when, task) in list(self._offers.items()):
             if now - when > self.expire:
                 del self._offers[key]
-            elif now - when >= self.debounce:
+                self._since.pop(key, None)
+            elif now - when >= self.debounce or now - self._since.get(key, now) >= self.every:
                 return key, task
         return None
 
@@ -330,6 +338,7 @@ class Prefills:
                     if self._offers.get(key, (0, None))[1] is not task:
                         continue  # replaced (or sent) meanwhile: the newer one is read instead
                     del self._offers[key]
+                    self._since.pop(key, None)
                 try:
                     task()
                     self.ran += 1

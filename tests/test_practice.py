@@ -755,10 +755,20 @@ def test_a_reply_prefill_never_runs_beside_a_patient_answer_or_a_tip(store):
     assert typed_prefills(fake)[-1].endswith("Receptionist: Let me check the schedule")
 
 
+def test_a_steady_typist_who_never_pauses_is_still_read_while_typing(store):
+    fake = FakeModel()
+    practice = practice_with(store, fake, settings=LLMSettings())
+    practice.prefills.debounce, practice.prefills.every = 60.0, 0.0  # no pause long enough, ever
+    session_id = practice.start(PERSONA, read=True).session.id
+    assert practice.prefill_reply(session_id, "I'm so sorry you've been ")
+    assert wait_for(lambda: practice.prefills.ran >= 1)
+    assert typed_prefills(fake)[-1].endswith("Receptionist: I'm so sorry you've been")
+
+
 def test_sent_replies_are_not_read_again_and_ended_sessions_read_nothing(store):
     fake = FakeModel()
     practice = practice_with(store, fake, settings=LLMSettings())
-    practice.prefills.debounce = 60.0  # the trainee is still typing when Send is pressed
+    practice.prefills.debounce = practice.prefills.every = 60.0  # the trainee is still typing at Send
     session_id = practice.start(PERSONA, read=True).session.id
     assert practice.prefill_reply(session_id, "I'm so sorry you've been waiting")
     list(practice.turn(session_id, GOOD_1))
