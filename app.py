@@ -181,6 +181,10 @@ def build_app(
         gr.on([send.click, message.submit], bind(web.send_spoken, practice), [session_id, message, key, voice_on],
               [*practice_out, patient_audio], api_name="ui_send", api_visibility="undocumented",
               **turn_queue)  # fmt: skip
+        # Each pause in typing hands the reply so far to the patient's slot (debounced on the server).
+        message.input(bind(web.typing, practice), [session_id, message, key], None, api_visibility="private",
+                      trigger_mode="always_last", show_progress="hidden", concurrency_id="typing",
+                      concurrency_limit=None)  # fmt: skip
         voice_on.change(web.voice_toggle, voice_on, voice_box, api_visibility="private")
         mic.stop_recording(bind(web.transcribe, practice), [session_id, mic, key], [message, voice_note],
                            api_visibility="private", **SPEECH_IN)  # fmt: skip
@@ -224,6 +228,7 @@ def build_app(
         turn_api = {"concurrency_id": "turns", "concurrency_limit": turn_concurrency}
         gr.api(api["practice_turn"], api_name="practice_turn", **turn_api)
         gr.api(api["retry_turn"], api_name="retry_turn", **turn_api)
+        gr.api(api["prefill_reply"], api_name="prefill_reply", concurrency_id="typing", concurrency_limit=None)
         gr.api(api["turn_feedback"], api_name="turn_feedback")
         gr.api(api["end_session"], api_name="end_session")
     return demo.queue(max_size=max_queue)

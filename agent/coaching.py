@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ class Lane:
     def __init__(self, patient_slots: int | None = None) -> None:
         self._changed = threading.Condition()
         self._patients = 0
+        self._tips = 0
         # The server's slots for patient answers (the embedded server pins them all to one). Answers
         # beyond that wait here, where no request timeout runs, and not in the server's queue, where
         # the HTTP client's timeout counts the wait: 8 trainees at once on the embedded model timed
@@ -68,6 +70,42 @@ class Lane:
     def wait_until_free(self) -> None:
         with self._changed:
             self._changed.wait_for(lambda: self._patients == 0)
+
+    @contextmanager
+    def tip(self) -> Iterator[None]:
+        """Hold while a tip is being written (a reply prefill does not start meanwhile)."""
+        with self._changed:
+            self._tips += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._tips -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def spare(self) -> Iterator[bool]:
+        """Hold the patient's slot for a prefill only if nobody needs the model now: no patient
+        answer running or waiting, no tip being written. Yields False (holding nothing) otherwise,
+        so a prefill never delays an answer or a tip by queueing in front of it; while it runs, a
+        tip waits for it as for a patient (an answer that arrives meanwhile waits for the few
+        tokens it reads, which are the answer's own when it is the same trainee's)."""
+        with self._changed:
+            free = self._patients == 0 and self._tips == 0
+            if free:
+                self._patients += 1
+        if not free:
+            yield False
+            return
+        acquired = self._slots is None or self._slots.acquire(blocking=False)
+        try:
+            yield acquired
+        finally:
+            if acquired and self._slots is not None:
+                self._slots.release()
+            with self._changed:
+                self._patients -= 1
+                self._changed.notify_all()
 
 
 class YieldingCoach:
@@ -196,7 +234,8 @@ class Coaching:
             try:
                 self.lane.wait_until_free()
                 if isinstance(item, CoachJob):
-                    self._coach(item)
+                    with self.lane.tip():
+                        self._coach(item)
                 else:
                     try:
                         item()
@@ -226,3 +265,82 @@ class Coaching:
             return
         if not job.done:
             job._post(job.latest or job.drop("the coach wrote nothing"), final=True)
+
+
+class Prefills:
+    """Reads what trainees are typing into the patient's slot, one at a time, when the model is free.
+
+    Each keystroke (the page's input event, or an API client's call) offers (:meth:`offer`) the reply
+    so far for its session; the newest offer per session replaces the older one. A single worker
+    thread runs an offer once it has not changed for ``debounce`` seconds (the trainee paused), or
+    once the session has been typing for ``every`` seconds without a pause (a steady typist never
+    pauses that long: measured in Chromium at 15 characters a second, the reply was then only read
+    after the last key), when the lane is :meth:`Lane.spare`; an offer that finds the model busy
+    waits for the next quiet moment, and one older than ``expire`` seconds is forgotten (the
+    trainee sent it meanwhile, or left).
+    """
+
+    def __init__(self, lane: Lane, *, debounce: float = 0.35, every: float = 1.5, expire: float = 30.0) -> None:
+        self.lane = lane
+        self.debounce = debounce
+        self.every = every
+        self.expire = expire
+        self._offers: dict[str, tuple[float, Callable[[], object]]] = {}
+        self._since: dict[str, float] = {}  # when each session's unread typing began
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.ran = 0  # prefills sent to the model (the bench and the tests read it)
+
+    def offer(self, key: str, task: Callable[[], object]) -> None:
+        with self._wake:
+            now = time.monotonic()
+            self._offers[key] = (now, task)
+            self._since.setdefault(key, now)
+            self._wake.notify_all()
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="reply-prefill", daemon=True)
+            self._thread.start()
+
+    def cancel(self, key: str) -> None:
+        """Forget ``key``'s offer (its reply was sent: the turn reads it now)."""
+        with self._wake:
+            self._offers.pop(key, None)
+            self._since.pop(key, None)
+
+    def pending(self) -> bool:
+        with self._wake:
+            return bool(self._offers)
+
+    def _ready(self) -> tuple[str, Callable[[], object]] | None:
+        now = time.monotonic()
+        for key, (when, task) in list(self._offers.items()):
+            if now - when > self.expire:
+                del self._offers[key]
+                self._since.pop(key, None)
+            elif now - when >= self.debounce or now - self._since.get(key, now) >= self.every:
+                return key, task
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._offers)
+                ready = self._ready()
+                if ready is None:
+                    self._wake.wait(self.debounce / 2)
+                    continue
+            key, task = ready
+            with self.lane.spare() as free:
+                if not free:
+                    time.sleep(0.1)
+                    continue
+                with self._wake:
+                    if self._offers.get(key, (0, None))[1] is not task:
+                        continue  # replaced (or sent) meanwhile: the newer one is read instead
+                    del self._offers[key]
+                    self._since.pop(key, None)
+                try:
+                    task()
+                    self.ran += 1
+                except Exception as exc:  # only an optimisation: Send reads the whole reply then
+                    log.info("reply prefill skipped: %s", exc)

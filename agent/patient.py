@@ -211,6 +211,23 @@ def prefix_messages(persona: Persona, transcript: Transcript, mood: Mood) -> lis
     return [HumanMessage(prompt("transcript_instruction").format(**fields).strip()), AIMessage("".join(lines))]
 
 
+def typing_messages(persona: Persona, transcript: Transcript, mood: Mood, partial: str) -> list[BaseMessage] | None:
+    """The front of the next transcript-style prompt while the trainee is still typing: the
+    conversation so far (:func:`prefix_messages`) and the reply up to its last complete word (a
+    half-typed word would be read as other tokens than the finished one). None: no whole word yet.
+
+    A prefix of :func:`build_messages`' prompt for a reply that goes on from these words (the same
+    neutralisation and spacing as the turn), so on Send the server reads only the rest of the reply,
+    the stage direction and the speaker tag.
+    """
+    words = re.sub(r"\S+$", "", partial or "").split()
+    if not words:
+        return None
+    instruction, transcript_so_far = prefix_messages(persona, transcript, mood)
+    content = prompt_text(" ".join(words), _speakers(persona))
+    return [instruction, AIMessage(f"{transcript_so_far.content}{persona.staff_label}: {content}")]
+
+
 def prompt_tokens(messages: list[BaseMessage]) -> int:
     """Tokens of a prompt, counted with tiktoken (a close estimate of the served model's count)."""
     return tokens.count_messages(messages)

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from agent import grader, personas, report
 from agent import mood as moods
 from agent.coach import curated_coaching, rubric_coaching
-from agent.coaching import Coaching, CoachJob, Lane, YieldingCoach
+from agent.coaching import Coaching, CoachJob, Lane, Prefills, YieldingCoach
 from agent.grades import TurnGrade
 from agent.llm import Backend, LLMSettings
 from agent.models import COACH_SLOT, PATIENT_SLOT, CoachModel, ModelUnavailable, PatientModel, ServedModel
@@ -296,6 +296,7 @@ class Practice:
         pinned = isinstance(self.patient, ServedModel) and self.patient.embedded and self.patient.slot is not None
         self.lane = Lane(patient_slots=1 if pinned else None)  # the embedded server: one patient slot
         self.coaching_worker = Coaching(self.lane)
+        self.prefills = Prefills(self.lane)
         self._live: OrderedDict[str, Live] = OrderedDict()
         self._guard = threading.Lock()
 
@@ -370,9 +371,12 @@ class Practice:
 
     # -- warm-ups ------------------------------------------------------------------------------
 
-    def _prefill_patient(self, live: Live) -> None:
-        """While the trainee reads the patient's line, the patient model reads the prompt so far."""
-        if not self._model_ready():
+    def _prefill_patient(self, live: Live, *, wait: bool = False) -> None:
+        """While the trainee reads the patient's line, the patient model reads the prompt so far.
+
+        ``wait``: read it before returning (an API client sends its first reply at once, which
+        would otherwise wait for this prefill and then read its own line: a cold first turn)."""
+        if not self._model_ready() and not wait:
             return
 
         def prefill() -> None:
@@ -382,7 +386,30 @@ class Practice:
             except Exception as exc:  # only an optimisation: the turn reads the whole prompt then
                 log.info("patient prefill skipped: %s", exc)
 
-        threading.Thread(target=prefill, name="patient-prefill", daemon=True).start()
+        if wait:
+            prefill()
+        else:
+            threading.Thread(target=prefill, name="patient-prefill", daemon=True).start()
+
+    def prefill_reply(self, session_id: str, text: str) -> bool:
+        """The trainee is typing ``text``: have the patient's slot read it when the model is free
+        (debounced, :class:`agent.coaching.Prefills`), so Send reads only the last words. False:
+        nothing will be read (the session is over, a turn is being played, or no model yet)."""
+        text = (text or "")[:MAX_REPLY_CHARS]
+        live = self.live(session_id)
+        if not self._model_ready() or live.record.ended or live.session.ending is not None or not text.strip():
+            return False
+
+        def read() -> None:
+            if not live.lock.acquire(blocking=False):  # a turn is being played: it reads the reply itself
+                return
+            try:
+                live.session.prefill_reply(text)
+            finally:
+                live.lock.release()
+
+        self.prefills.offer(session_id, read)
+        return True
 
     def _warm_coach(self, live: Live) -> None:
         """Have the coach's slot read the next tip prompt's known front while the trainee types;
@@ -395,8 +422,14 @@ class Practice:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def start(self, persona_id: str, trainee_name: str | None = None, owner: str | None = None) -> TurnUpdate:
-        """A new session; ``owner`` (a browser's key, or "api") is who may see and continue it."""
+    def start(
+        self, persona_id: str, trainee_name: str | None = None, owner: str | None = None, *, read: bool = False
+    ) -> TurnUpdate:
+        """A new session; ``owner`` (a browser's key, or "api") is who may see and continue it.
+
+        The patient model reads the persona's prompt now, in the background while a trainee reads
+        the opening line; with ``read`` before returning (the API: its first turn is then as quick
+        as the others, rather than waiting for that read and then reading its own line)."""
         persona = self.persona(persona_id)
         session = self._new_session(persona)
         record = self.store.create_session(
@@ -412,7 +445,7 @@ class Practice:
             )
         )
         live = self._remember(record.id, Live(session=session, record=record, turns=[]))
-        self._prefill_patient(live)
+        self._prefill_patient(live, wait=read)
         self._warm_coach(live)
         return self.update(live, "ready")
 
@@ -426,6 +459,7 @@ class Practice:
                 f"your reply is too long ({len(text):,} characters; the limit is {MAX_REPLY_CHARS:,}): say it shorter"
             )
         live = self.live(session_id)
+        self.prefills.cancel(session_id)  # the turn reads the whole reply now
         with self._exclusive(live):
             if live.record.ended:
                 raise StoreError(f"session {session_id} has ended")

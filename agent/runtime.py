@@ -257,6 +257,19 @@ def resolve_model(choice: str | None) -> tuple[Path, str]:
 # Serving
 
 
+# llama.cpp's worker threads busy-wait for each other between the pieces of every token's work.
+# On a quiet machine that saves a wake-up per piece; when another program holds a core, the thread
+# that waits spins on its own core instead of letting the scheduler run its partner there, and
+# every token waits for the partner's next time slice (docs/bench/busy-machine.md: the settings
+# measured quiet and busy). The xllamacpp wheel runs those threads with OpenMP (libgomp), whose
+# wait is set by GOMP_SPINCOUNT (spins before sleeping; libgomp's own default is 300,000, about a
+# millisecond or more); ggml's own thread pool (builds without OpenMP) reads ``poll`` instead.
+# Measured beside a busy machine (bench/server_settings.py): 16 tokens took 79-90 s with libgomp's
+# default, 12-15 s spinning 10,000 times, 2.1-2.5 s not spinning at all; so the threads sleep at once.
+POLL = 0
+SPIN_COUNT = 0
+
+
 @dataclass
 class ServerOptions:
     """Knobs for llama.cpp's server. Two slots: the patient and the grader each keep a warm cache.
@@ -274,6 +287,16 @@ class ServerOptions:
     threads: int = field(default_factory=lambda: os.cpu_count() or 2)
     host: str = "127.0.0.1"
     cache_ram_mib: int = 1024
+    # Threads that read prompts (prefill); None: as many as ``threads``.
+    threads_batch: int | None = None
+    # How hard llama.cpp's worker threads busy-wait for the next piece of work, 0-100 (llama.cpp's
+    # own default is 50). See POLL.
+    poll: int = field(default_factory=lambda: POLL)
+    # llama.cpp's thread priority: -1 low, 0 normal, 1 medium, 2 high, 3 realtime (above normal
+    # needs privileges a trainee's laptop does not give; llama.cpp warns and carries on).
+    priority: int = 0
+    # GOMP_SPINCOUNT for the server's OpenMP threads (None: libgomp's default); see SPIN_COUNT.
+    spin_count: int | None = field(default_factory=lambda: SPIN_COUNT)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -301,7 +324,11 @@ def serve_foreground(
     params.n_parallel = options.n_parallel
     params.n_ctx = options.n_ctx * options.n_parallel
     params.cpuparams.n_threads = options.threads
-    params.cpuparams_batch.n_threads = options.threads
+    params.cpuparams_batch.n_threads = options.threads_batch or options.threads
+    priority = xllamacpp.ggml_sched_priority(options.priority)
+    for cpu in (params.cpuparams, params.cpuparams_batch):
+        cpu.poll = options.poll
+        cpu.priority = priority
     params.cache_ram_mib = options.cache_ram_mib
     params.ui = False
     server = xllamacpp.Server(params)
@@ -367,10 +394,16 @@ class EmbeddedServer:
             "--model", str(path), "--alias", self.alias, "--port", str(self.port),
             "--parallel", str(self.options.n_parallel), "--ctx", str(self.options.n_ctx),
             "--threads", str(self.options.threads), "--cache-ram", str(self.options.cache_ram_mib),
+            "--threads-batch", str(self.options.threads_batch or self.options.threads),
+            "--poll", str(self.options.poll), "--priority", str(self.options.priority),
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
+        env = dict(os.environ)
+        if self.options.spin_count is not None:  # an explicit GOMP_SPINCOUNT in the environment wins
+            env.setdefault("GOMP_SPINCOUNT", str(self.options.spin_count))
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                            env=env)  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

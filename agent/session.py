@@ -38,7 +38,7 @@ from agent.grades import TurnGrade
 from agent.models import CoachModel, PatientModel
 from agent.mood import Mood, Outcome
 from agent.patient import MAX_TOKENS as PATIENT_MAX_TOKENS
-from agent.patient import build_messages, direction, prefix_messages, prompt_tokens, stream_reply
+from agent.patient import build_messages, direction, prefix_messages, prompt_tokens, stream_reply, typing_messages
 from agent.personas import Persona
 from agent.rubrics import Rubric, load_rubric
 from agent.transcript import Transcript
@@ -271,6 +271,15 @@ class Session:
         if self.ending is not None or self.patient.prompt_style != "transcript":
             return False
         return self.patient.prefill(prefix_messages(self.persona, self.memory(), self.mood))
+
+    def prefill_reply(self, partial: str) -> bool:
+        """Have the patient model read the reply being typed (its whole words so far) on top of the
+        conversation, so Send only reads the last words and the stage direction. Nothing to read
+        (False) once the session ended, while a turn waits for its answer, or before a whole word."""
+        if self.ending is not None or self.pending or self.patient.prompt_style != "transcript":
+            return False
+        messages = typing_messages(self.persona, self.memory(), self.mood, partial)
+        return messages is not None and self.patient.prefill(messages)
 
     # -- coaching ------------------------------------------------------------------------------
 

@@ -207,6 +207,19 @@ def start(practice: Practice, persona_id: str | None, trainee_name: str | None, 
     return practice_view(practice, update, status="Session started. Read the patient's message and reply.")
 
 
+def typing(practice: Practice, session_id: str | None, message: str, key: str) -> None:
+    """The trainee is typing: the patient's slot reads the reply so far when the model is free, so
+    Send reads only the last words. Nothing is shown, and nothing happens for another browser's
+    session (the owner is checked here, on the server)."""
+    if not session_id or not (message or "").strip():
+        return
+    try:
+        practice.check_owner(session_id, key)
+        practice.prefill_reply(session_id, message)
+    except (StoreError, PersonaError):
+        return
+
+
 def send(
     practice: Practice, session_id: str | None, message: str, key: str,
     observe: Callable[[TurnUpdate], None] | None = None,
@@ -724,7 +737,7 @@ def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
         from agent.personas import PersonaError
 
         try:
-            return _api_state(practice.start(persona_id, trainee_name or None, owner=API_OWNER))
+            return _api_state(practice.start(persona_id, trainee_name or None, owner=API_OWNER, read=True))
         except PersonaError as exc:
             raise gr.Error(str(exc)) from exc
 
@@ -746,6 +759,16 @@ def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
         right after the patient's answer (``grade`` has the verdicts; ``turn_feedback`` the tip later).
         """
         return finish(practice.turn(session_id, message), session_id, with_tip)
+
+    def prefill_reply(session_id: str, partial_reply: str) -> dict[str, Any]:
+        """The reply being typed so far (call it as the trainee types; calls are debounced): the
+        patient model reads its whole words while it is free, so ``practice_turn`` only reads the
+        rest. Returns ``{"queued": bool}`` at once; it changes nothing in the session."""
+        try:
+            practice.check_owner(session_id, API_OWNER)
+            return {"queued": practice.prefill_reply(session_id, partial_reply)}
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from exc
 
     def retry_turn(session_id: str, with_tip: bool = True) -> dict[str, Any]:
         """Retry the last turn after a model failure (same words)."""
@@ -772,6 +795,7 @@ def api_endpoints(practice: Practice) -> dict[str, Callable[..., Any]]:
         "personas": personas,
         "start_session": start_session,
         "practice_turn": practice_turn,
+        "prefill_reply": prefill_reply,
         "retry_turn": retry_turn,
         "turn_feedback": turn_feedback,
         "end_session": end_session,

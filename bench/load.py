@@ -13,7 +13,10 @@ embedded model (``--model``), or with ``--base-url`` pointing it at an OpenAI-co
 One warm-up session (one turn, not counted) waits for the model to be ready. Then ``--sessions``
 client threads each start a session through the API (``gradio_client``, ``/start_session``,
 trainee name ``load-NN``) and play ``--turns`` replies with ``/practice_turn`` one after the
-other. Every reply names its session and turn ("Caller 7, question 3: ..."), and is a question
+other; before each one, unless ``--typing 0``, the reply so far is sent to ``/prefill_reply`` three
+times, ``--typing`` seconds apart, as a client would while its trainee types (the patient's slot
+reads it when no answer or tip needs the model). Every reply names its session and turn
+("Caller 7, question 3: ..."), and is a question
 that neither resolves nor enrages the patient, so a session lasts the whole run. Timed per turn:
 from the call to the returned state (the patient's whole answer; with ``--with-tip`` also the tip).
 
@@ -74,6 +77,7 @@ class Played:
     answers: list[str | None] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     cut_off: int = 0  # turns in flight when the global timeout stopped the app: not errors, not played
+    prefill_errors: list[str] = field(default_factory=list)
     ended_early: bool = False
 
 
@@ -152,10 +156,18 @@ def play(url: str, args: argparse.Namespace, played: Played, progress: Progress,
     for turn in range(args.turns):
         if time.monotonic() > deadline:
             return
+        text = reply_text(played.session, turn)
+        if args.typing:  # the reply typed in three bursts, each handed to /prefill_reply as a client would
+            words = text.split(" ")
+            for cut in (len(words) // 3, 2 * len(words) // 3, len(words) - 1):
+                time.sleep(args.typing)
+                try:
+                    client.predict(played.session_id, " ".join(words[:cut]) + " ", api_name="/prefill_reply")
+                except Exception as exc:  # the prefill only saves time: count it, play the turn anyway
+                    played.prefill_errors.append(f"turn {turn}: {type(exc).__name__}: {exc}"[:300])
         started = time.monotonic()
         try:
-            state = client.predict(played.session_id, reply_text(played.session, turn), args.with_tip,
-                                   api_name="/practice_turn")  # fmt: skip
+            state = client.predict(played.session_id, text, args.with_tip, api_name="/practice_turn")
         except Exception as exc:
             if time.monotonic() > deadline:  # the bench stopped the app under this call
                 played.cut_off += 1
@@ -291,6 +303,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "mean": statistics.fmean(latencies) if latencies else None,
             "max": max(latencies, default=None),
         },  # fmt: skip
+        "first_turn_s": {  # the API's first turn after /start_session, beside the later ones
+            "p50": percentile([r.latencies[0] for r in runs if r.latencies], 50),
+            "later_p50": percentile([value for r in runs for value in r.latencies[1:]], 50),
+        },
+        "typing": args.typing,
+        "prefill_errors": sum(len(r.prefill_errors) for r in runs),
         "tips": coaching,
         "wall_s": round(wall, 1),
         "turns_per_min": round(len(latencies) / wall * 60, 2) if wall else None,
@@ -316,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-tip", action="store_true", help="each call also waits for the tip")
     parser.add_argument("--timeout", type=float, default=3600.0, help="stop after this many seconds (default 3600)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--typing", type=float, default=1.0, metavar="S",
+                        help="before each reply, hand the reply so far to /prefill_reply three times, S seconds "
+                             "apart, as a client would while the trainee types (0: do not)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.turns < 1:
         parser.error("--sessions and --turns must be at least 1")

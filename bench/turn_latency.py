@@ -1,7 +1,14 @@
 """Latency of a whole practice turn, as the trainee sees it, against the raw model server (prints figures).
 
 Usage: python bench/turn_latency.py [--json] [--browser] [--persona ID] [--turns N] [--sessions K]
-       [--model default|small] [--no-raw] [--pause S] [--settle S]
+       [--model default|small] [--no-raw] [--pause S] [--settle S] [--busy N] [--type CPS]
+
+``--busy N``: after the quiet sessions, the same sessions are played again beside N CPU hogs of
+the bench's own (:mod:`bench.busy`: spinning processes that stop by themselves), and the busy
+figures and the ratio busy/quiet are printed from the one run (``busy``, ``busy_ratio``).
+``--type CPS``: each reply is typed at CPS characters a second before Send (Chromium presses the
+keys; the handler driver calls the page's input handler at each space), so the reply-so-far
+prefill reads it while it is typed; without it the reply is pasted at once, as before.
 
 Starts the embedded llama.cpp server (:class:`agent.runtime.EmbeddedServer`, its own log file),
 builds the controller on it as ``make run`` does (``Practice`` with the embedded settings and that
@@ -83,6 +90,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import httpx  # noqa: E402
 from langchain_core.messages import AIMessage, BaseMessage  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from busy import hogs  # noqa: E402
 
 from agent import web  # noqa: E402
 from agent.llm import Backend, LLMSettings  # noqa: E402
@@ -416,6 +426,8 @@ class Driver:
 
     def start(self, persona: Persona) -> str: ...
 
+    def type(self, session_id: str, text: str, speed: float) -> None: ...
+
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
@@ -439,6 +451,14 @@ class HandlerDriver(Driver):
         self.key = web.browser_key(None)
         view = web.start(self.practice, persona.id, None, self.key)
         return str(view[0])
+
+    def type(self, session_id: str, text: str, speed: float) -> None:
+        """What the page's input event does while the trainee types ``text`` at ``speed`` characters a second."""
+        typed = ""
+        for word in text.split(" "):
+            typed = f"{typed} {word}" if typed else word
+            time.sleep((len(word) + 1) / speed)
+            web.typing(self.practice, session_id, typed + " ", self.key)
 
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]:
         marks: dict[str, Any] = {"t0": now()}
@@ -560,10 +580,16 @@ class BrowserDriver(Driver):
         [session_id] = [s.id for s in self.practice.store.list_sessions() if s.id not in known]
         return session_id
 
+    def type(self, session_id: str, text: str, speed: float) -> None:
+        """Type ``text`` into the reply box key by key, ``speed`` characters a second (the page's
+        input events fire as they would for a trainee); Send is clicked afterwards."""
+        self.page.locator("#message textarea").press_sequentially(text, delay=1000 / speed)
+
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]:
         page = self.page
         page.evaluate("n => { window.__bench.turn = {n, t0: null, marks: {}, seen_disabled: false} }", number)
-        page.fill("#message textarea", text)
+        if page.locator("#message textarea").input_value() != text:
+            page.fill("#message textarea", text)
         page.click("#send")
         ms = int(timeout * 1000)
         page.wait_for_function(
@@ -652,48 +678,20 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
         driver = HandlerDriver(practice, recorder)
     rows: list[dict[str, Any]] = []
     cold: dict[str, Any] = {}
+    phases = [("quiet", 0)] + ([("busy", args.busy)] if args.busy else [])
     try:
         driver.ready()
         cold["page_ready"] = round(now() - began, 2)
         cold["server_start"] = round(server_start_s, 2)
-        base_url = server.base_url
-        for session_number in range(1, args.sessions + 1):
-            recorder.reset()
-            offset = server_log.offset()
-            started = now()
-            session_id = driver.start(persona)
-            if session_number == 1:
-                cold["start"] = round(now() - started, 3)
-            cold.setdefault("quiet_before_turn_1", settle(practice, args.settle, args.pause))
-            if session_number == 1:
-                prefill = server_log.window(offset, server_log.offset(), PATIENT_SLOT)
-                cold["prefill_tokens"] = sum(t.prompt_n or 0 for t in prefill) or None
-            for number, line in enumerate(lines, start=1):
-                recorder.reset()
-                offset = server_log.offset()
-                marks = driver.send(session_id, line, number, args.turn_timeout)
-                row = turn_row(marks, recorder, number, session_number)
-                settle(practice, args.settle, 0.0)  # the tip and the coach's warm-up, before the log is read
-                row["_log"] = (offset, server_log.offset())
-                staff_line = f"{persona.staff_label}: {' '.join(line.split())}\n"
-                row["new_trainee_tokens"] = count_tokens(base_url, staff_line)
-                if recorder.requests and not args.no_raw and not row["failed"]:
-                    try:
-                        row.update(raw_baseline(base_url, server.alias, recorder.requests[0], persona, args.timeout))
-                    except httpx.HTTPError as exc:
-                        row["raw_error"] = f"{type(exc).__name__}: {exc}"
-                    # Give slot 1 the coach's own warm-up back (what the app left there).
-                    live = practice.live(session_id)
-                    try:
-                        live.session.coach_prefill(practice.coach)
-                    except Exception as exc:
-                        row["raw_error"] = f"coach warm-up not restored: {exc}"
-                read_tokens(row, server_log)
-                rows.append(row)
-                log(progress(row))
-                if row["ended"] or row["failed"]:
-                    break
-                settle(practice, args.settle, args.pause)
+        for phase, count in phases:
+            # The hogs run through the whole busy phase (start, typing, turns, reading pauses), as a
+            # busy laptop would; each stops by itself after --busy-seconds even if this bench dies.
+            with hogs(count, seconds=args.busy_seconds):
+                loads = os.getloadavg()
+                phase_rows = play_phase(args, driver, practice, recorder, server, server_log, persona, lines, cold)
+            for row in phase_rows:
+                row.update(phase=phase, hogs=count, load_1min=round(loads[0], 2))
+            rows.extend(phase_rows)
         if cold and rows:
             cold["first_turn"] = rows[0]["patient_first_words_s"]
     finally:
@@ -705,7 +703,66 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
         read_tokens(row, server_log)  # again, now that every line has reached the log
         row.pop("_log", None)
     shutil.rmtree(workdir, ignore_errors=True)
-    return summarise(args, rows, cold, rss, load_before, getattr(driver, "skew_ms", None))
+    quiet = [r for r in rows if r["phase"] == "quiet"]
+    summary = summarise(args, quiet, cold, rss, load_before, getattr(driver, "skew_ms", None))
+    if args.busy:
+        busy = summarise(args, [r for r in rows if r["phase"] == "busy"], cold, rss, load_before, None)
+        summary["busy"] = {key: busy[key] for key in (*TIMED, "evaluated_tokens", "n", "first_turn_s", "turns")}
+        summary["busy"]["hogs"] = args.busy
+        summary["busy_ratio"] = {
+            key: (round(busy[key]["median"] / summary[key]["median"], 2)
+                  if busy[key]["median"] and summary[key]["median"] else None)
+            for key in ("verdicts_s", "patient_first_words_s", "patient_done_s", "send_ready_s")
+        }  # fmt: skip
+    return summary
+
+
+def play_phase(args: argparse.Namespace, driver: Driver, practice: Practice, recorder: Recorder,
+               server: EmbeddedServer, server_log: ServerLog, persona: Persona, lines: list[str],
+               cold: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """``--sessions`` sessions of the scripted trainee's lines, each turn timed from Send."""
+    rows: list[dict[str, Any]] = []
+    base_url = server.base_url
+    for session_number in range(1, args.sessions + 1):
+        recorder.reset()
+        offset = server_log.offset()
+        started = now()
+        session_id = driver.start(persona)
+        if session_number == 1 and "start" not in cold:
+            cold["start"] = round(now() - started, 3)
+        cold.setdefault("quiet_before_turn_1", settle(practice, args.settle, args.pause))
+        if session_number == 1 and "prefill_tokens" not in cold:
+            prefill = server_log.window(offset, server_log.offset(), PATIENT_SLOT)
+            cold["prefill_tokens"] = sum(t.prompt_n or 0 for t in prefill) or None
+        for number, line in enumerate(lines, start=1):
+            if args.type:
+                driver.type(session_id, line, args.type)
+            recorder.reset()
+            offset = server_log.offset()
+            marks = driver.send(session_id, line, number, args.turn_timeout)
+            row = turn_row(marks, recorder, number, session_number)
+            settle(practice, args.settle, 0.0)  # the tip and the coach's warm-up, before the log is read
+            row["_log"] = (offset, server_log.offset())
+            staff_line = f"{persona.staff_label}: {' '.join(line.split())}\n"
+            row["new_trainee_tokens"] = count_tokens(base_url, staff_line)
+            if recorder.requests and not args.no_raw and not row["failed"]:
+                try:
+                    row.update(raw_baseline(base_url, server.alias, recorder.requests[0], persona, args.timeout))
+                except httpx.HTTPError as exc:
+                    row["raw_error"] = f"{type(exc).__name__}: {exc}"
+                # Give slot 1 the coach's own warm-up back (what the app left there).
+                live = practice.live(session_id)
+                try:
+                    live.session.coach_prefill(practice.coach)
+                except Exception as exc:
+                    row["raw_error"] = f"coach warm-up not restored: {exc}"
+            read_tokens(row, server_log)
+            rows.append(row)
+            log(progress(row))
+            if row["ended"] or row["failed"]:
+                break
+            settle(practice, args.settle, args.pause)
+    return rows
 
 
 def read_tokens(row: dict[str, Any], server_log: ServerLog) -> None:
@@ -766,6 +823,9 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], cold: dict[s
     app_first = summary["patient_first_words_s"]["median"]
     summary["overhead_ratio"] = round(app_first / raw_first, 3) if app_first and raw_first else None
     summary["rss_mb"] = rss["app_server"]
+    first = [r for r in rows if r["turn"] == 1 and not r["failed"]]
+    summary["first_turn_s"] = {key: stats([r[key] for r in first]) for key in ("patient_first_words_s",
+                                                                               "patient_done_s")}  # fmt: skip
     summary["cold_start_s"] = {"page_ready": cold.get("page_ready"), "first_turn": cold.get("first_turn")}
     summary.update({
         "n": len(warm),
@@ -854,13 +914,27 @@ def main() -> None:
                         help="at most this long to wait for the prefill, tip and warm-up between turns")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=120.0, help="model request timeout (the app's default)")
     parser.add_argument("--turn-timeout", type=float, default=900.0, help="give up on a turn after this long")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="play the sessions again beside N CPU hogs of the bench's own (bench/busy.py) and "
+                             "print quiet and busy figures with their ratio")  # fmt: skip
+    parser.add_argument("--busy-seconds", type=float, default=1800.0, help="the hogs stop by themselves after this")
+    parser.add_argument("--type", type=float, default=0.0, metavar="CPS",
+                        help="type each reply at CPS characters a second before Send (0: paste it)")  # fmt: skip
     args = parser.parse_args()
+    if args.browser and not Path(CHROMIUM).is_file():
+        print(f"--browser needs Chromium at {CHROMIUM}: apt-get install chromium (see .ci/run)", file=sys.stderr)
+        raise SystemExit(2)
     with contextlib.redirect_stdout(sys.stderr):  # Gradio prints to stdout; --json keeps it for the object
         summary = play(args)
     if args.json:
         print(json.dumps(summary))
         return
     print(table(summary))
+    if args.busy:
+        busy, ratio = summary["busy"], summary["busy_ratio"]
+        print(f"\nbeside {args.busy} busy process(es), same run (turns 2+, median; ratio busy/quiet):")
+        for key in ("verdicts_s", "patient_first_words_s", "patient_done_s", "send_ready_s"):
+            print(f"  {key:<28}{fmt(busy[key]['median']):>9}   x{ratio[key] if ratio[key] is not None else '-'}")
 
 
 if __name__ == "__main__":

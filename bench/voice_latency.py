@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -148,6 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default", help="embedded model (default)")
     parser.add_argument("--no-model", action="store_true", help="skip the patient turns (no llama.cpp server)")
     args = parser.parse_args(argv)
+    if shutil.which("espeak-ng") is None:  # the trainee's voice; a clear line rather than FileNotFoundError
+        print("voice_latency needs espeak-ng on the PATH to speak the trainee's replies: apt-get install espeak-ng",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        speech.recogniser()
+        voice.synthesiser()
+    except (voice.VoiceUnavailable, speech.SpeechUnavailable, ImportError) as exc:
+        print(f"voice_latency needs the voice models: {exc}", file=sys.stderr)
+        return 2
 
     server = None if args.no_model else EmbeddedServer(model=args.model)
     sampler = RssSampler(lambda: server.process.pid if server is not None and server.process is not None else None)

@@ -705,3 +705,91 @@ def test_idle_sessions_beyond_the_limit_leave_memory_and_resume_from_the_store(s
     assert list(practice._live) == ids[-3:]  # memory stays bounded however many sessions start
     *_, answered = practice.turn(ids[0], GOOD_1)  # an evicted session resumes from the store
     assert answered.stage == "answered" and store.turns(ids[0])[0].status == "complete"
+
+
+def typed_prefills(fake: FakeModel) -> list[str]:
+    """The transcripts of the prefills that carried a reply being typed."""
+    return [str(m[-1].content) for m in fake.prefills if str(m[-1].content).rstrip().count("Receptionist:")]
+
+
+def wait_for(condition, seconds: float = 10.0) -> bool:
+    event = threading.Event()
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return True
+        event.wait(0.02)
+    return condition()
+
+
+def test_the_reply_being_typed_is_read_into_the_patients_slot_and_send_reads_the_rest(store):
+    fake = FakeModel()
+    practice = practice_with(store, fake, settings=LLMSettings())  # curated coaching: no coach warm-up
+    practice.prefills.debounce = 0.0
+    session_id = practice.start(PERSONA, read=True).session.id
+    assert practice.prefill_reply(session_id, "I'm so sorry you've")
+    assert practice.prefill_reply(session_id, "I'm so sorry you've been waiting, Mr.")  # replaces the older one
+    assert wait_for(lambda: practice.prefills.ran >= 1 and not practice.prefills.pending())
+    typed = typed_prefills(fake)
+    assert typed[-1].endswith("Receptionist: I'm so sorry you've been waiting,")
+    *_, answered = practice.turn(session_id, GOOD_1)
+    assert answered.stage == "answered"
+    assert str(fake.patient_requests[-1][-1].content).startswith(typed[-1])
+    assert not practice.prefill_reply(session_id, "   ")  # nothing typed
+
+
+def test_a_reply_prefill_never_runs_beside_a_patient_answer_or_a_tip(store):
+    fake = FakeModel(hold_coach=True)
+    practice = practice_with(store, fake)
+    practice.prefills.debounce = 0.0
+    session_id = practice.start(PERSONA, read=True).session.id
+    with practice.lane.patient(), practice.lane.spare() as free:
+        assert not free  # a patient answer holds the model: a prefill would queue in front of others
+    list(practice.turn(session_id, GOOD_1))
+    assert fake.coach_started.wait(10)  # the tip is being written (held)
+    with practice.lane.spare() as free:
+        assert not free
+    practice.prefill_reply(session_id, "Let me check the schedule ")
+    assert practice.prefills.pending() and typed_prefills(fake) == []  # it waits for the tip
+    fake.coach_released.set()
+    practice.wait_for_coaching(session_id)
+    assert wait_for(lambda: practice.prefills.ran >= 1)
+    assert typed_prefills(fake)[-1].endswith("Receptionist: Let me check the schedule")
+
+
+def test_a_steady_typist_who_never_pauses_is_still_read_while_typing(store):
+    fake = FakeModel()
+    practice = practice_with(store, fake, settings=LLMSettings())
+    practice.prefills.debounce, practice.prefills.every = 60.0, 0.0  # no pause long enough, ever
+    session_id = practice.start(PERSONA, read=True).session.id
+    assert practice.prefill_reply(session_id, "I'm so sorry you've been ")
+    assert wait_for(lambda: practice.prefills.ran >= 1)
+    assert typed_prefills(fake)[-1].endswith("Receptionist: I'm so sorry you've been")
+
+
+def test_sent_replies_are_not_read_again_and_ended_sessions_read_nothing(store):
+    fake = FakeModel()
+    practice = practice_with(store, fake, settings=LLMSettings())
+    practice.prefills.debounce = practice.prefills.every = 60.0  # the trainee is still typing at Send
+    session_id = practice.start(PERSONA, read=True).session.id
+    assert practice.prefill_reply(session_id, "I'm so sorry you've been waiting")
+    list(practice.turn(session_id, GOOD_1))
+    assert not practice.prefills.pending()  # Send read the whole reply: the half is forgotten
+    practice.end(session_id)
+    assert not practice.prefill_reply(session_id, "Goodbye then ")
+
+
+def test_the_api_reads_the_personas_prompt_before_start_session_returns(store):
+    fake = FakeModel()
+    practice = practice_with(store, fake, settings=LLMSettings())
+    threads = []
+    original = fake.prefill
+
+    def prefill(messages):
+        threads.append(threading.current_thread())
+        return original(messages)
+
+    fake.prefill = prefill
+    state = web.api_endpoints(practice)["start_session"](PERSONA)
+    opening = practice.persona(PERSONA).opening_line
+    assert threads == [threading.current_thread()]  # read in the call, not in a thread left running
+    assert opening in str(fake.prefills[0][-1].content) and state["patient_reply"] == opening

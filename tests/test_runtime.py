@@ -183,3 +183,26 @@ def test_a_trainees_conversation_is_restored_after_another_used_the_patient_slot
         assert again < 40 < whole
     else:
         assert again > whole // 2
+
+
+def test_the_server_threads_wait_briefly_before_sleeping(tmp_path, monkeypatch):
+    """libgomp's default spin (300,000) keeps a waiting thread on its core while its partner shares
+    the other core with a busy program; the child gets the short spin unless the user set one."""
+    started = {}
+
+    class Popen:
+        def __init__(self, command, **options):
+            started.update(options)
+            raise OSError("not started in this test")
+
+    monkeypatch.setattr(runtime.subprocess, "Popen", Popen)
+    monkeypatch.setattr(runtime, "resolve_model", lambda model: (tmp_path / "m.gguf", "m"))
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    server = EmbeddedServer(log_path=tmp_path / "server.log")
+    with pytest.raises(OSError):
+        server.start()
+    assert started["env"]["GOMP_SPINCOUNT"] == str(runtime.SPIN_COUNT)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "123")
+    with pytest.raises(OSError):
+        server.start()
+    assert started["env"]["GOMP_SPINCOUNT"] == "123"

@@ -193,6 +193,37 @@ def test_prefill_sends_exactly_the_front_of_the_next_prompt():
         assert rest[1].startswith(f"[{CARTER.address_as} is ")
 
 
+def test_the_reply_being_typed_is_read_up_to_its_last_whole_word():
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    assert not session.prefill_reply("I'm")  # no whole word yet: a half-typed one reads as other tokens
+    assert session.prefill_reply("I'm so sorry,   Mr. Car")
+    [typed] = model.prefills
+    assert patient_prompt(typed).endswith(f"\n{CARTER.staff_label}: I'm so sorry, Mr.")
+    session.turn(SORRY)
+    prompt = patient_prompt(model.patient_requests[-1])
+    assert typed[0] == model.patient_requests[-1][0] and prompt.startswith(patient_prompt(typed))
+    rest = prompt[len(patient_prompt(typed)) :].splitlines()  # the last words, the direction, the tag
+    assert rest[0] == SORRY.removeprefix("I'm so sorry, Mr.") and rest[2] == f"{CARTER.address_as}:"
+    assert session.prefill_reply("Let me check ")  # the second turn's reply: on top of the first answer
+    assert patient_prompt(model.prefills[-1]).startswith(prompt)
+
+
+def test_no_reply_prefill_for_chat_models_while_a_turn_waits_or_after_the_end():
+    chat = FakeModel(prompt_style="chat")
+    assert not Session(CARTER, chat).prefill_reply("I am so sorry") and chat.prefills == []
+    model = FakeModel()
+    model.fail_patient = 1  # the answer fails: the turn waits for a retry
+    session = Session(CARTER, model, seed=7)
+    with pytest.raises(PatientUnavailable):
+        session.turn(SORRY)
+    assert session.pending and not session.prefill_reply("I am so sorry") and model.prefills == []
+    for line in CARTER.script.good:
+        if session.ending is None:
+            session.turn(line)
+    assert not session.prefill_reply("I am so sorry") and model.prefills == []
+
+
 def test_no_prefill_for_chat_models_or_after_the_end():
     chat = FakeModel(prompt_style="chat")
     assert not Session(CARTER, chat).prefill() and chat.prefills == []

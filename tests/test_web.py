@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -284,3 +285,20 @@ def test_a_backtick_in_a_problem_cannot_end_its_code_span():
     inner = line[2 + len(fence) : -len(fence)]
     assert len(fence) == 2 and line.endswith(fence) and inner.startswith("carter-wrong-day.yaml:")
     assert all(len(run) < len(fence) for run in re.findall(r"`+", inner))  # nothing inside can close the span
+
+
+def test_typing_reads_only_the_callers_own_session(practice):
+    mine, theirs = web.browser_key(None), web.browser_key(None)
+    practice.prefills.debounce = 0.0
+    session_id = practice.start("carter-wrong-day", "Ana", owner=mine).session.id
+    web.typing(practice, session_id, "I am so sorry about ", theirs)  # another browser: nothing is read
+    assert not practice.prefills.pending() and practice.prefills.ran == 0
+    with pytest.raises(gr.Error, match="no session"):
+        web.api_endpoints(practice)["prefill_reply"](session_id, "I am so sorry about ")  # a browser's session
+    assert not practice.prefills.pending()
+    web.typing(practice, session_id, "I am so sorry about ", mine)
+    for _ in range(500):
+        if practice.prefills.ran:
+            break
+        threading.Event().wait(0.02)
+    assert practice.prefills.ran == 1

@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--cache-ram", type=int, default=runtime.ServerOptions.cache_ram_mib, metavar="MIB",
                        help="memory for conversations' cached prompts, restored when they come back "
                             "(default %(default)s; 0: off)")  # fmt: skip
+    serve.add_argument("--threads-batch", type=int, default=None, help="threads that read prompts (default: --threads)")
+    serve.add_argument("--poll", type=int, default=runtime.POLL, metavar="0-100",
+                       help="how hard idle worker threads busy-wait (llama.cpp's default is 50; 0 sleeps)")  # fmt: skip
+    serve.add_argument("--priority", type=int, default=0, choices=(-1, 0, 1, 2, 3),
+                       help="llama.cpp thread priority: -1 low, 0 normal, 1 medium, 2 high, 3 realtime")  # fmt: skip
     serve.add_argument("--parent-pid", type=int, default=None, help="stop when this process exits")
     serve.set_defaults(handler=cmd_serve)
 
@@ -64,7 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         path, alias = runtime.resolve_model(args.model)
         alias = args.alias or alias
     options = runtime.ServerOptions(n_parallel=args.parallel, n_ctx=args.ctx, host=args.host,
-                                    cache_ram_mib=args.cache_ram)  # fmt: skip
+                                    cache_ram_mib=args.cache_ram, threads_batch=args.threads_batch,
+                                    poll=args.poll, priority=args.priority)  # fmt: skip
     if args.threads:
         options.threads = args.threads
     runtime.serve_foreground(path, alias, args.port, options, parent_pid=args.parent_pid)
