@@ -33,7 +33,7 @@ from agent.checks import Meets, StepVerdict, TurnContext
 from agent.personas import Remedy, Wants
 from agent.rubrics import Rubric
 
-SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+|\s+-\s+")
+SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+|\s+-\s+")
 CLAUSE = re.compile(r",\s*(?:and|or|but|then)?\s*|\s+(?:and|or|then)\s+(?=(?:i|ill|we|well|if|youll|let|the|our)\b)")
 WORD = re.compile(r"[a-z0-9]+")
 KINDS: dict[str, Meets] = {"resolves": "met", "rejects": "rejected", "partly": "partly"}
@@ -181,11 +181,11 @@ def complaint(context: TurnContext) -> list[str]:
 
 def _summary_candidates(reply: str, data: GroundingData) -> list[str]:
     """Sentences that could restate the complaint: not a question asking the patient to explain, not
-    the writer's own promise."""
+    the writer's own promise, not an offer ("The therapist can give you a plan for the two weeks")."""
     out = []
     for sentence in sentences(reply):
         text = plain(sentence)
-        if _hit(data.asks, text) or _hit(data.promise, text):
+        if _hit(data.asks, text) or _hit(data.promise, text) or _is_offer(text, data):
             continue
         out.append(sentence)
     return out
@@ -226,8 +226,9 @@ def ground_summarize(verdict: StepVerdict, reply: str, context: TurnContext, ver
     facts = complaint(context)
     if not facts:
         return verdict
+    # Blame the checks quote (a classifier's guess at hostility is too often a plain restatement).
     hostile = next((s for s in ("argue_back", "dismiss_feelings", "lose_cool")
-                    if s in verdicts and verdicts[s].verdict == "violated"), None)  # fmt: skip
+                    if s in verdicts and verdicts[s].verdict == "violated" and verdicts[s].source == "check"), None)  # fmt: skip
     undercut = _hit(data.undercut, plain(reply))
     found = restated(reply, context, data, encoder)
     if found is not None and hostile is None and undercut is None:
@@ -257,8 +258,13 @@ class Offer(BaseModel):
     who: str | None
 
 
-def concrete_offer(reply: str, data: GroundingData) -> tuple[Offer | None, list[str]]:
-    """The reply's first concrete offer (what, and when or who), or None and what was missing."""
+def concrete_offer(reply: str, data: GroundingData, anchor: str | None = None) -> tuple[Offer | None, list[str]]:
+    """The reply's first concrete offer (what, and when or who), or None and what was missing.
+
+    What and a time alone make an offer only in the sentence the form checks or the classifier
+    quoted as one (``anchor``): "now you hear the appointment is tomorrow" names a thing and a time,
+    and offers nothing. Who (the speaker committing, or a named role) makes the sentence an offer.
+    """
     has_what = has_when = False
     for sentence in sentences(reply):
         text = plain(sentence)
@@ -267,7 +273,8 @@ def concrete_offer(reply: str, data: GroundingData) -> tuple[Offer | None, list[
         who = _hit(data.who, text)
         has_what = has_what or what is not None
         has_when = has_when or when is not None or who is not None
-        if what is not None and (when is not None or who is not None):
+        offered = who is not None or bool(anchor and (anchor in sentence or sentence in anchor))
+        if what is not None and offered and (when is not None or who is not None):
             return Offer(sentence=sentence, what=what.group(), when=when and when.group(),
                          who=who and who.group()), []  # fmt: skip
     missing = [] if has_what else ["what you will do (an action or a thing)"]
@@ -290,19 +297,24 @@ def _clauses(sentence: str) -> list[str]:
 
 def match_wants(offers: list[str], wants: Wants, data: GroundingData,
                 encoder: embed.TextEncoder | None) -> Match | None:  # fmt: skip
-    """Which remedy the offered clauses match best (a cue, else the encoder), the most important first."""
+    """Which remedy the offered clauses match: per clause the best match (the longest cue it names, else
+    the remedy nearest by the encoder, if near enough); over the clauses, the one that matters most
+    to the patient (met, then rejected, then partly). "An exercise plan today" names the cue "today"
+    of a same-day slot and the cue "exercise plan" of the exercise sheet: it offers the sheet."""
     clauses = [c for sentence in offers for c in _clauses(sentence)]
     remedies = wants.all()
-    found: list[Match] = []
-    for clause in clauses:
-        text = plain(clause)
-        for kind, remedy in remedies:
-            cue = next((c for c in remedy.cues if re.search(rf"\b{re.escape(plain(c))}\b", text)), None)
-            if cue is not None:
-                found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=f'cue "{cue}"'))
+    cosines = None
     if encoder is not None and clauses:
         cosines = VECTORS.get(encoder, clauses) @ VECTORS.get(encoder, [r.says for _, r in remedies]).T
-        for i, clause in enumerate(clauses):
+    found: list[Match] = []
+    for i, clause in enumerate(clauses):
+        text = plain(clause)
+        cued = [(len(cue), kind, remedy, cue) for kind, remedy in remedies for cue in remedy.cues
+                if re.search(rf"\b{re.escape(plain(cue))}\b", text)]  # fmt: skip
+        if cued:
+            _, kind, remedy, cue = max(cued, key=lambda item: item[0])
+            found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=f'cue "{cue}"'))
+        elif cosines is not None:
             j = int(np.argmax(cosines[i]))
             if cosines[i, j] >= data.remedy_cosine:
                 kind, remedy = remedies[j]
@@ -311,29 +323,35 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
     return min(found, key=lambda m: PRIORITY[m.meets]) if found else None
 
 
+def _is_offer(text: str, data: GroundingData) -> bool:
+    """Something concrete offered by the speaker or a named role (see :func:`concrete_offer`)."""
+    return bool(_hit(data.offer_what, text) and _hit(data.who, text))
+
+
 def offer_sentences(reply: str, data: GroundingData) -> list[str]:
     """Every sentence of the reply that offers something concrete."""
-    out = []
-    for sentence in sentences(reply):
-        text = plain(sentence)
-        if _hit(data.offer_what, text) and (_hit(data.when, text) or _hit(data.who, text)):
-            out.append(sentence)
-    return out
+    return [sentence for sentence in sentences(reply) if _is_offer(plain(sentence), data)]
 
 
 def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: GroundingData,
                  encoder: embed.TextEncoder | None) -> StepVerdict:  # fmt: skip
-    """Demonstrated only when the offer is concrete; with the persona's wants, whether it meets them."""
-    if verdict.verdict != "demonstrated":
+    """Demonstrated only when the offer is concrete; with the persona's wants, whether it meets them.
+
+    A concrete offer the form checks did not see ("I'll print you a home exercise sheet now") is credited.
+    """
+    if verdict.verdict not in ("demonstrated", "missed"):
         return verdict
-    offer, missing = concrete_offer(reply, data)
+    anchor = verdict.evidence if verdict.verdict == "demonstrated" else None
+    offer, missing = concrete_offer(reply, data, anchor)
+    if offer is None and verdict.verdict == "missed":
+        return verdict
     if offer is None:
         return StepVerdict(step_id=verdict.step_id, verdict="missed", confidence=verdict.confidence,
                            source=verdict.source, evidence=verdict.evidence,
                            grounds="not concrete: say " + " and ".join(missing))  # fmt: skip
-    update: dict[str, object] = {"evidence": offer.sentence}
+    update: dict[str, object] = {"verdict": "demonstrated", "evidence": offer.sentence}
     if context.wants is not None:
-        match = match_wants(offer_sentences(reply, data), context.wants, data, encoder)
+        match = match_wants(offer_sentences(reply, data) or [offer.sentence], context.wants, data, encoder)
         if match is None:
             update |= {"meets": "none", "remedy": None,
                        "grounds": "concrete, but it meets none of the patient's needs: "
