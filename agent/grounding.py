@@ -227,8 +227,9 @@ def ground_summarize(verdict: StepVerdict, reply: str, context: TurnContext, ver
     if not facts:
         return verdict
     # Blame the checks quote (a classifier's guess at hostility is too often a plain restatement).
-    hostile = next((s for s in ("argue_back", "dismiss_feelings", "lose_cool")
-                    if s in verdicts and verdicts[s].verdict == "violated" and verdicts[s].source == "check"), None)  # fmt: skip
+    quoted = [s for s in ("argue_back", "dismiss_feelings", "lose_cool") if s in verdicts
+              and verdicts[s].verdict == "violated" and verdicts[s].source == "check"]  # fmt: skip
+    hostile = quoted[0] if quoted else None
     undercut = _hit(data.undercut, plain(reply))
     found = restated(reply, context, data, encoder)
     if found is not None and hostile is None and undercut is None:
