@@ -232,6 +232,11 @@ def ground_summarize(verdict: StepVerdict, reply: str, context: TurnContext, ver
     hostile = quoted[0] if quoted else None
     undercut = _hit(data.undercut, plain(reply))
     found = restated(reply, context, data, encoder)
+    if found is not None and verdict.verdict == "missed" and not context.facts:
+        # Crediting a restatement the form checks missed needs the persona's facts: against a free
+        # patient message alone (another register: a support tweet, a counselling question) echoing
+        # its words is how any long answer begins.
+        return verdict
     if found is not None and hostile is None and undercut is None:
         return verdict.model_copy(update={
             "verdict": "demonstrated", "evidence": found.sentence, "grounds": found.fact,
@@ -339,8 +344,10 @@ def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: G
     """Demonstrated only when the offer is concrete; with the persona's wants, whether it meets them.
 
     A concrete offer the form checks did not see ("I'll print you a home exercise sheet now") is credited.
+    Only in a persona's conversation (facts or wants): the what / when / who forms are the clinic's,
+    and a reply in another register (a support tweet's "try resetting it") is left as the checks judged it.
     """
-    if verdict.verdict not in ("demonstrated", "missed"):
+    if verdict.verdict not in ("demonstrated", "missed") or not (context.facts or context.wants):
         return verdict
     anchor = verdict.evidence if verdict.verdict == "demonstrated" else None
     offer, missing = concrete_offer(reply, data, anchor)
