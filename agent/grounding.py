@@ -274,6 +274,8 @@ def concrete_offer(reply: str, data: GroundingData, anchor: str | None = None) -
     has_what = has_when = False
     for sentence in sentences(reply):
         text = plain(sentence)
+        if _hit(data.asks, text):  # "Could you tell me what happened with your appointment so I can sort it out?"
+            continue
         what = _hit(data.offer_what, text)
         when = _hit(data.when, text)
         who = _hit(data.who, text)
@@ -331,7 +333,7 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
 
 def _is_offer(text: str, data: GroundingData) -> bool:
     """Something concrete offered by the speaker or a named role (see :func:`concrete_offer`)."""
-    return bool(_hit(data.offer_what, text) and _hit(data.who, text))
+    return bool(_hit(data.offer_what, text) and _hit(data.who, text) and not _hit(data.asks, text))
 
 
 def offer_sentences(reply: str, data: GroundingData) -> list[str]:

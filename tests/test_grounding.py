@@ -206,3 +206,10 @@ def test_without_a_persona_offers_are_left_to_the_checks_and_no_summary_is_added
     assert echo["summarize"].verdict == "missed"
     frame = ground("So if I understand you, the problem is what you described.", given(summarize="demonstrated"), bare)
     assert frame["summarize"].verdict == "missed"
+
+
+def test_a_question_asking_the_patient_to_explain_is_not_an_offer():
+    reply = "Could you tell me what happened with your appointment so I can sort it out?"
+    assert ground(reply, given(offer_solution="demonstrated"))["offer_solution"].verdict == "missed"
+    offer = ground("What I can do is book you a slot this afternoon.", given(offer_solution="demonstrated"))
+    assert offer["offer_solution"].verdict == "demonstrated"
