@@ -224,7 +224,10 @@ def ground_summarize(verdict: StepVerdict, reply: str, context: TurnContext, ver
     if verdict.verdict not in ("demonstrated", "missed"):
         return verdict
     facts = complaint(context)
-    if not facts:
+    if not facts or (verdict.verdict == "missed" and not context.facts):
+        # Crediting a restatement the form checks missed needs the persona's facts: against a free
+        # patient message alone (another register: a support tweet, a counselling question) echoing
+        # its words is how any long answer begins.
         return verdict
     # Blame the checks quote (a classifier's guess at hostility is too often a plain restatement).
     quoted = [s for s in ("argue_back", "dismiss_feelings", "lose_cool") if s in verdicts
@@ -232,11 +235,6 @@ def ground_summarize(verdict: StepVerdict, reply: str, context: TurnContext, ver
     hostile = quoted[0] if quoted else None
     undercut = _hit(data.undercut, plain(reply))
     found = restated(reply, context, data, encoder)
-    if found is not None and verdict.verdict == "missed" and not context.facts:
-        # Crediting a restatement the form checks missed needs the persona's facts: against a free
-        # patient message alone (another register: a support tweet, a counselling question) echoing
-        # its words is how any long answer begins.
-        return verdict
     if found is not None and hostile is None and undercut is None:
         return verdict.model_copy(update={
             "verdict": "demonstrated", "evidence": found.sentence, "grounds": found.fact,
