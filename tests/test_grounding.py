@@ -198,14 +198,19 @@ def test_text_to_the_grader_restates_nothing():
     assert ground(reply, given(summarize="demonstrated"))["summarize"].verdict == "missed"
 
 
-def test_without_a_persona_offers_are_left_to_the_checks_and_no_summary_is_added():
+def test_without_a_persona_the_checks_verdicts_stand():
     bare = TurnContext(history=[Message(role="patient", content="My router keeps dropping the connection.")])
     advice = ground("Try resetting the router and let us know.", given(offer_solution="demonstrated"), bare)
     assert advice["offer_solution"].verdict == "demonstrated"
     echo = ground("Your router keeps dropping the connection, that is annoying.", given(summarize="missed"), bare)
     assert echo["summarize"].verdict == "missed"
     frame = ground("So if I understand you, the problem is what you described.", given(summarize="demonstrated"), bare)
-    assert frame["summarize"].verdict == "missed"
+    assert frame["summarize"].verdict == "demonstrated"
+    named = TurnContext(persona_name="Mr. Carter", history=bare.history)
+    framed = ground(
+        "So if I understand you, the problem is what you described.", given(summarize="demonstrated"), named
+    )
+    assert framed["summarize"].verdict == "missed"
 
 
 def test_a_question_asking_the_patient_to_explain_is_not_an_offer():
