@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from agent import checks, learned
+from agent import checks, grounding, learned
 from agent.checks import StepVerdict, TurnContext
 from agent.grades import TurnGrade
 from agent.rubrics import Rubric, Step
@@ -50,6 +50,8 @@ def grade_fast(
         if not abstained:
             verdicts = learned.combine(rubric, verdicts, scores)
             components.append("learned")
+    # The content steps held against the conversation: facts restated, offers concrete and meeting a want.
+    verdicts = grounding.ground(rubric, reading, context, verdicts, component.encoder if component else None)
     return TurnGrade(verdicts=verdicts, components=components, learned_abstained=abstained,
                      verdicts_ms=(time.perf_counter() - started) * 1000)  # fmt: skip
 

@@ -211,3 +211,18 @@ def test_replies_the_classifier_left_to_the_checks_are_counted_and_reported(tmp_
     assert "left 1 of 5 replies to the checks" in note
     _, clean = calibrate.agreement_table(_write(tmp_path, ROWS))
     assert "left" not in clean
+
+
+def test_a_persona_line_is_graded_with_the_personas_facts_wants_and_earlier_turns():
+    example = calibrate.Example.model_validate({
+        "id": "p1", "persona": "carter-wrong-day", "reply": "I'll find out.",
+        "history": [{"role": "patient", "content": "Why hasn't a doctor called me in yet?"},
+                    {"role": "trainee", "content": "Let me find out what we can do."},
+                    {"role": "patient", "content": "You said that already."}],
+        "labels": {"find_out": "not_applicable"}, "meets": "none",
+    })  # fmt: skip
+    context = calibrate.persona_context(example, RUBRIC, use_learned=False)
+    assert context.persona_name == "John Carter"
+    assert context.facts and context.wants is not None
+    assert context.earlier.get("find_out") == 1
+    assert calibrate.Example.model_validate({**example.model_dump(), "persona": None}).turn_context().facts == []
