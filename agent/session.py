@@ -190,7 +190,7 @@ class Session:
             self.discard_unanswered()
         before = self.mood
         grade = grader.grade_fast(self.rubric, text, self.context(), use_learned=self.use_learned)
-        after = mood_rules.update(before, grade.labels(), self.persona, text)
+        after = mood_rules.update(before, grade.verdicts, self.persona, text)
         turn = Turn(trainee=text, grade=grade, mood_before=before, mood_after=after,
                     ending=decide_ending(after, self.persona))  # fmt: skip
         self.turns.append(turn)
