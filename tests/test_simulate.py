@@ -53,7 +53,7 @@ def assert_mood_follows_the_verdicts(session: Session) -> None:
         assert turn.mood_before == mood, f"turn {index} starts where the last one ended"
         fresh = grader.grade_fast(session.rubric, turn.trainee, session.context(index))
         assert turn.grade.labels() == fresh.labels(), f"turn {index}: {turn.trainee!r}"
-        mood = mood_rules.update(turn.mood_before, fresh.labels(), session.persona, turn.trainee)
+        mood = mood_rules.update(turn.mood_before, fresh.verdicts, session.persona, turn.trainee)
         assert turn.mood_after == mood
     moved_by_steps = [e for t in session.turns for e in t.mood_after.effects if e.source.startswith("step:")]
     assert moved_by_steps, "the mood should move because of step verdicts"
