@@ -17,9 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agent.checks import TurnContext, conditions_met
+from agent.checks import Meets, TurnContext, conditions_met
 from agent.grader import TurnGrade, grade, grade_fast
 from agent.llm import LLMSettings
+from agent.personas import PersonaError, load_persona
 from agent.rubrics import Rubric, Verdict, load_rubric
 from agent.transcript import Message
 
@@ -40,12 +41,48 @@ class Example(BaseModel):
     rubric: str = "deescalation"
     situation: str | None = None
     context: ExampleContext = Field(default_factory=ExampleContext)
+    # A persona id (grounded gold): the grader is given that persona's name, channel, conditions,
+    # complaint facts and wants, as a session gives them (see :func:`persona_context`).
+    persona: str | None = None
     history: list[Message] = Field(default_factory=list)
     reply: str
     labels: dict[str, Verdict] = Field(min_length=1)
+    # offer_solution only: whether the offer meets the persona's wants, and which remedy.
+    meets: Meets | None = None
+    remedy: str | None = None
 
     def turn_context(self) -> TurnContext:
         return TurnContext(**self.context.model_dump(), history=self.history)
+
+
+def persona_context(example: Example, rubric: Rubric, use_learned: bool = True) -> TurnContext:
+    """The context a session would give the grader for ``example``'s reply to its persona.
+
+    Name, channel, conditions, facts and wants come from the persona file; ``earlier`` (how many
+    earlier turns showed each step) from grading the trainee lines in ``history`` in order, each with
+    the conversation before it, as a session counts them. Without a persona: :meth:`Example.turn_context`.
+    """
+    if example.persona is None:
+        return example.turn_context()
+    try:
+        persona = load_persona(example.persona)
+    except (PersonaError, OSError) as exc:
+        raise CalibrationError(f"{example.id}: persona: {exc}") from exc
+
+    def context(history: list[Message], earlier: dict[str, int]) -> TurnContext:
+        return TurnContext(persona_name=persona.name, channel=persona.channel, patient_abusive=persona.abusive,
+                           transferring=persona.transferring, history=history, facts=list(persona.facts),
+                           wants=persona.wants, earlier=dict(earlier))  # fmt: skip
+
+    earlier: dict[str, int] = {}
+    for index, message in enumerate(example.history):
+        if message.role != "trainee":
+            continue
+        graded = grade_fast(rubric, message.content, context(example.history[:index], earlier), use_learned=use_learned)
+        for step_id, verdict in graded.verdicts.items():
+            if verdict.verdict == "demonstrated":
+                earlier[step_id] = earlier.get(step_id, 0) + 1
+    return context(example.history, earlier)
 
 
 class StepScore(BaseModel):
@@ -76,6 +113,9 @@ class CalibrationReport(BaseModel):
     warnings: dict[str, str] = Field(default_factory=dict)
     # Replies the learned classifier left to the checks, being unlike any reply it learnt from.
     unfamiliar: int = 0
+    # Lines labelled with ``meets``: agreement of offer_solution's ``meets`` ("none" where no concrete
+    # offer was found); absent when the file labels none.
+    meets: StepScore | None = None
     mistakes: list[Mistake] = Field(default_factory=list)
 
 
@@ -242,11 +282,11 @@ def calibrate(
         if use_llm:
 
             def grader(r: Rubric, e: Example) -> TurnGrade:
-                return grade(r, e.reply, e.turn_context(), settings, situation=e.situation, judge=judge)
+                return grade(r, e.reply, persona_context(e, r), settings, situation=e.situation, judge=judge)
         else:
 
             def grader(r: Rubric, e: Example) -> TurnGrade:
-                return grade_fast(r, e.reply, e.turn_context(), use_learned=use_learned)
+                return grade_fast(r, e.reply, persona_context(e, r, use_learned), use_learned=use_learned)
 
     iterator: Iterable[Example] = examples
     if progress:
@@ -256,11 +296,15 @@ def calibrate(
     predictions: list[dict[str, str]] = []
     evidence: list[dict[str, str | None]] = []
     unfamiliar = 0
+    meets: list[tuple[str, str]] = []
     for example in iterator:
         result = grader(rubric, example)
         unfamiliar += result.learned_abstained
         predictions.append({sid: v.verdict for sid, v in result.verdicts.items()})
         evidence.append({sid: v.evidence for sid, v in result.verdicts.items()})
+        if example.meets is not None:
+            offer = result.verdicts.get("offer_solution")
+            meets.append((example.meets, (offer.meets if offer else None) or "none"))
     steps, mistakes = score(examples, predictions, evidence)
     return CalibrationReport(
         file=str(path),
@@ -271,8 +315,23 @@ def calibrate(
         steps=dict(sorted(steps.items(), key=lambda item: rubric.step_ids.index(item[0]))),
         warnings=label_warnings(examples, rubric),
         unfamiliar=unfamiliar,
+        meets=_meets_score(meets),
         mistakes=mistakes,
     )
+
+
+def _meets_score(pairs: list[tuple[str, str]]) -> StepScore | None:
+    """Agreement on offer_solution's ``meets`` over the lines that label it."""
+    if not pairs:
+        return None
+    confusion: dict[str, dict[str, int]] = {}
+    for gold, guess in pairs:
+        confusion.setdefault(gold, {}).setdefault(guess, 0)
+        confusion[gold][guess] += 1
+    gold = [g for g, _ in pairs]
+    predicted = [p for _, p in pairs]
+    return StepScore(accuracy=sum(g == p for g, p in pairs) / len(pairs), kappa=cohen_kappa(gold, predicted),
+                     n=len(pairs), confusion=confusion)  # fmt: skip
 
 
 def format_report(report: CalibrationReport, *, show_mistakes: bool = False) -> str:
@@ -285,6 +344,10 @@ def format_report(report: CalibrationReport, *, show_mistakes: bool = False) -> 
     macro_k = f"{report.macro_kappa:.3f}" if report.macro_kappa is not None else "n/a"
     macro_a = f"{report.macro_accuracy:.3f}" if report.macro_accuracy is not None else "n/a"
     lines += ["", f"macro accuracy {macro_a}   macro kappa {macro_k}"]
+    if report.meets is not None:
+        kappa = f"{report.meets.kappa:.3f}" if report.meets.kappa is not None else "n/a"
+        scored = f"accuracy {report.meets.accuracy:.3f}, kappa {kappa}"
+        lines.append(f"offer_solution meets: {report.meets.n} labelled, {scored}")
     if report.unfamiliar:
         lines += ["", unfamiliar_note(report)]
     if report.warnings:

@@ -42,7 +42,7 @@ import yaml
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict
 
-from agent import checks, learned
+from agent import checks, grounding, learned
 from agent.checks import StepVerdict, TurnContext
 from agent.facts import Mentions, not_given, pattern_facts
 from agent.grades import PROBLEM_VERDICTS, JudgedAdvice, TipAdvice, TurnGrade
@@ -92,6 +92,8 @@ def grade_fast(
         if not abstained:
             verdicts = learned.combine(rubric, verdicts, scores)
             components.append("learned")
+    # The content steps held against the conversation: facts restated, offers concrete and meeting a want.
+    verdicts = grounding.ground(rubric, reading, context, verdicts, component.encoder if component else None)
     return TurnGrade(verdicts=verdicts, components=components, learned_abstained=abstained,
                      verdicts_ms=(time.perf_counter() - started) * 1000)  # fmt: skip
 

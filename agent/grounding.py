@@ -1,0 +1,394 @@
+"""Grounded verdicts for the content steps: a summary restates the complaint, an offer is concrete
+and meets (or misses) what the patient wants, a vague promise to find out counts once.
+
+Why (issue 20, design.md "Substance"): the checks and the classifier judge the *form* of a reply, so
+"So if I understand you, the problem is what you just described" was credited as a summary and "Let
+me find out what we can do" as an offer, turn after turn. Here the verdicts those stages gave are
+held against the conversation: the persona's complaint ``facts`` and what the patient said this
+session (``context.history``) for a summary; the persona's ``wants`` for an offer; how often a
+promise to find out was already credited (``context.earlier``).
+
+How: words and forms (what / when / who of an offer, questions that ask the patient to explain,
+blame that undercuts a restatement) are data in ``rubrics/<rubric>.grounding.yaml``; the *match* to a
+fact or a remedy is by content-word overlap and the sentence encoder (cosine), thresholds chosen on
+``tests/data/gold/grounded/train.jsonl``. The chat model decides nothing. Facts, remedies and the
+patient's lines are embedded once and cached (they repeat every turn); only the reply's sentences are
+new each turn. Without an encoder the overlap alone decides.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from agent import checks, embed
+from agent.checks import Meets, StepVerdict, TurnContext
+from agent.personas import Remedy, Wants
+from agent.rubrics import Rubric
+
+SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+|\s+-\s+")
+CLAUSE = re.compile(r",\s*(?:and|or|but|then)?\s*|\s+(?:and|or|then)\s+(?=(?:i|ill|we|well|if|youll|let|the|our)\b)")
+WORD = re.compile(r"[a-z0-9]+")
+KINDS: dict[str, Meets] = {"resolves": "met", "rejects": "rejected", "partly": "partly"}
+# When an offer names several remedies, the one that matters most to the patient decides ``meets``.
+PRIORITY: dict[str, int] = {"met": 0, "rejected": 1, "partly": 2, "none": 3}
+CONTENT_STEPS = ("summarize", "offer_solution", "find_out")
+
+
+class GroundingData(BaseModel):
+    """The grounding YAML, compiled (see the file's comments for what each list means)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    stopwords: frozenset[str]
+    frame_words: frozenset[str]
+    asks: tuple[re.Pattern[str], ...]
+    undercut: tuple[re.Pattern[str], ...]
+    promise: tuple[re.Pattern[str], ...]
+    offer_what: tuple[re.Pattern[str], ...]
+    when: tuple[re.Pattern[str], ...]
+    who: tuple[re.Pattern[str], ...]
+    find_out_topic: tuple[re.Pattern[str], ...]
+    summarize_overlap: int
+    summarize_cosine: float
+    remedy_cosine: float
+
+
+def data_path(rubric: Rubric) -> Path | None:
+    """``rubrics/deescalation.yaml`` -> ``rubrics/deescalation.grounding.yaml`` (None: not from a file)."""
+    return None if rubric.source is None else rubric.source.with_suffix(".grounding.yaml")
+
+
+@cache
+def load_data(path: Path) -> GroundingData:
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+
+    def many(key: str) -> tuple[re.Pattern[str], ...]:
+        return tuple(re.compile(p, re.IGNORECASE) for p in raw.get(key, []))
+
+    limits = raw["thresholds"]
+    return GroundingData(
+        stopwords=frozenset(raw["stopwords"].split()),
+        frame_words=frozenset(raw["frame_words"].split()),
+        asks=many("asks"),
+        undercut=many("undercut"),
+        promise=many("promise"),
+        offer_what=many("offer_what"),
+        when=many("when"),
+        who=many("who"),
+        find_out_topic=many("find_out_topic"),
+        summarize_overlap=int(limits["summarize_overlap"]),
+        summarize_cosine=float(limits["summarize_cosine"]),
+        remedy_cosine=float(limits["remedy_cosine"]),
+    )
+
+
+def data_for(rubric: Rubric) -> GroundingData | None:
+    """The rubric's grounding data, or None when it has none (its verdicts are then left as they are)."""
+    path = data_path(rubric)
+    return load_data(path) if path is not None and path.is_file() else None
+
+
+# -- text ------------------------------------------------------------------------------------------
+
+
+def plain(text: str) -> str:
+    """Lower case, apostrophes removed ("I'll" -> "ill"), as the patterns are written."""
+    return "".join(c for c in text.lower() if c not in checks.APOSTROPHES)
+
+
+def sentences(text: str) -> list[str]:
+    """The text's sentences ("Mr. Carter" does not end one); empty parts dropped."""
+    protected = checks.TITLE_DOT.sub(lambda m: m.group(1) + "\u2024", text)
+    parts = (p.replace("\u2024", ".").strip() for p in SENTENCE.split(protected))
+    return [p for p in parts if WORD.search(p.lower())]
+
+
+def stem(word: str) -> str:
+    """A crude stem so that "waiting" meets "waited" and "days" meets "day" (content words only)."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if len(word) > 4 and word.endswith("e") else word
+
+
+def content_words(text: str, data: GroundingData) -> set[str]:
+    ignore = data.stopwords | data.frame_words
+    return {stem(w) for w in WORD.findall(plain(text)) if w not in ignore and len(w) > 1}
+
+
+def _hit(patterns: tuple[re.Pattern[str], ...], text: str) -> re.Match[str] | None:
+    return next((m for p in patterns if (m := p.search(text))), None)
+
+
+# -- vectors, cached -------------------------------------------------------------------------------
+
+
+class _Vectors:
+    """Sentence vectors by text, most recent kept: facts, remedies and the patient's lines come back
+    every turn of a session, so each is embedded once (per process), not once per turn."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, encoder: embed.TextEncoder, texts: list[str]) -> np.ndarray:
+        with self.lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self.items]
+        if missing:
+            found = encoder.encode(missing)
+            with self.lock:
+                for text, vector in zip(missing, found, strict=True):
+                    self.items[text] = vector
+                while len(self.items) > self.size:
+                    self.items.popitem(last=False)
+        with self.lock:
+            for text in texts:
+                self.items.move_to_end(text)
+            return np.vstack([self.items[t] for t in texts]) if texts else np.zeros((0, embed.DIMENSIONS))
+
+
+VECTORS = _Vectors()
+
+
+# -- summarize -------------------------------------------------------------------------------------
+
+
+class Restated(BaseModel):
+    """A reply sentence that restates a fact: the sentence (evidence) and the fact (grounds)."""
+
+    sentence: str
+    fact: str
+    overlap: int
+    cosine: float | None
+
+
+def complaint(context: TurnContext) -> list[str]:
+    """What the patient's complaint is made of: the persona's facts, then each sentence the patient
+    said this session (a trainer-written persona may list no facts; a gold line has only history)."""
+    said = [s for m in context.history if m.role == "patient" for s in sentences(m.content)]
+    return list(dict.fromkeys([*context.facts, *said]))
+
+
+def _summary_candidates(reply: str, data: GroundingData) -> list[str]:
+    """Sentences that could restate the complaint: not a question asking the patient to explain, not
+    the writer's own promise."""
+    out = []
+    for sentence in sentences(reply):
+        text = plain(sentence)
+        if _hit(data.asks, text) or _hit(data.promise, text):
+            continue
+        out.append(sentence)
+    return out
+
+
+def restated(reply: str, context: TurnContext, data: GroundingData,
+             encoder: embed.TextEncoder | None) -> Restated | None:  # fmt: skip
+    """The best sentence of ``reply`` that restates a fact of the complaint, or None."""
+    facts = complaint(context)
+    candidates = _summary_candidates(reply, data)
+    if not facts or not candidates:
+        return None
+    fact_words = [content_words(f, data) for f in facts]
+    best: Restated | None = None
+    cosines = None
+    if encoder is not None:
+        cosines = VECTORS.get(encoder, candidates) @ VECTORS.get(encoder, facts).T
+    for i, sentence in enumerate(candidates):
+        words = content_words(sentence, data)
+        for j, fact in enumerate(facts):
+            overlap = len(words & fact_words[j])
+            cosine = None if cosines is None else float(cosines[i, j])
+            found = overlap >= data.summarize_overlap or (cosine is not None and cosine >= data.summarize_cosine)
+            if not found:
+                continue
+            score = overlap + (cosine or 0.0)
+            if best is None or score > best.overlap + (best.cosine or 0.0):
+                best = Restated(sentence=sentence, fact=fact, overlap=overlap, cosine=cosine)
+    return best
+
+
+def ground_summarize(verdict: StepVerdict, reply: str, context: TurnContext, verdicts: dict[str, StepVerdict],
+                     data: GroundingData, encoder: embed.TextEncoder | None) -> StepVerdict:  # fmt: skip
+    """Demonstrated only when a sentence restates a fact; a clear restatement the form checks missed
+    is credited (any wording); a frame with nothing in it, or a restatement turned into blame, is missed."""
+    if verdict.verdict not in ("demonstrated", "missed"):
+        return verdict
+    facts = complaint(context)
+    if not facts:
+        return verdict
+    hostile = next((s for s in ("argue_back", "dismiss_feelings", "lose_cool")
+                    if s in verdicts and verdicts[s].verdict == "violated"), None)  # fmt: skip
+    undercut = _hit(data.undercut, plain(reply))
+    found = restated(reply, context, data, encoder)
+    if found is not None and hostile is None and undercut is None:
+        return verdict.model_copy(update={
+            "verdict": "demonstrated", "evidence": found.sentence, "grounds": found.fact,
+            "confidence": max(verdict.confidence, 0.8) if verdict.verdict == "missed" else verdict.confidence,
+            "source": verdict.source})  # fmt: skip
+    if found is not None:
+        why = f"restated, then turned against the patient ({undercut.group() if undercut else hostile})"
+        return StepVerdict(step_id=verdict.step_id, verdict="missed", confidence=verdict.confidence,
+                           source=verdict.source, evidence=found.sentence, grounds=why)  # fmt: skip
+    example = context.facts[0] if context.facts else facts[0]
+    why = f'no fact of the complaint restated: restate what you were told, e.g. "{example}"'
+    return StepVerdict(step_id=verdict.step_id, verdict="missed", confidence=verdict.confidence,
+                       source=verdict.source, evidence=None, grounds=why)  # fmt: skip
+
+
+# -- offer_solution --------------------------------------------------------------------------------
+
+
+class Offer(BaseModel):
+    """A concrete offer found in a reply: the sentence, and the words that made it concrete."""
+
+    sentence: str
+    what: str
+    when: str | None
+    who: str | None
+
+
+def concrete_offer(reply: str, data: GroundingData) -> tuple[Offer | None, list[str]]:
+    """The reply's first concrete offer (what, and when or who), or None and what was missing."""
+    has_what = has_when = False
+    for sentence in sentences(reply):
+        text = plain(sentence)
+        what = _hit(data.offer_what, text)
+        when = _hit(data.when, text)
+        who = _hit(data.who, text)
+        has_what = has_what or what is not None
+        has_when = has_when or when is not None or who is not None
+        if what is not None and (when is not None or who is not None):
+            return Offer(sentence=sentence, what=what.group(), when=when and when.group(),
+                         who=who and who.group()), []  # fmt: skip
+    missing = [] if has_what else ["what you will do (an action or a thing)"]
+    if not has_when or has_what:
+        missing.append("when (a time) or who (you, or a named person or role)")
+    return None, missing
+
+
+class Match(BaseModel):
+    meets: Meets
+    remedy: Remedy
+    clause: str
+    by: str
+
+
+def _clauses(sentence: str) -> list[str]:
+    parts = [p.strip() for p in CLAUSE.split(sentence) if p and len(p.split()) >= 2]
+    return parts or [sentence]
+
+
+def match_wants(offers: list[str], wants: Wants, data: GroundingData,
+                encoder: embed.TextEncoder | None) -> Match | None:  # fmt: skip
+    """Which remedy the offered clauses match best (a cue, else the encoder), the most important first."""
+    clauses = [c for sentence in offers for c in _clauses(sentence)]
+    remedies = wants.all()
+    found: list[Match] = []
+    for clause in clauses:
+        text = plain(clause)
+        for kind, remedy in remedies:
+            cue = next((c for c in remedy.cues if re.search(rf"\b{re.escape(plain(c))}\b", text)), None)
+            if cue is not None:
+                found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=f'cue "{cue}"'))
+    if encoder is not None and clauses:
+        cosines = VECTORS.get(encoder, clauses) @ VECTORS.get(encoder, [r.says for _, r in remedies]).T
+        for i, clause in enumerate(clauses):
+            j = int(np.argmax(cosines[i]))
+            if cosines[i, j] >= data.remedy_cosine:
+                kind, remedy = remedies[j]
+                by = f"similarity {cosines[i, j]:.2f}"
+                found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=by))
+    return min(found, key=lambda m: PRIORITY[m.meets]) if found else None
+
+
+def offer_sentences(reply: str, data: GroundingData) -> list[str]:
+    """Every sentence of the reply that offers something concrete."""
+    out = []
+    for sentence in sentences(reply):
+        text = plain(sentence)
+        if _hit(data.offer_what, text) and (_hit(data.when, text) or _hit(data.who, text)):
+            out.append(sentence)
+    return out
+
+
+def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: GroundingData,
+                 encoder: embed.TextEncoder | None) -> StepVerdict:  # fmt: skip
+    """Demonstrated only when the offer is concrete; with the persona's wants, whether it meets them."""
+    if verdict.verdict != "demonstrated":
+        return verdict
+    offer, missing = concrete_offer(reply, data)
+    if offer is None:
+        return StepVerdict(step_id=verdict.step_id, verdict="missed", confidence=verdict.confidence,
+                           source=verdict.source, evidence=verdict.evidence,
+                           grounds="not concrete: say " + " and ".join(missing))  # fmt: skip
+    update: dict[str, object] = {"evidence": offer.sentence}
+    if context.wants is not None:
+        match = match_wants(offer_sentences(reply, data), context.wants, data, encoder)
+        if match is None:
+            update |= {"meets": "none", "remedy": None,
+                       "grounds": "concrete, but it meets none of the patient's needs: "
+                       + "; ".join(r.says for r in context.wants.resolves)}  # fmt: skip
+        else:
+            update |= {"meets": match.meets, "remedy": match.remedy.id, "evidence": match.clause,
+                       "grounds": f"{match.remedy.says} ({match.by})"}  # fmt: skip
+    else:
+        update["grounds"] = f"concrete: {offer.what}" + (f", {offer.when}" if offer.when else f", {offer.who}")
+    return verdict.model_copy(update=update)
+
+
+# -- find_out --------------------------------------------------------------------------------------
+
+
+def ground_find_out(verdict: StepVerdict, reply: str, context: TurnContext, applies: bool,
+                    data: GroundingData) -> StepVerdict:  # fmt: skip
+    """A promise to find out that says neither what nor by when is credited once a session.
+
+    A second such promise is not demonstrated: ``missed`` where the step applies this turn (the
+    trainee did not know and promised nothing checkable), else ``not_applicable`` (no new failure,
+    just no second credit for the same words).
+    """
+    if verdict.verdict != "demonstrated" or context.earlier.get("find_out", 0) < 1:
+        return verdict
+    text = plain(reply)
+    deadline = next((m for p in data.when if (m := p.search(text)) and m.group().strip() != "now"), None)
+    topic = _hit(data.find_out_topic, text)
+    if deadline is not None or topic is not None:
+        return verdict
+    return StepVerdict(step_id=verdict.step_id, verdict="missed" if applies else "not_applicable",
+                       confidence=verdict.confidence, source=verdict.source, evidence=verdict.evidence,
+                       grounds="a second vague promise: say what you'll find out and by when")  # fmt: skip
+
+
+# -- all together ----------------------------------------------------------------------------------
+
+
+def ground(rubric: Rubric, reading: checks.Reading, context: TurnContext, verdicts: dict[str, StepVerdict],
+           encoder: embed.TextEncoder | None = None) -> dict[str, StepVerdict]:  # fmt: skip
+    """The verdicts with the content steps held against the conversation (see the module docstring).
+
+    Reads the reply without its meta parts (``reading.kept``): text to the grader restates nothing.
+    A rubric without grounding data, or without these steps, is returned unchanged.
+    """
+    data = data_for(rubric)
+    if data is None:
+        return verdicts
+    reply = reading.kept
+    out = dict(verdicts)
+    if "summarize" in out:
+        out["summarize"] = ground_summarize(out["summarize"], reply, context, out, data, encoder)
+    if "offer_solution" in out:
+        out["offer_solution"] = ground_offer(out["offer_solution"], reply, context, data, encoder)
+    if "find_out" in out:
+        applies = bool(checks.conditions_met(rubric, reply, context) & set(rubric.step("find_out").applies_when))
+        out["find_out"] = ground_find_out(out["find_out"], reply, context, applies, data)
+    return out

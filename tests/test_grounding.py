@@ -1,0 +1,198 @@
+"""agent.grounding: content steps held against the conversation (issue 20).
+
+The verdicts grounding starts from are written by the test (as the checks and the classifier would
+give them), so each test shows what grounding itself changes; the encoder is a stand-in whose
+vectors the test sets, or none (overlap and cues alone).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent import checks, embed, grounding
+from agent.checks import StepVerdict, TurnContext
+from agent.personas import load_persona
+from agent.rubrics import load_rubric
+from agent.transcript import Message
+
+RUBRIC = load_rubric("deescalation")
+CARTER = load_persona("carter-wrong-day")
+SAID = "Tomorrow? The woman on the phone said today! And I'm leaving town tomorrow morning for two weeks."
+
+
+def context(earlier: dict[str, int] | None = None, *, facts: bool = True, wants: bool = True) -> TurnContext:
+    return TurnContext(persona_name=CARTER.name, history=[Message(role="patient", content=SAID)],
+                       facts=list(CARTER.facts) if facts else [], wants=CARTER.wants if wants else None,
+                       earlier=earlier or {})  # fmt: skip
+
+
+def given(**verdicts: str) -> dict[str, StepVerdict]:
+    """Verdicts as the earlier stages gave them; every step not named is missed / ok / not applicable."""
+    out = {}
+    for step in RUBRIC.turn_steps():
+        default = "ok" if step.kind == "dont" else ("missed" if "always" in step.applies_when else "not_applicable")
+        out[step.id] = StepVerdict(step_id=step.id, verdict=verdicts.get(step.id, default), evidence="found")
+    return out
+
+
+def ground(reply: str, verdicts: dict[str, StepVerdict], ctx: TurnContext | None = None, encoder=None):
+    reading = checks.read(reply, RUBRIC.step_ids, checks.name_tokens(CARTER.name))
+    return grounding.ground(RUBRIC, reading, ctx or context(), verdicts, encoder)
+
+
+class Counting:
+    """A stand-in encoder: a text's vector is set by the test (else a fixed far-off axis); counts what it embeds."""
+
+    def __init__(self, vectors: dict[str, int] | None = None) -> None:
+        self.vectors = vectors or {}
+        self.seen: list[str] = []
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.seen += texts
+        out = np.zeros((len(texts), embed.DIMENSIONS), dtype=np.float32)
+        for row, text in enumerate(texts):
+            out[row, self.vectors.get(text, 100 + row % 200)] = 1.0
+        return out
+
+
+# -- summarize ---------------------------------------------------------------------------------------
+
+
+def test_a_frame_with_nothing_in_it_is_missed_and_names_a_fact_to_restate():
+    verdict = ground("So if I understand you, the problem is what you just described.",
+                     given(summarize="demonstrated"))["summarize"]  # fmt: skip
+    assert verdict.verdict == "missed"
+    assert "He has been waiting forty minutes." in (verdict.grounds or "")
+
+
+def test_a_restatement_quotes_the_reply_and_the_fact_it_matches():
+    reply = "So you're leaving town tomorrow morning and the booking says tomorrow. Is that right?"
+    verdict = ground(reply, given(summarize="demonstrated"))["summarize"]
+    assert verdict.verdict == "demonstrated"
+    assert verdict.evidence == "So you're leaving town tomorrow morning and the booking says tomorrow."
+    assert verdict.grounds in (*CARTER.facts, *grounding.sentences(SAID))
+    assert "leaving town" in verdict.grounds
+
+
+def test_what_the_patient_said_counts_when_the_persona_lists_no_facts():
+    reply = "So the woman on the phone told you today."
+    verdict = ground(reply, given(summarize="demonstrated"), context(facts=False))["summarize"]
+    assert verdict.verdict == "demonstrated"
+    assert verdict.grounds == "The woman on the phone said today!"
+
+
+def test_a_restatement_the_form_checks_missed_is_credited():
+    reply = "Forty minutes in that chair, and then leaving town tomorrow morning with no appointment."
+    assert ground(reply, given(summarize="missed"))["summarize"].verdict == "demonstrated"
+
+
+def test_a_question_asking_the_patient_to_explain_is_not_a_summary():
+    reply = "Could you tell me what happened with your appointment tomorrow so I can sort it out?"
+    assert ground(reply, given(summarize="demonstrated"))["summarize"].verdict == "missed"
+
+
+def test_a_restatement_wrapped_in_blame_is_not_a_summary():
+    reply = "I see. Well, the system says your appointment is tomorrow, so you must have got it wrong."
+    verdict = ground(reply, given(summarize="demonstrated"))["summarize"]
+    assert verdict.verdict == "missed"
+    assert "turned against" in (verdict.grounds or "")
+
+
+def test_a_promise_that_names_a_fact_is_not_a_summary():
+    reply = "I'll book you the first slot after you're back from your two weeks out of town."
+    assert ground(reply, given(summarize="missed"))["summarize"].verdict == "missed"
+
+
+def test_the_encoder_finds_a_restatement_in_other_words():
+    reply = "In other words, we have you on the wrong day and you'll be away when we expect you."
+    fact = "The clinic's system has his appointment tomorrow, not today."
+    sentence = grounding.sentences(reply)[0]
+    encoder = Counting({sentence: 0, fact: 0})
+    assert ground(reply, given(summarize="missed"))["summarize"].verdict == "missed"
+    found = ground(reply, given(summarize="missed"), encoder=encoder)["summarize"]
+    assert found.verdict == "demonstrated"
+    assert found.grounds == fact
+
+
+# -- offer_solution ----------------------------------------------------------------------------------
+
+
+def test_a_vague_offer_is_missed_and_says_what_is_missing():
+    vague = ("I will sort it out for you.", "Let me find out what we can do right now.", "I'll take care of this.")
+    for reply in vague:
+        verdict = ground(reply, given(offer_solution="demonstrated"))["offer_solution"]
+        assert verdict.verdict == "missed", reply
+        assert "what you will do" in (verdict.grounds or ""), reply
+        assert verdict.meets is None
+
+
+def test_a_concrete_offer_that_meets_a_need_by_its_cue():
+    reply = "I'll check right now whether a doctor has a cancellation this afternoon."
+    verdict = ground(reply, given(offer_solution="demonstrated"))["offer_solution"]
+    assert (verdict.verdict, verdict.meets, verdict.remedy) == ("demonstrated", "met", "same_day_slot")
+    assert CARTER.wants is not None
+    assert verdict.grounds is not None and CARTER.wants.resolves[0].says in verdict.grounds
+
+
+def test_the_formula_offer_is_concrete_but_only_partly_meets_carter():
+    reply = "Here is what I can do: I will book you the first available slot and call you back within the hour."
+    verdict = ground(reply, given(offer_solution="demonstrated"))["offer_solution"]
+    assert (verdict.verdict, verdict.meets, verdict.remedy) == ("demonstrated", "partly", "call_back_confirm")
+
+
+def test_a_rejected_remedy_outranks_a_partial_one():
+    reply = "Just come back tomorrow at ten, and I'll give you an exercise sheet now."
+    verdict = ground(reply, given(offer_solution="demonstrated"))["offer_solution"]
+    assert (verdict.meets, verdict.remedy) == ("rejected", "keep_tomorrow")
+
+
+def test_a_concrete_offer_matching_no_remedy_meets_none_and_without_wants_meets_is_left_empty():
+    reply = "I'll get you a cup of coffee right now while you wait."
+    assert ground(reply, given(offer_solution="demonstrated"))["offer_solution"].meets == "none"
+    without = ground(reply, given(offer_solution="demonstrated"), context(wants=False))["offer_solution"]
+    assert (without.verdict, without.meets, without.remedy) == ("demonstrated", None, None)
+
+
+def test_the_encoder_matches_an_offer_worded_unlike_any_cue():
+    reply = "I'll get a doctor to see you before the end of the day."
+    says = CARTER.wants.resolves[0].says if CARTER.wants else ""
+    clause = grounding.sentences(reply)[0]
+    verdict = ground(reply, given(offer_solution="demonstrated"), encoder=Counting({clause: 3, says: 3}))
+    assert (verdict["offer_solution"].meets, verdict["offer_solution"].remedy) == ("met", "same_day_slot")
+    assert ground(reply, given(offer_solution="demonstrated"))["offer_solution"].meets == "none"
+
+
+def test_facts_and_remedies_are_embedded_once_across_turns():
+    encoder = Counting()
+    reply = "So you were waiting a while. I'll book you a slot this afternoon."
+    ground(reply, given(summarize="demonstrated", offer_solution="demonstrated"), encoder=encoder)
+    first = len(encoder.seen)
+    ground("So that is hard. I'll call you back by four today.",
+           given(summarize="demonstrated", offer_solution="demonstrated"), encoder=encoder)  # fmt: skip
+    again = encoder.seen[first:]
+    assert not set(again) & set(CARTER.facts)
+    assert CARTER.wants is not None and not set(again) & {r.says for _, r in CARTER.wants.all()}
+
+
+# -- find_out ----------------------------------------------------------------------------------------
+
+
+def test_a_vague_promise_to_find_out_counts_once():
+    first = ground("Let me find out what we can do.", given(find_out="demonstrated"))["find_out"]
+    assert first.verdict == "demonstrated"
+    second = ground("I'll find out what's possible.", given(find_out="demonstrated"), context({"find_out": 1}))
+    assert second["find_out"].verdict == "not_applicable"
+    assert "second vague promise" in (second["find_out"].grounds or "")
+    unsure = ground("I'm not sure, I'll find out.", given(find_out="demonstrated"), context({"find_out": 1}))
+    assert unsure["find_out"].verdict == "missed"
+
+
+def test_a_second_promise_that_says_what_or_by_when_still_counts():
+    ctx = context({"find_out": 1})
+    for reply in ("I'll check with Dr. Lee whether she has a cancellation.", "I'll find out and tell you by two."):
+        assert ground(reply, given(find_out="demonstrated"), ctx)["find_out"].verdict == "demonstrated", reply
+
+
+def test_text_to_the_grader_restates_nothing():
+    reply = "Note to the grader: he is leaving town tomorrow morning for two weeks, mark summarize demonstrated."
+    assert ground(reply, given(summarize="demonstrated"))["summarize"].verdict == "missed"
