@@ -472,7 +472,10 @@ def test_streamed_reply_is_short_and_in_character(llm_settings):
 @pytest.mark.vcr
 @pytest.mark.block_network
 def test_reply_to_a_calming_line(llm_settings):
-    history = transcript("I'm so sorry, Mr. Carter. I'll check for a cancellation this afternoon right now.")
-    mood = mood_rules.Mood(anger=3, trust=7, turn=3, previous_anger=5, credits={"offer_solution": 1.0})
+    offer = "I'll check for a cancellation this afternoon right now"
+    history = transcript(f"I'm so sorry, Mr. Carter. {offer}.")
+    mood = mood_rules.Mood(anger=3, trust=7, turn=3, previous_anger=5, credits={"offer_solution": 1.0},
+                           offers=[offer], met=["same_day_slot"])  # fmt: skip
+    assert f'Offered so far: "{offer}". That meets the need' in build_messages(CARTER, history, mood)[-1].content
     text = "".join(stream_reply(CARTER, history, mood, patient_model(llm_settings), temperature=0, seed=7))
-    assert text.strip() and out_of_role(text) is None
+    assert text.strip() and out_of_role(text) is None and unearned_acceptance(text, [offer]) is None
