@@ -121,7 +121,8 @@ ACCEPTS = re.compile(
 )
 # Thanks that are not for an offer: listening, an apology, sarcasm.
 NOT_AN_OFFER = re.compile(
-    r"^(?:nothing|listening|hearing me|your time|your patience|understanding|the apology|apologi[sz]ing|being honest)",
+    r"^(?:nothing|listening|hearing me|your time|your patience|understanding|the apology|apologi[sz]ing|being honest"
+    r"|taking (?:this|it|me) seriously)",
     re.IGNORECASE,
 )
 # Thanks for help in general: earned by any concrete offer, unearned without one.

@@ -191,6 +191,7 @@ UNEARNED = [
 EARNED = [
     ("Thanks for nothing.", []),
     ("Thank you for listening, but I still need a doctor today.", []),
+    ("Thank you for taking this seriously.", []),
     ("That doesn't work for me.", []),
     ("So that works for you?", []),
     ("I'm leaving town tomorrow, so I need a doctor today.", []),
