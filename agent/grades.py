@@ -59,7 +59,8 @@ class TurnGrade(BaseModel):
         return self.advice_ms is not None
 
     def labels(self) -> dict[str, Verdict]:
-        """``{step_id: verdict}``: what :func:`agent.mood.update` consumes."""
+        """``{step_id: verdict}``, the bare labels (to compare or show verdicts); :func:`agent.mood.update`
+        takes the typed :attr:`verdicts`, whose ``meets`` / ``remedy`` / ``evidence`` it needs."""
         return {step_id: v.verdict for step_id, v in self.verdicts.items()}
 
     def problems(self) -> list[str]:

@@ -4,25 +4,38 @@ Why pure: the session, the simulator, the UI replay and the tests all need to re
 trajectory from (persona, verdicts, reply) alone, so ``update`` never reads the clock, the model
 or global state; it returns a new :class:`Mood`.
 
-The rule, per trainee turn:
+The rule, per trainee turn (every factor is a per-persona ``dynamics`` field a trainer tunes):
 
 1. Step credits decay (``dynamics.credit_decay``); a step shown recently still counts for
    endings and words ("feels heard"), and shielding the patient from the "ignored" penalty.
-2. Calm triggers fire on grader verdicts (default ``demonstrated``) or phrases; repeating a step
-   whose credit is still fresh gives less (saying "I understand" every turn wears thin).
-3. Escalate triggers fire on verdicts (default ``violated``) or phrases.
-4. Trust scales both: a trusting patient calms faster and forgives more.
-5. A turn where nothing fires and no credit is fresh adds ``ignored_anger`` (patience wears thin).
-6. The change is bounded per turn (``max_anger_step`` / ``max_trust_step``), then clamped to 0-10.
+2. Calm triggers fire on grader verdicts (default ``demonstrated``) or phrases. The nth time a
+   step is demonstrated in a session it earns ``repeat_factor ** (n - 1)`` of its calm: saying
+   "I understand" every turn wears thin, however many turns lie between.
+3. Substance (design.md, "Substance"), for a persona with ``wants`` and ``thresholds.need_met``:
+   an offer earns its full calm only when it meets a need (``meets == "met"``), ``partly_calm``
+   when it partly does, ``miss_calm`` when it is concrete but misses; a rejected offer calms
+   nothing and adds ``reject_anger``. Until the trainee has restated the complaint (summarize)
+   or offered what meets a need, anger cannot fall more than ``unheard_calm`` below its start:
+   kind words alone do not settle a complaint nobody has engaged with.
+4. Vent first: during the first ``vent_turns`` turns calming works at ``vent_calm`` only (the
+   seeds: let the patient say what is wrong), unless the trainee has already restated it.
+5. Escalate triggers fire on verdicts (default ``violated``) or phrases.
+6. Trust scales both: a trusting patient calms faster and forgives more.
+7. A turn where nothing fires and no credit is fresh adds ``ignored_anger`` (patience wears thin).
+8. The change is bounded per turn (``max_anger_step`` / ``max_trust_step``), then clamped to 0-10.
+
+Without ``wants`` (or with ``need_met: false``) step 3 is off: any demonstrated offer calms fully
+and can resolve, as before personas carried their needs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.checks import StepVerdict
 from agent.personas import Channel, Persona
 
 Outcome = Literal["resolved", "walked_out", "hung_up", "escalated"]
@@ -31,8 +44,10 @@ OUTCOMES: tuple[Outcome, ...] = ("resolved", "walked_out", "hung_up", "escalated
 # Below this a credit is forgotten; at or above FRESH it still shields and counts as "recent".
 FORGET = 0.05
 FRESH = 0.25
-# How much a fresh credit discounts repeating the same step (0.5: a step repeated next turn gives 75%).
-REPEAT_DISCOUNT = 0.5
+# The step whose verdict carries ``meets`` / ``remedy`` / the offer's words (agent.grounding).
+OFFER = "offer_solution"
+# The step that shows the trainee restated the complaint (ends venting, lifts the unheard limit).
+RESTATE = "summarize"
 
 
 class Effect(BaseModel):
@@ -69,10 +84,6 @@ def initial(persona: Persona) -> Mood:
     return Mood(anger=persona.anger, trust=persona.trust)
 
 
-def _verdict_name(value: Any) -> str:
-    return str(getattr(value, "verdict", value))
-
-
 def _normalise(text: str) -> str:
     return " ".join(text.casefold().replace("\u2019", "'").split())
 
@@ -81,18 +92,57 @@ def _clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
 
 
+def needs_rule(persona: Persona) -> bool:
+    """Whether this persona's mood is held to its wants (resolution needs an offer that meets one)."""
+    return persona.wants is not None and persona.thresholds.need_met
+
+
+def need_met(mood: Mood, persona: Persona) -> bool:
+    """An offer in this session met one of the persona's ``wants.resolves`` (by remedy id)."""
+    return _resolving(mood.met, persona)
+
+
+def _resolving(remedies: list[str], persona: Persona) -> bool:
+    wants = persona.wants
+    return wants is not None and any(wants.kind_of(remedy) == "resolves" for remedy in remedies)
+
+
+def _offer_share(verdict: StepVerdict | None, persona: Persona) -> float:
+    """The share of the offer's calm it earns: 1 without the needs rule; else by ``meets``
+    (``None``, an offer the grader did not match to the wants, counts as a miss)."""
+    if not needs_rule(persona) or verdict is None or verdict.meets == "met":
+        return 1.0
+    dyn = persona.dynamics
+    return {"partly": dyn.partly_calm, "rejected": 0.0}.get(verdict.meets or "none", dyn.miss_calm)
+
+
 def update(
     mood: Mood,
-    verdicts: Mapping[str, Any],
+    verdicts: Mapping[str, StepVerdict],
     persona: Persona,
     reply_text: str = "",
 ) -> Mood:
-    """The mood after one trainee turn. ``verdicts``: step id -> verdict string (or StepVerdict)."""
+    """The mood after one trainee turn (``verdicts``: step id -> the grader's verdict)."""
     dyn = persona.dynamics
-    names = {step: _verdict_name(v) for step, v in verdicts.items()}
+    names = {step: v.verdict for step, v in verdicts.items()}
+    shown = {step for step, name in names.items() if name == "demonstrated"}
+    counts = dict(mood.counts)
+    for step in shown:
+        counts[step] = counts.get(step, 0) + 1
+    offer = verdicts.get(OFFER)
+    held = needs_rule(persona)
     text = _normalise(reply_text)
     before = {step: credit * dyn.credit_decay for step, credit in mood.credits.items()}
     credits = {step: credit for step, credit in before.items() if credit >= FORGET}
+    offers, met = list(mood.offers), list(mood.met)
+    if offer is not None and offer.verdict == "demonstrated" and offer.evidence and offer.evidence not in offers:
+        offers.append(offer.evidence)
+    # Only what was offered counts (a demonstrated, concrete offer), and a refusal the patient heard.
+    heard = offer is not None and (offer.verdict == "demonstrated" or offer.meets == "rejected")
+    if heard and offer.remedy and offer.remedy not in met:
+        met.append(offer.remedy)
+    restated = counts.get(RESTATE, 0) > 0
+    venting = mood.turn < dyn.vent_turns and not restated
 
     effects: list[Effect] = []
     calm_anger = calm_trust = esc_anger = esc_trust = 0.0
@@ -100,13 +150,19 @@ def update(
         if trigger.step is not None:
             if names.get(trigger.step) not in (trigger.when or ["demonstrated"]):
                 continue
-            scale = 1.0 - REPEAT_DISCOUNT * before.get(trigger.step, 0.0)
+            scale = dyn.repeat_factor ** max(counts.get(trigger.step, 1) - 1, 0)
+            if trigger.step == OFFER:
+                scale *= _offer_share(offer, persona)
+            if scale <= 0:
+                continue
             credits[trigger.step] = 1.0
             source = f"step:{trigger.step}"
         else:
             if _normalise(trigger.phrase or "") not in text:
                 continue
             scale, source = 1.0, f"phrase:{trigger.phrase}"
+        if venting:
+            scale *= dyn.vent_calm
         calm_anger += trigger.anger * scale
         calm_trust += trigger.trust * scale
         effects.append(Effect(source=source, anger=-trigger.anger * scale, trust=trigger.trust * scale))
@@ -122,6 +178,10 @@ def update(
         esc_anger += trigger.anger
         esc_trust += trigger.trust
         effects.append(Effect(source=source, anger=trigger.anger, trust=-trigger.trust))
+    if held and offer is not None and offer.meets == "rejected":
+        esc_anger += dyn.reject_anger
+        esc_trust += dyn.reject_trust
+        effects.append(Effect(source="offer:rejected", anger=dyn.reject_anger, trust=-dyn.reject_trust))
 
     # Trust 5 is neutral; at 0 calming works at 60% and provocations hit 130%, at 10 the reverse.
     calm_anger *= 0.6 + 0.08 * mood.trust
@@ -133,7 +193,11 @@ def update(
 
     d_anger = _clamp(esc_anger + ignored - calm_anger, -dyn.max_anger_step, dyn.max_anger_step)
     d_trust = _clamp(calm_trust - esc_trust, -dyn.max_trust_step, dyn.max_trust_step)
-    anger = round(_clamp(mood.anger + d_anger, 0, 10), 2)
+    anger = _clamp(mood.anger + d_anger, 0, 10)
+    if held and not restated and not _resolving(met, persona):
+        # Nobody has engaged with the complaint yet: form alone calms at most unheard_calm.
+        anger = max(anger, min(mood.anger, persona.anger - dyn.unheard_calm))
+    anger = round(anger, 2)
     trust = round(_clamp(mood.trust + d_trust, 0, 10), 2)
     hot = mood.hot_turns + 1 if anger >= persona.thresholds.leave_anger else 0
     return Mood(
@@ -144,6 +208,9 @@ def update(
         hot_turns=hot,
         previous_anger=mood.anger,
         effects=effects,
+        counts=dict(sorted(counts.items())),
+        offers=offers,
+        met=met,
     )
 
 
@@ -158,7 +225,10 @@ def outcome(mood: Mood, persona: Persona) -> Outcome | None:
     * escalated: the trainee brought in a manager (``involve_manager`` shown this turn) while the
       patient is still at or above ``escalate_anger``: the manager takes over.
     * resolved: calm enough, trusting enough, a solution step is recent (the offer accepted), and
-      at least ``min_turns`` turns passed (the seeds: let the patient vent before resolving).
+      at least ``min_turns`` turns passed (the seeds: let the patient vent before resolving). For a
+      persona held to its wants (:func:`needs_rule`), an offer in this session must also have met
+      one of ``wants.resolves`` (:func:`need_met`): only a met offer, partly-remedies calm but never
+      settle it, and a rejected or missing offer earns no fresh solution credit at all.
     * walked_out / hung_up: anger stayed at ``leave_anger`` for ``leave_after`` turns, or the
       patient ran out of patience (``max_turns``).
     """
@@ -168,6 +238,8 @@ def outcome(mood: Mood, persona: Persona) -> Outcome | None:
     if mood.credits.get("involve_manager", 0.0) >= 1.0 and mood.anger >= limits.escalate_anger:
         return "escalated"
     solution = any(mood.credits.get(step, 0.0) >= FRESH for step in limits.resolution_steps)
+    if needs_rule(persona):
+        solution = solution and need_met(mood, persona)
     calm = mood.anger <= limits.resolve_anger and mood.trust >= limits.resolve_trust
     if calm and solution and mood.turn >= limits.min_turns:
         return "resolved"

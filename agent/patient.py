@@ -144,10 +144,56 @@ def _staff_phrase(persona: Persona) -> str:
     }[persona.channel]
 
 
+@cache
+def _substance() -> dict[str, str]:
+    pairs = (line.split(":", 1) for line in prompt("substance").splitlines() if line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+# A quoted offer keeps this many words: enough to name what, and when or who.
+OFFER_WORDS = 16
+# The most recent offers the direction quotes (older ones are still in the transcript above).
+OFFERS_SHOWN = 2
+
+
+def quote_offer(text: str, persona: Persona) -> str:
+    """The trainee's offer as a harmless quotation inside a stage direction.
+
+    Trainee text is hostile: besides :func:`agent.neutral.prompt_text` (control tokens, this
+    conversation's speaker labels, line breaks), brackets could close the direction or open a new
+    one, a double quote could end the quotation, and any ``Word:`` could pass for a speaker tag or
+    a heading ("Note: Mr. Carter thanks her"); so brackets and colons become plain punctuation,
+    double quotes single ones, and the offer is cut to :data:`OFFER_WORDS` words.
+    """
+    text = prompt_text(text, _speakers(persona))
+    text = re.sub(r"[\[\]{}<>]", " ", text).replace(":", " -").replace('"', "'").replace("\u201c", "'")
+    words = text.replace("\u201d", "'").split()
+    cut = " ".join(words[:OFFER_WORDS]).strip(" -")
+    return f'"{cut}..."' if len(words) > OFFER_WORDS else f'"{cut}"'
+
+
+def substance(persona: Persona, mood: Mood) -> str:
+    """What the trainee has actually offered so far (quoted) or that nothing concrete has been, and
+    the persona's needs still open (``wants.resolves`` not met yet): so the patient holds on to its
+    complaint, pushes back on vague promises and cannot thank anyone for what was never said."""
+    lines = _substance()
+    offers = [quote_offer(offer, persona) for offer in mood.offers[-OFFERS_SHOWN:]]
+    parts = [lines["offered"].format(offers="; ".join(offers)) if offers else lines["nothing"]]
+    wants = persona.wants
+    if wants is not None:
+        if any(wants.kind_of(remedy) == "resolves" for remedy in mood.met):
+            parts.append(lines["met"])
+        else:
+            parts.append(lines["open"].format(needs="; or ".join(r.says for r in wants.resolves)))
+    return ". ".join(parts)
+
+
 def direction(persona: Persona, mood: Mood, ending: Outcome | None = None) -> str:
-    """The stage direction for the patient's next line: the mood in words, or how the session ends."""
+    """The stage direction for the patient's next line: the mood in words, or how the session ends,
+    then what was offered and what is still open (:func:`substance`)."""
     fields = _fields(persona, mood)
-    return fields["mood"] if ending is None else _endings()[ending].format(**fields)
+    said = fields["mood"] if ending is None else _endings()[ending].format(**fields)
+    return f"{said}. {substance(persona, mood)}"
 
 
 def _cue(persona: Persona, text: str) -> str:
@@ -340,7 +386,8 @@ def problem(sentence: str, context: Context, *, first: bool) -> str | None:
 
     Out of role (:func:`out_of_role`: staff, coach, AI, prompt words), the staff member's line
     (:func:`speaks_to_self`), prompt text read out (:func:`copied_field`), a number or time the
-    persona does not know (:func:`invented`), thanks for a reply that calmed nothing, and, for
+    persona does not know (:func:`invented`), thanks for or acceptance of an offer the trainee did
+    not make (:func:`unearned_acceptance`), thanks for a reply that calmed nothing, and, for
     the first sentence of a reply, an earlier line said again (:func:`said_before`).
     """
     persona = context.persona
@@ -355,10 +402,75 @@ def problem(sentence: str, context: Context, *, first: bool) -> str | None:
     made_up = invented(sentence, persona, context.said)
     if made_up:
         return f"invents {', '.join(sorted(made_up))}"
+    if context.mood is not None:
+        unearned = unearned_acceptance(sentence, context.mood.offers)
+        if unearned:
+            return f"unearned acceptance: {unearned}"
     if context.mood is not None and THANKS.search(sentence) and not _calmed(persona, context.mood):
         return "thanks staff for nothing"
     if first and said_before(sentence, context.earlier):
         return "said before"
+    return None
+
+
+@cache
+def _acceptance() -> dict[str, tuple[re.Pattern[str], ...]]:
+    """The sections of ``patient_acceptance.txt``: name -> compiled patterns."""
+    sections: dict[str, list[re.Pattern[str]]] = {}
+    current = ""
+    for line in prompt("acceptance").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.rstrip().endswith("]"):
+            current = line.strip()[1:-1]
+            sections[current] = []
+        else:
+            sections[current].append(re.compile(line.strip(), re.IGNORECASE))
+    return {name: tuple(patterns) for name, patterns in sections.items()}
+
+
+@cache
+def _common() -> frozenset[str]:
+    """Words too common to tie what a patient thanks for to what was offered ([common] section)."""
+    return frozenset(p.pattern for p in _acceptance()["common"])
+
+
+def _stems(text: str) -> set[str]:
+    """Content words cut to five letters ("checking" and "check", "sessions" and "session" agree)."""
+    return {word[:5] for word in re.findall(r"[a-z]+", text.lower()) if len(word) >= 3 and word not in _common()}
+
+
+def unearned_acceptance(sentence: str, offers: list[str]) -> str | None:
+    """Why ``sentence`` thanks for or accepts an offer the trainee did not make, or None.
+
+    ``offers``: the trainee's concrete offers so far, in their words (:attr:`Mood.offers`). A patient
+    line that thanks for something specific ("Thank you for the make-up session") is unearned
+    unless that thing shares a content word with an offer; one that thanks for help in general
+    ("I appreciate everything you did") or accepts ("That works", "Thank you, I'll call back
+    tomorrow") is unearned while nothing concrete has been offered. Thanks for listening or an
+    apology, sarcasm ("thanks for nothing") and questions are not judged here. The patterns are
+    data: ``agent/prompts/patient_acceptance.txt``.
+    """
+    text = sentence.replace("\u2019", "'").strip()
+    if not text or text.endswith("?"):
+        return None
+    sections = _acceptance()
+    for pattern in sections["thanks_for"]:
+        match = pattern.search(text)
+        if match is None:
+            continue
+        what = match.group("what").strip(" ,")
+        if any(p.search(what) for p in sections["not_an_offer"]):
+            return None
+        if any(p.search(what) for p in sections["generic"]):
+            return None if offers else f'thanks for "{what}" when nothing concrete was offered'
+        if _stems(what) & _stems(" ".join(offers)):
+            return None
+        return f'thanks for "{what}", which was not offered'
+    if not offers:
+        for pattern in sections["accepts"]:
+            if pattern.search(text):
+                return "accepts an offer when nothing concrete was offered"
     return None
 
 

@@ -110,8 +110,8 @@ class Thresholds(_Strict):
     )
     need_met: bool = Field(
         default=True,
-        description="resolve only once an offer met one of the persona's wants.resolves (or partly-remedies "
-        "covering the need); false: any credited resolution step will do (personas without wants)",
+        description="resolve only once an offer met one of the persona's wants.resolves (a partly-remedy calms "
+        "but does not resolve); false, or no wants: any credited resolution step will do",
     )
     max_turns: int = Field(default=12, ge=1, le=50, description="the patient gives up after this many turns")
 
@@ -150,6 +150,31 @@ class Dynamics(_Strict):
         ge=0,
         le=1,
         description="each time a step is repeated in a session it earns this share of what it earned last time",
+    )
+    partly_calm: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="share of an offer's calm earned when it only partly meets the need (wants.partly)",
+    )
+    miss_calm: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="share of an offer's calm earned when it is concrete but meets none of the wants",
+    )
+    reject_anger: float = Field(
+        default=1.0, ge=0, le=5, description="anger an offer the patient rejects (wants.rejects) adds"
+    )
+    reject_trust: float = Field(
+        default=0.5, ge=0, le=5, description="trust an offer the patient rejects (wants.rejects) costs"
+    )
+    unheard_calm: float = Field(
+        default=2.0,
+        ge=0,
+        le=10,
+        description="how far below its start anger can fall before the trainee restated the complaint "
+        "(summarize) or offered what meets a need: kind words alone calm only this much (10: no limit)",
     )
 
 

@@ -263,7 +263,7 @@ def turn_from_record(record: TurnRecord, persona: personas.Persona, session: Ses
     """A stored turn as the pipeline's :class:`Turn` (only on resume)."""
     grade = record.grade or grader.grade_fast(session.rubric, record.trainee_text, session.context())
     before = record.mood_before or session.mood
-    after = record.mood_after or moods.update(before, grade.labels(), persona, record.trainee_text)
+    after = record.mood_after or moods.update(before, grade.verdicts, persona, record.trainee_text)
     answered = record.status == "complete" and record.patient_reply is not None
     return Turn(trainee=record.trainee_text, grade=grade, mood_before=before, mood_after=after,
                 ending=decide_ending(after, persona), patient=record.patient_reply if answered else None)  # fmt: skip

@@ -105,8 +105,11 @@ def ending_reason(kind: Outcome, mood: Mood, persona: Persona) -> str:
     limits = persona.thresholds
     if kind == "resolved":
         accepted = [s for s in limits.resolution_steps if mood.credits.get(s, 0.0) >= mood_rules.FRESH]
+        wants = persona.wants
+        met = [r for r in mood.met if wants is not None and wants.kind_of(r) == "resolves"]
+        need = f" (meets the need: {', '.join(met)})" if mood_rules.needs_rule(persona) and met else ""
         return (f"calm (anger {mood.anger:g} <= {limits.resolve_anger:g}), trusting (trust {mood.trust:g} >= "
-                f"{limits.resolve_trust:g}) and accepted: {', '.join(accepted)}")  # fmt: skip
+                f"{limits.resolve_trust:g}) and accepted: {', '.join(accepted)}{need}")  # fmt: skip
     if kind == "escalated":
         return f"a manager was brought in while anger was {mood.anger:g} (>= {limits.escalate_anger:g})"
     if mood.turn >= limits.max_turns:
@@ -191,7 +194,7 @@ class Session:
             self.discard_unanswered()
         before = self.mood
         grade = grader.grade_fast(self.rubric, text, self.context(), use_learned=self.use_learned)
-        after = mood_rules.update(before, grade.labels(), self.persona, text)
+        after = mood_rules.update(before, grade.verdicts, self.persona, text)
         turn = Turn(trainee=text, grade=grade, mood_before=before, mood_after=after,
                     ending=decide_ending(after, self.persona))  # fmt: skip
         self.turns.append(turn)

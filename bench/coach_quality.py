@@ -201,7 +201,7 @@ def add_turn(session: Session, reply: str, answer: str | None) -> None:
     context = session.context()
     grade = grader.grade_fast(session.rubric, reply, context)
     before = session.mood
-    after = mood_rules.update(before, grade.labels(), session.persona, reply)
+    after = mood_rules.update(before, grade.verdicts, session.persona, reply)
     session.add_played(Turn(trainee=reply, grade=grade, mood_before=before, mood_after=after, patient=answer))
 
 

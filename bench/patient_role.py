@@ -17,6 +17,8 @@ measures in tests/role_checks.py:
 * ``staff_lines``: the line speaks for the clinic (``role_checks.staff_line``);
 * ``invented_facts``: a number, time, duration or named day in the line that is neither in the
   persona's ``facts`` (nor its age or opening line) nor said earlier in the conversation;
+* ``unearned_acceptance``: the line thanks for or accepts an offer the trainee did not make
+  (``role_checks.unearned_acceptance`` against the offers the mood recorded up to that turn);
 * also reported: ``character_breaks`` (``role_checks.NOT_A_PATIENT``), ``leaks`` (prompt text), and
   ``fallback`` (the filter gave up and the persona's fallback line was shown: not a failure).
 
@@ -46,17 +48,29 @@ from tests import role_checks  # noqa: E402
 
 PROBES = Path(__file__).resolve().parent.parent / "tests" / "data" / "role_probe.txt"
 TRAINEES = {"good": "good", "bad": "bad", "probe": str(PROBES)}
-COUNTS = ("verbatim_repeats", "staff_lines", "invented_facts", "character_breaks", "leaks", "fallback")
+COUNTS = (
+    "verbatim_repeats",
+    "staff_lines",
+    "invented_facts",
+    "unearned_acceptance",
+    "character_breaks",
+    "leaks",
+    "fallback",
+)
 
 
-def judge(persona: Persona, said: list[str], earlier: list[str], reply: str, notes: list[str]) -> dict[str, str]:
-    """What is wrong with one patient line: count name -> why (empty when nothing)."""
+def judge(
+    persona: Persona, said: list[str], earlier: list[str], reply: str, notes: list[str], offers: list[str]
+) -> dict[str, str]:
+    """What is wrong with one patient line: count name -> why (empty when nothing); ``offers``: what
+    the trainee concretely offered up to this line."""
     found: dict[str, str] = {}
     if role_checks.repeats(reply, earlier):
         found["verbatim_repeats"] = "said before"
     checks = (
         ("staff_lines", role_checks.staff_line(reply, persona)),
         ("invented_facts", ", ".join(role_checks.invented_facts(reply, persona, said))),
+        ("unearned_acceptance", role_checks.unearned_acceptance(reply, offers)),
         ("character_breaks", role_checks.character_break(reply)),
         ("leaks", role_checks.leak(reply, persona)),
     )
@@ -74,9 +88,9 @@ def play(persona: Persona, trainee: str, args: argparse.Namespace, settings: LLM
     for index, turn in enumerate(session.turns):
         said.append(turn.trainee)
         reply = turn.patient or ""
-        found = judge(persona, said, earlier, reply, turn.notes)
+        found = judge(persona, said, earlier, reply, turn.notes, turn.mood_after.offers)
         lines.append({"turn": index + 1, "trainee": turn.trainee, "patient": reply, "notes": turn.notes,
-                      "found": found})  # fmt: skip
+                      "offers": turn.mood_after.offers, "found": found})  # fmt: skip
         earlier.append(reply)
     return lines
 

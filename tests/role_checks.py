@@ -5,7 +5,8 @@ One place for the measures that ``bench/patient_role.py``, ``bench/redteam.py``,
 everywhere. The patterns are kept apart from ``agent/prompts/patient_out_of_role.txt`` on purpose:
 the filter is judged by lists it does not read (only :func:`invented_facts` uses
 :func:`agent.patient.invented`, the patient's reading of :mod:`agent.facts`, since "a number the
-persona's facts do not give" has one mechanical reading).
+persona's facts do not give" has one mechanical reading; :func:`unearned_acceptance` has its own
+patterns, apart from ``agent/prompts/patient_acceptance.txt``).
 """
 
 from __future__ import annotations
@@ -107,6 +108,56 @@ def leak(reply: str, persona: Persona) -> str | None:
         return hit
     copied = verbatim(reply, persona)
     return f"copies the persona's {copied} ({VERBATIM_WORDS}+ words verbatim)" if copied else None
+
+
+# A patient sentence that thanks for something, with what it thanks for, or accepts an offer.
+THANKED_FOR = re.compile(r"\b(?:thank(?:s| you)|i appreciate)\b[^.!?]*?\bfor (?P<what>[^.!?,;]+)", re.IGNORECASE)
+APPRECIATES = re.compile(r"\bi appreciate (?:everything|all|what) (?:that )?you", re.IGNORECASE)
+ACCEPTS = re.compile(
+    r"\b(?:that|this|it) (?:works|would work|sounds (?:good|great|fine|fair))\b|\bsounds (?:good|great)\b"
+    r"|\bi'?ll take (?:it|that)\b|\b(?:it'?s|that'?s) a deal\b|\bi'?ll wait for your call\b"
+    r"|\b(?:thank you|thanks)\b[^.!?]*\bi'?ll (?:call|come) back\b",
+    re.IGNORECASE,
+)
+# Thanks that are not for an offer: listening, an apology, sarcasm.
+NOT_AN_OFFER = re.compile(
+    r"^(?:nothing|listening|hearing me|your time|your patience|understanding|the apology|apologi[sz]ing|being honest"
+    r"|taking (?:this|it|me) seriously)",
+    re.IGNORECASE,
+)
+# Thanks for help in general: earned by any concrete offer, unearned without one.
+IN_GENERAL = re.compile(r"^(?:your |all (?:your )?|the )?(?:help|assistance|everything|all|it|that|this)\b", re.I)
+_FILLER = set(
+    ["the", "and", "for", "you", "your", "with", "that", "this", "what", "all", "any", "can", "will", "would", "just"]
+)
+
+
+def _content(text: str) -> set[str]:
+    return {w[:5] for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 3 and w not in _FILLER}
+
+
+def unearned_acceptance(reply: str, offers: list[str]) -> str | None:
+    """The sentence of ``reply`` that thanks for or accepts an offer the trainee did not make, or None.
+
+    ``offers``: what the trainee concretely offered so far (``Mood.offers`` after their turn). Thanks
+    for something named ("the make-up session") must share a content word with an offer; thanks for
+    help in general, "I appreciate everything you did" and acceptance ("that works", "thanks, I'll
+    call back tomorrow") need some offer. Questions and thanks for listening or an apology do not count.
+    """
+    offered = _content(" ".join(offers))
+    for sentence in re.split(r"(?<=[.!?])\s+", reply.replace("\u2019", "'")):
+        if not sentence.strip() or sentence.rstrip().endswith("?"):
+            continue
+        match = THANKED_FOR.search(sentence)
+        if match and not NOT_AN_OFFER.search(match.group("what").strip()):
+            what = match.group("what").strip()
+            general = IN_GENERAL.search(what)
+            if (general and not offers) or (not general and not _content(what) & offered):
+                return sentence.strip()
+            continue
+        if not offers and (APPRECIATES.search(sentence) or ACCEPTS.search(sentence)):
+            return sentence.strip()
+    return None
 
 
 def character_break(reply: str) -> str | None:

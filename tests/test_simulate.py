@@ -1,5 +1,6 @@
-"""The persona test bench: every persona calms for a trainee who follows the documented steps and
-boils over for one who argues, the mood follows the checks and the classifier, and (on recorded
+"""The persona test bench: every persona resolves for a trainee who follows the documented steps and
+boils over for one who argues, no persona held to its wants resolves for a content-free formula
+trainee (tests/data/formula_trainees.yaml), the mood follows the checks and the classifier, and (on recorded
 traffic from the real model) the patient never leaves its role.
 
 The mood outcomes run on the fake model (tests/fakes.py): the mood moves only through the verdicts
@@ -14,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent import grader
 from agent import mood as mood_rules
@@ -53,7 +55,7 @@ def assert_mood_follows_the_verdicts(session: Session) -> None:
         assert turn.mood_before == mood, f"turn {index} starts where the last one ended"
         fresh = grader.grade_fast(session.rubric, turn.trainee, session.context(index))
         assert turn.grade.labels() == fresh.labels(), f"turn {index}: {turn.trainee!r}"
-        mood = mood_rules.update(turn.mood_before, fresh.labels(), session.persona, turn.trainee)
+        mood = mood_rules.update(turn.mood_before, fresh.verdicts, session.persona, turn.trainee)
         assert turn.mood_after == mood
     moved_by_steps = [e for t in session.turns for e in t.mood_after.effects if e.source.startswith("step:")]
     assert moved_by_steps, "the mood should move because of step verdicts"
@@ -67,8 +69,27 @@ def test_good_trainee_calms_the_patient(persona_id):
     print(json.dumps(summary))  # figures for the report: pytest -s
     anger = summary["anger"]
     assert anger[0] - anger[-1] >= 4, f"{persona_id}: {anger}"
-    assert summary["outcome"] in ("resolved", "ongoing")
+    assert summary["outcome"] == "resolved", f"{persona_id}: {anger}"
     assert_mood_follows_the_verdicts(session)
+
+
+FORMULAS = yaml.safe_load((Path(__file__).parent / "data" / "formula_trainees.yaml").read_text(encoding="utf-8"))
+# Personas held to their wants (issue 20): every shipped persona once all of them carry wants.
+HELD = [p.id for p in load_personas() if p.wants is not None and p.thresholds.need_met]
+
+
+@pytest.mark.parametrize("formula", sorted(FORMULAS))
+@pytest.mark.parametrize("persona_id", HELD)
+def test_a_formula_trainee_never_resolves_nor_calms_much(persona_id, formula, tmp_path):
+    """Surface forms without substance (no fact restated, no offer that meets a need), eight turns:
+    the real grader's verdicts move the mood (the patient's words do not, see above)."""
+    persona = load_persona(persona_id)
+    lines = tmp_path / "formula.yaml"
+    lines.write_text(yaml.safe_dump(FORMULAS[formula]), encoding="utf-8")
+    session = simulate(persona, str(lines), 8, FakeModel())
+    anger = session.summary()["anger"]
+    assert session.summary()["outcome"] != "resolved", f"{persona_id} / {formula}: {anger}"
+    assert anger[-1] >= anger[0] - 2, f"{persona_id} / {formula}: {anger}"
 
 
 @pytest.mark.parametrize("persona_id", PERSONAS)
