@@ -132,7 +132,7 @@ def build_app(
                         validation = gr.Markdown(elem_id="validation")
                         wants_view = gr.HTML(elem_id="wants-table")
                         with gr.Row():
-                            test_run = gr.Button("Test run (scripted good and bad trainee)", elem_id="test-run")
+                            test_run = gr.Button("Test run (scripted good, bad, formula trainee)", elem_id="test-run")
                             new_name = gr.Textbox(label="Save as new persona named", elem_id="new-name")
                             save = gr.Button("Save as new", variant="primary", elem_id="save-persona")
                         save_note = gr.Markdown(elem_id="save-note")

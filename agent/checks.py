@@ -266,6 +266,14 @@ class TurnContext(BaseModel):
     earlier: dict[str, int] = Field(
         default_factory=dict, description="how many earlier turns of this session each step was demonstrated in"
     )
+    coached: list[str] = Field(
+        default_factory=list,
+        description="the steps earlier turns of this session were coached on, in order (turns praised instead "
+        "have none); the coach moves on rather than repeat itself",
+    )
+    met: list[str] = Field(
+        default_factory=list, description="ids of the persona's remedies the trainee has offered so far (Mood.met)"
+    )
 
     def last_patient(self) -> str:
         return next((m.content for m in reversed(self.history) if m.role == "patient"), "")

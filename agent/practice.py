@@ -37,7 +37,7 @@ from agent.models import COACH_SLOT, PATIENT_SLOT, CoachModel, ModelUnavailable,
 from agent.mood import Mood
 from agent.phrasings import load_phrasebook
 from agent.session import Answered, Graded, Session, Spoken, Turn, TurnEvent, decide_ending
-from agent.simulate import SCRIPTED, simulate
+from agent.simulate import SCRIPTED, ScriptRun, simulate
 from agent.store import NewSession, SessionRecord, Store, StoreError, StoreUnavailable, TurnRecord
 
 log = logging.getLogger(__name__)
@@ -571,12 +571,14 @@ class Practice:
 
         def drop(why: str) -> TurnGrade:
             turn = session.turns[index]
-            turn.grade = rubric_coaching(session.rubric, turn.grade, why, session.persona)
+            turn.grade = rubric_coaching(session.rubric, turn.grade, why, session.persona, session.context(index))
             return turn.grade
 
         curated_first = self.model.base.capabilities.curated_coaching_first
         grade = session.turns[index].grade
-        needs_model = not (curated_first and curated_coaching(session.rubric, grade, session.persona))
+        needs_model = not (
+            curated_first and curated_coaching(session.rubric, grade, session.persona, session.context(index))
+        )
 
         def run() -> Iterator[TurnGrade]:
             yield from session.coach(index, YieldingCoach(self.coach, self.lane), curated_coaching_first=curated_first)
@@ -652,19 +654,14 @@ class Practice:
 
     # -- trainer --------------------------------------------------------------------------------
 
-    def test_run(self, persona: personas.Persona) -> Iterator[dict[str, dict[str, Any]]]:
-        """Play the scripted good and bad trainee (:func:`agent.simulate.simulate`) through the same
-        pipeline as a practice session. Yields the runs so far after each script, so the page can
-        plot the first one while the second plays."""
-        runs: dict[str, dict[str, Any]] = {}
+    def test_run(self, persona: personas.Persona) -> Iterator[dict[str, ScriptRun]]:
+        """Play the scripted good, bad and formula trainee (:func:`agent.simulate.simulate`) through
+        the same pipeline as a practice session, so a trainer sees at once whether the persona calms
+        for the documented steps, boils over for arguing, and can be gamed with magic phrases. Yields
+        the runs so far after each script, so the page can plot the first while the next plays."""
+        runs: dict[str, ScriptRun] = {}
         for name in SCRIPTED:
             with self.lane.patient():
                 session = simulate(persona, name, persona.thresholds.max_turns, self.patient)
-            runs[name] = {
-                "trajectory": [(i, m.anger / 10, m.trust / 10) for i, m in enumerate(session.moods)],
-                "outcome": session.ending.kind if session.ending else None,
-                "reason": session.ending.reason if session.ending else None,
-                "turns": len(session.turns),
-                "last_line": session.transcript.messages[-1].content if session.transcript.messages else "",
-            }
+            runs[name] = ScriptRun.of(session)
             yield dict(runs)

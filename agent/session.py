@@ -165,9 +165,19 @@ class Session:
         return bool(self.turns) and self.turns[-1].patient is None
 
     def context(self, index: int | None = None) -> TurnContext:
-        """What the grader needs for trainee turn ``index`` (default: the next one): the persona's
-        name, channel and conditions, and the conversation as the trainee saw it then."""
+        """What the grader and the coach need for trainee turn ``index`` (default: the next one): the
+        persona's name, channel, conditions, facts and wants, the conversation as the trainee saw it
+        then, and what earlier turns showed, offered and were coached on."""
         index = len(self.turns) if index is None else index
+        coached: list[str] = []
+        for earlier in range(index):  # each turn's focus follows from the ones before it
+            step = coach_chain.focus_step(self.rubric, self.turns[earlier].grade.verdicts,
+                                          self._context(earlier, coached))  # fmt: skip
+            if step is not None:
+                coached.append(step.id)
+        return self._context(index, coached)
+
+    def _context(self, index: int, coached: list[str]) -> TurnContext:
         mood = self.turns[index].mood_before if index < len(self.turns) else self.mood
         history = self.transcript.messages[: 1 + 2 * index]
         return TurnContext(
@@ -179,6 +189,8 @@ class Session:
             facts=list(self.persona.facts),
             wants=self.persona.wants,
             earlier=dict(mood.counts),
+            coached=list(coached),
+            met=list(mood.met),
         )
 
     # -- the turn ----------------------------------------------------------------------------

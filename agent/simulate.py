@@ -1,8 +1,11 @@
 """The persona test bench: play scripted trainee turns against a persona and record the mood.
 
 Why scripted trainees: a trainer who edits a persona needs to see, in seconds and without typing,
-that a trainee who follows the documented steps calms this patient and one who argues drives them
-to leave. The lines are data (``personas/scripts/trainee.yaml``, or a persona's own ``script``),
+that a trainee who follows the documented steps calms this patient, one who argues drives them
+to leave, and one who says only the rubric's magic phrases (``formula``: an apology, "so if I
+understand you", "here is what I can do", with no fact and no real offer) does not calm them: if
+it does, trainees can game the persona (issue 20). The lines are data
+(``personas/scripts/trainee.yaml`` or a persona's own ``script``; ``personas/scripts/formula.yaml``),
 and the mood moves only through the real checks' verdicts on them.
 """
 
@@ -12,21 +15,49 @@ from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
 from agent.models import PatientModel
 from agent.patient import patient_model
 from agent.personas import Persona, PersonaError, personas_dir
 from agent.session import Session, TurnEvent
 
-SCRIPTED = ("good", "bad")
+SCRIPTED = ("good", "bad", "formula")
+FORMULA = "formula"
 
 
 def scripts_file() -> Path:
     return personas_dir() / "scripts" / "trainee.yaml"
 
 
+def formula_file() -> Path:
+    return personas_dir() / "scripts" / "formula.yaml"
+
+
+def formula_scripts() -> dict[str, list[str]]:
+    """The formula trainees' scripts by name (``personas/scripts/formula.yaml``), the default first."""
+    path = formula_file()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PersonaError([f"{path}: cannot read the formula scripts ({exc})"]) from exc
+    if not isinstance(data, dict) or not data:
+        raise PersonaError([f"{path}: expected a mapping of script name -> list of lines"])
+    for name, lines in data.items():
+        if not isinstance(lines, list) or not lines or not all(isinstance(line, str) for line in lines):
+            raise PersonaError([f"{path}: {name}: expected a list of lines"])
+    return {str(name): list(lines) for name, lines in data.items()}
+
+
 def trainee_lines(persona: Persona, trainee: str) -> list[str]:
-    """The scripted lines for ``trainee`` (good | bad | a file: YAML list or one line per turn)."""
+    """The scripted lines for ``trainee``: good | bad | formula (the first formula script) |
+    formula:NAME | a file (YAML list or one line per turn)."""
+    if trainee == FORMULA or trainee.startswith(f"{FORMULA}:"):
+        scripts = formula_scripts()
+        name = trainee.partition(":")[2] or next(iter(scripts))
+        if name not in scripts:
+            raise PersonaError([f"{formula_file()}: no formula script {name!r}; there are: {', '.join(scripts)}"])
+        return [persona.fill(line) for line in scripts[name]]
     if trainee in SCRIPTED:
         own = getattr(persona.script, trainee)
         if own:
@@ -51,7 +82,7 @@ def trainee_lines(persona: Persona, trainee: str) -> list[str]:
         return [persona.fill(line) for line in lines]
     path = Path(trainee)
     if not path.is_file():
-        raise PersonaError([f"{trainee}: not 'good', 'bad' or a file of trainee lines"])
+        raise PersonaError([f"{trainee}: not 'good', 'bad', 'formula' or a file of trainee lines"])
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".yaml", ".yml"):
         data = yaml.safe_load(text)
@@ -63,6 +94,31 @@ def trainee_lines(persona: Persona, trainee: str) -> list[str]:
     if not lines:
         raise PersonaError([f"{path}: no trainee lines"])
     return [persona.fill(line) for line in lines]
+
+
+class ScriptRun(BaseModel):
+    """One scripted trainee's session as the Trainer's test run shows it."""
+
+    trajectory: list[tuple[int, float, float]]  # (turn, anger / 10, trust / 10), the starting mood first
+    outcome: str | None  # the ending's kind; None when the turns ran out first
+    reason: str | None
+    turns: int
+    last_line: str
+    anger_start: float
+    anger_end: float
+
+    @classmethod
+    def of(cls, session: Session) -> ScriptRun:
+        moods = session.moods
+        return cls(
+            trajectory=[(i, m.anger / 10, m.trust / 10) for i, m in enumerate(moods)],
+            outcome=session.ending.kind if session.ending else None,
+            reason=session.ending.reason if session.ending else None,
+            turns=len(session.turns),
+            last_line=session.transcript.messages[-1].content if session.transcript.messages else "",
+            anger_start=moods[0].anger,
+            anger_end=moods[-1].anger,
+        )
 
 
 def simulate(

@@ -29,6 +29,7 @@ from agent.mood import Mood  # noqa: E402
 from agent.neutral import markdown_text as md  # noqa: E402
 from agent.personas import Wants  # noqa: E402
 from agent.report import Scorecard, to_markdown  # noqa: E402
+from agent.simulate import FORMULA, ScriptRun  # noqa: E402
 from agent.store import SessionRecord, TurnRecord  # noqa: E402
 
 # Plain symbols (DejaVu has them): emoji need a colour-emoji font the page cannot count on.
@@ -173,6 +174,58 @@ def mood_trajectory(session: SessionRecord, turns: Sequence[TurnRecord]) -> list
             points.append((turn.index + 1, mood_value(turn.mood_after, "anger") or 0.0,
                            mood_value(turn.mood_after, "trust") or 0.0))  # fmt: skip
     return points
+
+
+# A formula trainee may calm a patient a little (an apology is worth something), not more than this.
+FORMULA_MAX_CALM = 2.0
+
+
+def test_run_markdown(runs: Mapping[str, ScriptRun], playing: str | None = None) -> str:
+    """The Trainer's test run, one column per scripted trainee: outcome, turns, anger start -> end.
+
+    Side by side because the point is the comparison: the good trainee should resolve the patient,
+    the bad one should drive them off, and the formula one (the rubric's magic phrases with no fact
+    and no real offer) should not resolve them nor calm them much; when it does, trainees can game
+    this persona, and the note says so. ``playing``: the script still being played, if any.
+    """
+    if not runs:
+        return f"_playing the scripted {playing} trainee…_" if playing else ""
+    names = list(runs)
+
+    def ending(run: ScriptRun) -> str:
+        return (run.outcome or "no ending").replace("_", " ")
+
+    lines = [
+        "| | " + " | ".join(f"{md(name)} trainee" for name in names) + " |",
+        "|---|" + "---|" * len(names),
+        "| outcome | " + " | ".join(ending(run) for run in runs.values()) + " |",
+        "| turns | " + " | ".join(str(run.turns) for run in runs.values()) + " |",
+        "| anger | " + " | ".join(f"{run.anger_start:g} → {run.anger_end:g}" for run in runs.values()) + " |",
+        "",
+    ]
+    for name, run in runs.items():
+        why = f" ({md(run.reason)})" if run.reason else ""
+        lines.append(f"- **{md(name)} trainee**: {ending(run)} after {run.turns} turns{why}")
+    if playing:
+        lines.append(f"- _playing the scripted {md(playing)} trainee…_")
+    formula = runs.get(FORMULA)
+    if formula is not None:
+        calmed = formula.anger_start - formula.anger_end
+        if formula.outcome == "resolved":
+            lines += [
+                "",
+                "⚠ **The formula trainee resolved this patient**: magic phrases with no fact and no "
+                "real offer are enough, so trainees can game this persona. Tie resolution to its `wants`.",
+            ]
+        elif calmed > FORMULA_MAX_CALM:
+            lines += [
+                "",
+                f"⚠ **The formula trainee calmed this patient by {calmed:g}** (more than "
+                f"{FORMULA_MAX_CALM:g}) without naming a fact or offering anything real.",
+            ]
+        else:
+            lines += ["", "✓ The formula trainee (magic phrases, no substance) did not win this patient over."]
+    return "\n".join(lines)
 
 
 def mood_figure(trajectories: Mapping[str, Sequence[tuple[int, float, float]]], title: str = "Mood") -> Figure:

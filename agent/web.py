@@ -23,6 +23,7 @@ import gradio as gr
 from agent import report, ui
 from agent.personas import PersonaError
 from agent.practice import Practice, TurnUpdate
+from agent.simulate import SCRIPTED
 from agent.store import StoreError
 
 # The order of values every practice handler returns (app.py builds its output list from this).
@@ -652,7 +653,8 @@ def rubric_view(unlocked: bool) -> tuple[str, list[list[str]]]:
 
 
 def trainer_test_run(practice: Practice, unlocked: bool, text: str) -> Iterator[tuple[Any, str]]:
-    """Play the persona's scripted good and bad trainee and plot both mood trajectories."""
+    """Play the persona's scripted good, bad and formula trainee; plot the mood trajectories and
+    show the three side by side (:func:`agent.ui.test_run_markdown`)."""
     _require(unlocked)
     from agent.personas import PersonaError, parse_persona
 
@@ -661,18 +663,12 @@ def trainer_test_run(practice: Practice, unlocked: bool, text: str) -> Iterator[
     except PersonaError:
         yield None, trainer_validate(text, "persona.yaml")
         return
-    yield None, "Playing the scripted good trainee…"
+    yield None, f"Playing the scripted {SCRIPTED[0]} trainee…"
     try:
         for runs in practice.test_run(persona):
-            figure = ui.mood_figure({name: run["trajectory"] for name, run in runs.items()}, title=persona.name)
-            lines = []
-            for name, run in runs.items():
-                ending = (run["outcome"] or "no ending").replace("_", " ")
-                why = f" ({run['reason']})" if run["reason"] else ""
-                lines.append(f"- **{name} trainee**: {ending} after {run['turns']} turns{why}")
-            if len(runs) == 1:
-                lines.append("- _playing the scripted bad trainee…_")
-            yield figure, "\n".join(lines)
+            figure = ui.mood_figure({name: run.trajectory for name, run in runs.items()}, title=persona.name)
+            playing = next((name for name in SCRIPTED if name not in runs), None)
+            yield figure, ui.test_run_markdown(runs, playing)
     except Exception as exc:
         yield None, f"✗ The test run failed: {exc}"
 

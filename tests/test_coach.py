@@ -7,7 +7,7 @@ import pytest
 import yaml
 from fakes import TIP, FakeModel
 
-from agent.checks import TurnContext
+from agent.checks import StepVerdict, TurnContext
 from agent.coach import (
     _apply_judgement,
     closed_field,
@@ -15,6 +15,7 @@ from agent.coach import (
     coach_model,
     copies,
     fallback_advice,
+    focus_detail,
     focus_step,
     grade,
     phrasing_fixes,
@@ -25,7 +26,7 @@ from agent.coach import (
     will_judge,
 )
 from agent.grader import grade_fast
-from agent.grades import JudgedAdvice
+from agent.grades import JudgedAdvice, TurnGrade
 from agent.llm import Backend, LLMSettings
 from agent.models import ModelUnavailable, Preempted
 from agent.personas import load_persona
@@ -343,3 +344,106 @@ def test_the_embedded_model_never_judges_even_when_asked():
     big = LLMSettings(backend=Backend.COMPATIBLE, base_url="http://127.0.0.1:9/v1", model="big")
     assert will_judge(big, True) is True
     assert will_judge(big, False) is False
+
+
+# -- coaching that moves on (issue 20, item 5) --------------------------------------------------------
+
+
+def verdicts_of(**labels: str) -> dict[str, StepVerdict]:
+    """Every turn step ``ok``/``not_applicable`` except the ones named (step id -> verdict)."""
+    out = {}
+    for step in RUBRIC.turn_steps():
+        default = "ok" if step.kind == "dont" else "not_applicable"
+        out[step.id] = StepVerdict(step_id=step.id, verdict=labels.get(step.id, default))
+    return out
+
+
+ANSWERED = CONTEXT.model_copy(update={"history": [*CONTEXT.history, Message(role="trainee", content="I'm sorry."),
+                                                  Message(role="patient", content="So?")]})  # fmt: skip
+
+
+def test_the_tip_moves_on_from_a_step_it_already_coached():
+    """Issue 20: "Involve your manager early ..." after every one of three turns."""
+    verdicts = verdicts_of(involve_manager="missed", empathize="missed", apologize="missed")
+    assert focus_step(RUBRIC, verdicts, CONTEXT).id == "involve_manager"  # the situational step first
+    once = CONTEXT.model_copy(update={"coached": ["involve_manager"]})
+    assert focus_step(RUBRIC, verdicts, once).id == "empathize"
+    twice = CONTEXT.model_copy(update={"coached": ["involve_manager", "empathize"]})
+    assert focus_step(RUBRIC, verdicts, twice).id == "apologize"
+
+
+def test_a_violation_is_coached_again_when_the_trainee_does_it_again():
+    verdicts = verdicts_of(argue_back="violated", empathize="missed")
+    context = CONTEXT.model_copy(update={"coached": ["argue_back"]})
+    assert focus_step(RUBRIC, verdicts, context).id == "argue_back"
+
+
+def test_after_a_good_turn_the_coach_says_nothing_new_and_praises_the_step_it_asked_for():
+    """The trainee did what the last tip said; what is still missing was coached before: no new tip."""
+    verdicts = verdicts_of(empathize="demonstrated", apologize="demonstrated", involve_manager="missed")
+    context = CONTEXT.model_copy(update={"coached": ["involve_manager", "apologize"]})
+    assert focus_step(RUBRIC, verdicts, context) is None
+    advice = fallback_advice(RUBRIC, None, verdicts, context)
+    assert advice.tip == 'Good turn: you showed "Apologise for the experience"; keep doing that.'
+    assert (
+        fallback_advice(RUBRIC, None, verdicts).tip == 'Good turn: you showed "Acknowledge feelings"; keep doing that.'
+    )
+    # A step not coached yet is still named on a good turn; one shown in an earlier turn is not.
+    fresh = verdicts_of(empathize="demonstrated", use_name="missed", apologize="missed")
+    assert focus_step(RUBRIC, fresh, context).id == "use_name"
+    shown_before = context.model_copy(update={"earlier": {"use_name": 1}})
+    assert focus_step(RUBRIC, fresh, shown_before) is None
+
+
+def test_a_step_shown_in_an_earlier_turn_comes_last_on_a_turn_that_went_wrong():
+    verdicts = verdicts_of(empathize="missed", reassure="missed")
+    context = CONTEXT.model_copy(update={"earlier": {"empathize": 2}})
+    assert focus_step(RUBRIC, verdicts, CONTEXT).id == "empathize"
+    assert focus_step(RUBRIC, verdicts, context).id == "reassure"
+
+
+CARTER_WANTS = CARTER.wants
+
+
+def test_the_open_need_comes_before_other_misses_once_the_trainee_has_listened():
+    verdicts = verdicts_of(empathize="demonstrated", use_name="missed", offer_solution="missed")
+    open_need = ANSWERED.model_copy(update={"wants": CARTER_WANTS})
+    assert focus_step(RUBRIC, verdicts, open_need).id == "offer_solution"
+    step = RUBRIC.step("offer_solution")
+    advice = fallback_advice(RUBRIC, step, verdicts, open_need)
+    assert advice.tip == f"{step.advice} What they still need: {CARTER_WANTS.resolves[0].says}."
+    # Met already (a same-day slot was offered), on the first answer, or with no wants: rubric order.
+    met = open_need.model_copy(update={"met": ["same_day_slot"]})
+    first_answer = CONTEXT.model_copy(update={"wants": CARTER_WANTS})
+    for context in (met, first_answer, ANSWERED):
+        assert focus_step(RUBRIC, verdicts, context).id == "use_name"
+    assert fallback_advice(RUBRIC, step, verdicts, met).tip == step.advice
+
+
+def test_an_offer_that_misses_the_need_is_coached_though_it_was_an_offer():
+    verdicts = verdicts_of(use_name="missed", involve_manager="missed", empathize="demonstrated")
+    verdicts["offer_solution"] = StepVerdict(step_id="offer_solution", verdict="demonstrated", meets="rejected",
+                                             remedy="keep_tomorrow")  # fmt: skip
+    context = ANSWERED.model_copy(update={"wants": CARTER_WANTS})
+    assert focus_step(RUBRIC, verdicts, context).id == "offer_solution"  # before the situational step
+    met = verdicts | {"offer_solution": verdicts["offer_solution"].model_copy(update={"meets": "met"})}
+    assert focus_step(RUBRIC, met, context).id == "involve_manager"
+
+
+def test_a_missed_restatement_names_the_missing_fact_in_the_curated_tip_and_the_prompt():
+    fact = "He is leaving town tomorrow morning for two weeks."
+    verdicts = verdicts_of(empathize="demonstrated", use_name="missed")
+    verdicts["summarize"] = StepVerdict(step_id="summarize", verdict="missed", grounds=fact)
+    assert focus_step(RUBRIC, verdicts, CONTEXT).id == "summarize"  # the restatement it tried, before the name
+    grade = TurnGrade(verdicts=verdicts)
+    curated = load_phrasebook(CARTER.id).for_step("summarize")
+    [done] = coach(RUBRIC, "So the problem is what you said.", CONTEXT, grade, FakeModel(), persona=CARTER,
+                   curated_coaching_first=True)  # fmt: skip
+    assert done.focus == "summarize"
+    assert done.tip == f"{curated.tip.strip()} The fact to put in your own words: {fact[:-1]}."
+    model = FakeModel()
+    list(coach(RUBRIC, "So the problem is what you said.", CONTEXT, grade, model))
+    assert f"The fact to put in your own words: {fact[:-1]}." in model.coach_requests[0][-1].content
+    # A plain miss (no attempt, no grounds) leaves the prompt as it was: the cassettes still match.
+    plain = verdicts_of(summarize="missed")
+    assert focus_detail(RUBRIC.step("summarize"), plain, CONTEXT) is None

@@ -266,13 +266,18 @@ def test_start_prefills_the_patient_prompt_and_warms_the_coach(store):
     assert str(fake.patient_requests[0][-1].content).startswith(str(prefill[-1].content))
 
 
-def test_trainer_test_run_plays_both_scripts_through_the_pipeline(store):
+def test_trainer_test_run_plays_the_three_scripts_through_the_pipeline(store):
     practice = practice_with(store, FakeModel())
     text = (REPO / "personas" / f"{PERSONA}.yaml").read_text(encoding="utf-8")
     results = list(web.trainer_test_run(practice, True, text))
+    assert [note for _, note in results[:1]] == ["Playing the scripted good trainee…"]
+    assert "_playing the scripted bad trainee…_" in results[1][1]
+    assert "_playing the scripted formula trainee…_" in results[2][1]
     figure, note = results[-1]
-    assert len(figure.axes[0].lines) == 4  # anger and trust for each script
-    assert "**good trainee**" in note and "**bad trainee**" in note
+    assert len(figure.axes[0].lines) == 6  # anger and trust for each script
+    assert note.startswith("| | good trainee | bad trainee | formula trainee |")
+    assert "**good trainee**" in note and "**bad trainee**" in note and "**formula trainee**" in note
+    assert "playing" not in note and ("✓ The formula trainee" in note or "⚠" in note)
 
 
 def test_trainer_test_run_says_why_it_failed(store):
@@ -321,14 +326,15 @@ def test_a_model_server_that_died_is_restarted_before_the_patient_is_asked(tmp_p
 
 
 @pytest.mark.live
-def test_trainer_test_run_plays_both_scripts_on_a_real_server(tmp_path, store):
+def test_trainer_test_run_plays_the_three_scripts_on_a_real_server(tmp_path, store):
     with EmbeddedServer(model="small", log_path=tmp_path / "server.log") as server:
         practice = Practice(store, LLMSettings(backend=Backend.EMBEDDED, model="small"), server=server)
         text = (REPO / "personas" / f"{PERSONA}.yaml").read_text(encoding="utf-8")
         results = list(web.trainer_test_run(practice, True, text))
     figure, note = results[-1]
-    assert len(figure.axes[0].lines) == 4  # anger and trust for each script
+    assert len(figure.axes[0].lines) == 6  # anger and trust for each script
     assert "**good trainee**: resolved" in note and "**bad trainee**: walked out" in note
+    assert "**formula trainee**" in note
 
 
 # -- faults (issue 11, item 5): each leaves the transcript intact, says what happened, and Retry or

@@ -12,6 +12,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from agent import grader, learned
 from agent import mood as mood_rules
+from agent.models import ModelUnavailable
 from agent.patient import MAX_TOKENS, PatientUnavailable, direction
 from agent.personas import Persona, load_persona
 from agent.session import Answered, Graded, Session, SessionError, Spoken
@@ -122,6 +123,47 @@ def test_coaching_stores_the_tip_and_phrasing_on_the_turn():
     asked = " ".join(str(m.content) for m in model.coach_requests[0])
     assert ARGUE in asked and CARTER.opening_line in asked
     assert session.context(0).history[-1].content == CARTER.opening_line
+
+
+class DeadCoach(FakeModel):
+    """A coach whose model is down: the trainee sees the curated or rubric tip for the focus step."""
+
+    def stream_json(self, schema, messages, *, max_tokens):
+        raise ModelUnavailable("the coach is down")
+        yield ""  # a generator, like the real one
+
+
+BOYD = load_persona("abusive-caller")
+BOYD_LINES = [  # each shows some steps and misses "involve your manager" (issue 20: the same tip three times)
+    "I'm sorry, Mr. Boyd. I can hear how angry you are about waiting two weeks.",
+    "I'm trying to help you, Mr. Boyd, and I have to ask you not to talk to me that way.",
+    "Can you tell me what you were told about the results, Mr. Boyd?",
+]
+
+
+def test_the_coach_moves_on_over_a_session_and_the_context_carries_its_earlier_foci():
+    session = Session(endless(BOYD), FakeModel(), seed=7)
+    tips, foci = [], []
+    for index, line in enumerate(BOYD_LINES):
+        session.turn(line)
+        *_, done = session.coach(index, DeadCoach())
+        tips.append(done.tip)
+        foci.append(done.focus)
+        assert done.focus is None or done.labels()[done.focus] != "demonstrated", (index, done.focus)
+    assert len(set(tips)) == len(tips), tips  # never the same tip twice
+    assert len([f for f in foci if f == "involve_manager"]) <= 1, foci
+    # What each later turn's coach was told: the earlier foci, as coach() chose them.
+    assert session.context(2).coached == [f for f in foci[:2] if f]
+    assert session.context().coached == [f for f in foci if f]
+    assert session.context(0).coached == []
+
+
+def test_the_context_says_which_remedies_were_offered_so_far():
+    session = Session(CARTER, FakeModel(), seed=7)
+    session.turn(SORRY)
+    turn = session.turns[0]
+    turn.mood_after = turn.mood_after.model_copy(update={"met": ["same_day_slot"]})
+    assert session.context().met == ["same_day_slot"] and session.context(0).met == []
 
 
 def test_transferring_personas_reach_the_grader(spies):

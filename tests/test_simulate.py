@@ -23,7 +23,7 @@ from agent.cli import main
 from agent.patient import patient_model
 from agent.personas import PersonaError, Script, load_persona, load_personas
 from agent.session import Session
-from agent.simulate import simulate, trainee_lines
+from agent.simulate import formula_scripts, simulate, trainee_lines
 from tests import role_checks
 from tests.fakes import FakeModel, letters
 
@@ -171,5 +171,56 @@ def test_a_persona_without_its_own_good_script_has_no_generic_one_to_fall_back_o
 
 
 def test_unknown_trainee_script_is_a_clear_error():
-    with pytest.raises(ValueError, match="not 'good', 'bad' or a file"):
+    with pytest.raises(ValueError, match="not 'good', 'bad', 'formula' or a file"):
         trainee_lines(load_persona("carter-wrong-day"), "mediocre")
+    with pytest.raises(ValueError, match="no formula script 'mediocre'; there are: issue20, named"):
+        trainee_lines(load_persona("carter-wrong-day"), "formula:mediocre")
+
+
+# -- the formula trainee (issue 20): the rubric's surface forms, no fact, no real offer ----------------
+
+
+def test_the_formula_trainee_plays_the_first_formula_script_and_can_pick_another():
+    carter = load_persona("carter-wrong-day")
+    scripts = formula_scripts()
+    first = next(iter(scripts))
+    assert trainee_lines(carter, "formula") == [carter.fill(line) for line in scripts[first]]
+    assert trainee_lines(carter, "formula")[3].startswith("Here is what I can do")  # the script in issue 20
+    named = trainee_lines(carter, "formula:named")
+    assert named[0].startswith("Mr. Carter, I'm really sorry") and named != trainee_lines(carter, "formula")
+
+
+def test_formula_scripts_use_the_surface_forms_in_varied_wording_but_name_no_remedy():
+    """At least five scripts of our own beside the one quoted in the issue, no line a copy of another,
+    each with an apology, a restatement frame and an offer frame; none says a cue of a remedy that
+    would resolve any persona (ours: nor of one that partly helps)."""
+    scripts = formula_scripts()
+    own = {name: lines for name, lines in scripts.items() if name != "issue20"}
+    assert len(own) >= 5
+    assert len({line for lines in scripts.values() for line in lines}) == sum(len(v) for v in scripts.values())
+    for name, lines in scripts.items():
+        text = " ".join(lines).lower()
+        assert any(word in text for word in ("sorry", "apologi")), name
+        assert any(frame in text for frame in ("understand", "hearing", "got it right", "the problem is")), name
+        assert any(frame in text for frame in ("what i can do", "what we can do", "i can offer")), name
+
+    def cues(kinds: tuple[str, ...]) -> set[str]:
+        return {cue.lower() for p in load_personas() if p.wants
+                for kind in kinds for remedy in getattr(p.wants, kind) for cue in remedy.cues}  # fmt: skip
+
+    resolving, helping = cues(("resolves",)), cues(("resolves", "partly"))
+    assert resolving, "at least one persona states its wants"
+    for persona in load_personas():
+        for name in scripts:
+            # The issue's own script ends on a call back, which partly helps Mr. Carter; ours offer nothing.
+            banned = resolving if name == "issue20" else helping
+            for line in trainee_lines(persona, f"formula:{name}"):
+                assert not [cue for cue in banned if cue in line.lower()], (persona.id, name, line)
+
+
+def test_simulate_plays_the_formula_trainee_through_the_pipeline(monkeypatch, capsys):
+    monkeypatch.setattr("agent.commands.simulate.patient_model", lambda settings=None: FakeModel())
+    assert main(["simulate", "carter-wrong-day", "--trainee", "formula", "--turns", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Trainee: I am so sorry about this, that sounds really frustrating." in out
+    assert "Trainee: Can you tell me a bit more about what happened?" in out

@@ -33,7 +33,7 @@ def trainer_run(persona_id: str, script: str, store: Store) -> list[float]:
     fake = FakeModel()
     practice = Practice(store, patient=fake, coach=fake)
     *_, runs = practice.test_run(load_persona(persona_id))
-    return [round(anger * 10, 6) for _, anger, _ in runs[script]["trajectory"]]
+    return [round(anger * 10, 6) for _, anger, _ in runs[script].trajectory]
 
 
 def page(persona_id: str, script: str, store: Store) -> list[float]:

@@ -13,6 +13,7 @@ from agent.checks import StepVerdict
 from agent.grades import TurnGrade
 from agent.mood import Mood
 from agent.report import MoodPoint, Scorecard, StepCoverage
+from agent.simulate import ScriptRun
 from agent.store import SessionRecord, TurnRecord
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -291,3 +292,40 @@ def test_code_span_keeps_any_text_inside_one_span(text):
     assert span.endswith(fence) and "\n" not in span
     assert inner.strip() == text.replace("\n", " ")
     assert all(len(run) < len(fence) for run in re.findall(r"`+", inner))
+
+
+# -- the Trainer's test run (issue 20): good, bad and formula trainee side by side ------------------
+
+
+def script_run(outcome: str | None, turns: int, start: float, end: float) -> ScriptRun:
+    return ScriptRun(trajectory=[(0, start / 10, 0.3), (turns, end / 10, 0.5)], outcome=outcome,
+                     reason="why" if outcome else None, turns=turns, last_line="", anger_start=start,
+                     anger_end=end)  # fmt: skip
+
+
+def test_the_test_run_shows_the_three_scripts_side_by_side():
+    runs = {"good": script_run("resolved", 5, 8, 2.5), "bad": script_run("walked_out", 3, 8, 10),
+            "formula": script_run(None, 12, 8, 7)}  # fmt: skip
+    text = ui.test_run_markdown(runs)
+    header, _, outcome, turns, anger = text.splitlines()[:5]
+    assert header == "| | good trainee | bad trainee | formula trainee |"
+    assert outcome == "| outcome | resolved | walked out | no ending |"
+    assert turns == "| turns | 5 | 3 | 12 |" and anger == "| anger | 8 → 2.5 | 8 → 10 | 8 → 7 |"
+    assert "- **good trainee**: resolved after 5 turns (why)" in text
+    assert "✓ The formula trainee" in text and "⚠" not in text
+
+
+@pytest.mark.parametrize(("outcome", "end", "warning"), [
+    ("resolved", 2.0, "⚠ **The formula trainee resolved this patient**"),
+    (None, 5.5, "⚠ **The formula trainee calmed this patient by 2.5**"),
+])  # fmt: skip
+def test_the_test_run_warns_when_the_formula_trainee_wins_the_patient_over(outcome, end, warning):
+    text = ui.test_run_markdown({"good": script_run("resolved", 5, 8, 2.5), "formula": script_run(outcome, 6, 8, end)})
+    assert warning in text and "✓" not in text
+
+
+def test_the_test_run_says_which_script_is_still_playing():
+    text = ui.test_run_markdown({"good": script_run("resolved", 5, 8, 2.5)}, playing="bad")
+    assert text.endswith("- _playing the scripted bad trainee…_")
+    assert "formula" not in text  # nothing said about a script not played yet
+    assert ui.test_run_markdown({}, playing="good") == "_playing the scripted good trainee…_"

@@ -98,7 +98,7 @@ def cmd_practice(args: argparse.Namespace) -> int:
 
 def _job(session: Session, index: int, coach: YieldingCoach) -> CoachJob:
     def drop(why: str) -> TurnGrade:
-        return rubric_coaching(session.rubric, session.turns[index].grade, why, session.persona)
+        return rubric_coaching(session.rubric, session.turns[index].grade, why, session.persona, session.context(index))
 
     def publish(stage: TurnGrade) -> None:
         if stage.coached:

@@ -1,4 +1,4 @@
-"""`python -m agent simulate PERSONA --trainee good|bad|FILE --turns N [--json]`: the persona test bench."""
+"""`python -m agent simulate PERSONA --trainee good|bad|formula[:NAME]|FILE --turns N [--json]`: test a persona."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ from agent.simulate import simulate
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("simulate", help="play scripted trainee turns against a persona; print the mood")
     parser.add_argument("persona", help="persona id or YAML path")
-    parser.add_argument("--trainee", default="good", help="good | bad | a file of trainee lines (one a line, or YAML)")
+    parser.add_argument(
+        "--trainee",
+        default="good",
+        help="good | bad | formula (magic phrases, no substance; formula:NAME for another script in "
+        "personas/scripts/formula.yaml) | a file of trainee lines (one a line, or YAML)",
+    )
     parser.add_argument("--turns", type=int, default=6, help="trainee turns (fewer if the session ends)")
     parser.add_argument("--seed", type=int, default=7, help="model seed (deterministic runs)")
     parser.add_argument("--temperature", type=float, default=0.0)

@@ -1,0 +1,260 @@
+"""Does the simulator reward substance, not form? Formula, good and bad trainees on every persona (issue 20).
+
+Usage: python bench/substance.py [--persona a,b] [--scripts formula,good,bad] [--turns 8] [--seed 7]
+       [--model default|small] [--patient model|fake] [--json]
+
+A formula trainee says the rubric's surface forms (an apology, empathy words, "so if I understand
+you", "let me find out", "here is what I can do", "would that work?") but names no fact of the
+complaint and offers nothing that meets a need: the scripts in personas/scripts/formula.yaml (one
+quoted in issue 20, the others in other wording). Each is played against every persona, beside the
+persona's own good and bad script (``agent.simulate``: a ``Session`` on the patient model, the same
+pipeline as the app: verdicts, mood, patient, role filter; no coaching).
+
+Printed per persona and script: the outcome, the turns played, anger at the start -> at the end,
+and the patient's unearned acceptance lines: sentences that thank for or accept an offer the trainee
+did not make (``agent.patient.unearned_acceptance(sentence, offers)`` against the trainee's concrete
+offers so far, ``Mood.offers``; "n/a" where this checkout has no such function). Then the totals
+against the goals:
+
+* formula: 0 resolved over all personas x scripts, and anger never ends more than 2 below its start;
+* good: resolves every persona; bad: escalates (a manager takes over) or leaves every persona;
+* unearned acceptance lines: 0.
+
+``--patient fake`` plays the deterministic fake patient of tests/fakes.py instead of the model: the
+mood, and so the outcome, depends only on the verdicts on the trainee's lines, never on what the
+patient says, so the outcomes are the model's too, in seconds; only the unearned acceptance count
+needs the real patient. The model run starts its own embedded llama.cpp server unless
+``--base-url`` names one. Progress goes to stderr, one line per session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.llm import Backend, LLMSettings  # noqa: E402
+from agent.models import PatientModel  # noqa: E402
+from agent.patient import patient_model  # noqa: E402
+from agent.personas import Persona, load_personas  # noqa: E402
+from agent.runtime import EmbeddedServer  # noqa: E402
+from agent.session import Turn  # noqa: E402
+from agent.simulate import FORMULA, formula_scripts, simulate  # noqa: E402
+
+Unearned = Callable[[str, list[str]], str | None]
+try:  # added by the patient's substance work (issue 20, item 4); the bench reports "n/a" until then
+    from agent.patient import unearned_acceptance as _unearned
+
+    UNEARNED: Unearned | None = _unearned
+except ImportError:
+    UNEARNED = None
+
+Kind = Literal["formula", "good", "bad"]
+LEAVES = ("escalated", "walked_out", "hung_up")
+FORMULA_MAX_CALM = 2.0  # goal: a formula trainee's anger never ends more than this below its start
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+class Flagged(BaseModel):
+    turn: int
+    sentence: str
+    why: str
+
+
+class Row(BaseModel):
+    """One persona played by one script."""
+
+    persona: str
+    script: str
+    kind: Kind
+    outcome: str  # the ending's kind, or "ongoing" when the turns ran out
+    turns: int
+    anger_start: float
+    anger_end: float
+    unearned: int | None  # None: this checkout cannot count them
+    unearned_lines: list[Flagged]
+    seconds: float
+
+
+class Goal(BaseModel):
+    name: str
+    value: str
+    met: bool | None  # None: not measured here
+
+
+def scripts_to_play(wanted: list[str]) -> list[tuple[str, Kind, str]]:
+    """(label, kind, simulate's trainee argument) for each script asked for: ``formula`` is every
+    formula script, ``formula:NAME`` one of them, ``good`` and ``bad`` the persona's own."""
+    formulas = list(formula_scripts())
+    out: list[tuple[str, Kind, str]] = []
+    for item in wanted:
+        if item == FORMULA:
+            out += [(f"formula:{name}", "formula", f"formula:{name}") for name in formulas]
+        elif item.startswith(f"{FORMULA}:"):
+            if item.partition(":")[2] not in formulas:
+                raise SystemExit(f"no formula script {item!r}; there are: {', '.join(formulas)}")
+            out.append((item, "formula", item))
+        elif item in ("good", "bad"):
+            out.append((item, "good" if item == "good" else "bad", item))
+        else:
+            raise SystemExit(f"unknown script {item!r}: formula, formula:NAME, good or bad")
+    return out
+
+
+def unearned_lines(session_turns: list[Turn], offers_after: list[list[str]]) -> list[Flagged] | None:
+    """The patient's sentences that accept or thank for an offer not made (None: cannot count)."""
+    if UNEARNED is None:
+        return None
+    flagged = []
+    for index, (turn, offers) in enumerate(zip(session_turns, offers_after, strict=True)):
+        for sentence in SENTENCE.split(turn.patient or ""):
+            why = UNEARNED(sentence, offers) if sentence.strip() else None
+            if why:
+                flagged.append(Flagged(turn=index + 1, sentence=sentence, why=why))
+    return flagged
+
+
+def play(persona: Persona, label: str, kind: Kind, trainee: str, model: PatientModel, args: argparse.Namespace) -> Row:
+    began = time.perf_counter()
+    session = simulate(persona, trainee, args.turns, model, seed=args.seed, temperature=args.temperature)
+    moods = session.moods
+    flagged = unearned_lines(session.turns, [list(turn.mood_after.offers) for turn in session.turns])
+    outcome = session.ending.kind if session.ending else "ongoing"
+    return Row(persona=persona.id, script=label, kind=kind, outcome=outcome, turns=len(session.turns),
+               anger_start=moods[0].anger, anger_end=moods[-1].anger,
+               unearned=None if flagged is None else len(flagged), unearned_lines=flagged or [],
+               seconds=round(time.perf_counter() - began, 2))  # fmt: skip
+
+
+def goals(rows: list[Row]) -> list[Goal]:
+    """The totals against issue 20's goals."""
+    formula = [r for r in rows if r.kind == "formula"]
+    good = [r for r in rows if r.kind == "good"]
+    bad = [r for r in rows if r.kind == "bad"]
+    resolved = sum(r.outcome == "resolved" for r in formula)
+    calmed = [r for r in formula if r.anger_end < r.anger_start - FORMULA_MAX_CALM]
+    good_ok = sum(r.outcome == "resolved" for r in good)
+    bad_ok = sum(r.outcome in LEAVES for r in bad)
+    counted = [r.unearned for r in rows if r.unearned is not None]
+    out = []
+    if formula:
+        out.append(Goal(name="formula resolved (goal 0)", value=f"{resolved}/{len(formula)}", met=resolved == 0))
+        out.append(Goal(name=f"formula anger ends > {FORMULA_MAX_CALM:g} below start (goal 0)",
+                        value=f"{len(calmed)}/{len(formula)}", met=not calmed))  # fmt: skip
+    if good:
+        out.append(Goal(name="good resolved (goal all)", value=f"{good_ok}/{len(good)}", met=good_ok == len(good)))
+    if bad:
+        out.append(Goal(name="bad escalated or left (goal all)", value=f"{bad_ok}/{len(bad)}", met=bad_ok == len(bad)))
+    if counted:
+        out.append(Goal(name="unearned acceptance lines (goal 0)", value=str(sum(counted)), met=sum(counted) == 0))
+    else:
+        out.append(Goal(name="unearned acceptance lines (goal 0)", value="n/a", met=None))
+    return out
+
+
+@contextlib.contextmanager
+def patient_for(args: argparse.Namespace) -> Iterator[Callable[[], PatientModel]]:
+    """A factory of patient models: the fake (a fresh one per session) or the embedded server's."""
+    if args.patient == "fake":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from fakes import FakeModel
+
+        yield FakeModel
+        return
+    if args.base_url:
+        settings = LLMSettings(backend=Backend.EMBEDDED, model=args.model, base_url=args.base_url, timeout=args.timeout)
+        yield lambda: patient_model(settings)
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="substance-"))
+    with EmbeddedServer(model=args.model, log_path=workdir / "llama-server.log") as server:
+        server.ensure()
+        settings = LLMSettings(backend=Backend.EMBEDDED, model=args.model, base_url=server.openai_base_url,
+                               timeout=args.timeout)  # fmt: skip
+        yield lambda: patient_model(settings)
+
+
+def table(rows: list[Row]) -> list[str]:
+    lines = [f"{'persona':26s} {'script':20s} {'outcome':11s} {'turns':>5s}  {'anger':12s} {'unearned':>8s}"]
+    for r in rows:
+        unearned = "n/a" if r.unearned is None else str(r.unearned)
+        anger = f"{r.anger_start:g} -> {r.anger_end:g}"
+        lines.append(f"{r.persona:26s} {r.script:20s} {r.outcome:11s} {r.turns:5d}  {anger:12s} {unearned:>8s}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Formula trainees (magic phrases, no fact, no real offer) and each persona's good and bad "
+        "script, against every persona: outcome, turns, anger start -> end, unearned acceptance lines, and "
+        "the totals against issue 20's goals.",
+        epilog="--patient fake: outcomes in seconds (they depend only on the verdicts on the trainee's lines); "
+        "the model (default) also counts unearned acceptance lines.",
+    )
+    parser.add_argument("--persona", default="", help="comma-separated persona ids (default: all)")
+    parser.add_argument("--scripts", default="formula,good,bad",
+                        help="comma-separated: formula (every formula script), formula:NAME, good, bad "
+                        "(default: formula,good,bad)")  # fmt: skip
+    parser.add_argument("--turns", type=int, default=8, help="trainee turns per session, fewer if it ends (default 8)")
+    parser.add_argument("--seed", type=int, default=7, help="model seed; each turn adds its index (default 7)")
+    parser.add_argument("--temperature", type=float, default=0.7, help="patient sampling temperature (app: 0.7)")
+    parser.add_argument("--model", choices=("default", "small"), default="default",
+                        help="the embedded model that plays the patient (default: default)")  # fmt: skip
+    parser.add_argument("--patient", choices=("model", "fake"), default="model",
+                        help="model: the embedded model plays the patient; fake: the deterministic fake")  # fmt: skip
+    parser.add_argument("--base-url", default="", help="use this OpenAI-compatible llama.cpp server instead")
+    parser.add_argument("--timeout", type=float, default=120.0, help="model request timeout, seconds")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(argv)
+    wanted = {p for p in args.persona.split(",") if p}
+    personas = [p for p in load_personas() if not wanted or p.id in wanted]
+    if unknown := wanted - {p.id for p in personas}:
+        parser.error(f"unknown persona(s) {sorted(unknown)}")
+    plays = scripts_to_play([s for s in args.scripts.split(",") if s])
+    began = time.perf_counter()
+    rows: list[Row] = []
+    with patient_for(args) as patient:
+        for persona in personas:
+            for label, kind, trainee in plays:
+                row = play(persona, label, kind, trainee, patient(), args)
+                rows.append(row)
+                print(f"{row.persona:26s} {row.script:20s} {row.outcome:11s} {row.turns} turns "
+                      f"anger {row.anger_start:g} -> {row.anger_end:g}  {row.seconds:.1f} s", file=sys.stderr,
+                      flush=True)  # fmt: skip
+    seconds = round(time.perf_counter() - began, 1)
+    patient_name = "fake" if args.patient == "fake" else args.model
+    summary = {"patient": patient_name, "temperature": args.temperature, "seed": args.seed, "turns": args.turns,
+               "personas": len(personas), "sessions": len(rows), "seconds": seconds,
+               "unearned_acceptance": "counted" if UNEARNED else "n/a"}  # fmt: skip
+    results = goals(rows)
+    if args.json:
+        print(json.dumps({**summary, "goals": [g.model_dump() for g in results],
+                          "rows": [r.model_dump() for r in rows]}, indent=2))  # fmt: skip
+        return 0
+    print(f"{len(rows)} sessions ({len(personas)} personas x {len(plays)} scripts, up to {args.turns} turns) "
+          f"on the {patient_name} patient in {seconds} s")  # fmt: skip
+    print("\n".join(table(rows)))
+    print()
+    for goal in results:
+        mark = "?" if goal.met is None else ("ok" if goal.met else "MISSED")
+        print(f"  {goal.name:48s} {goal.value:>8s}  {mark}")
+    flagged = [(r, f) for r in rows for f in r.unearned_lines]
+    if flagged:
+        print("\nunearned acceptance lines:")
+    for row, line in flagged:
+        print(f"- {row.persona} / {row.script} turn {line.turn}: {line.sentence!r} ({line.why})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
