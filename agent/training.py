@@ -34,6 +34,8 @@ from agent.learned import (
 )
 from agent.rubrics import Rubric
 
+CHUNK = 512  # texts per encoder call in encode_all (the progress bar moves once per chunk)
+
 
 class TrainingRow(BaseModel):
     """One labelled reply: step id -> verdict for the steps its labeller decided."""
@@ -90,15 +92,32 @@ def rubric_examples(rubric: Rubric) -> list[TrainingRow]:
 
 
 def encode_all(encoder: embed.TextEncoder, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-    """One feature row per reply (see :func:`agent.learned.features_of`)."""
-    iterator: Iterable[str] = texts
+    """One feature row per reply (see :func:`agent.learned.features_of`).
+
+    Every reply's texts (the reply and its sentences) go to the encoder together, ``CHUNK`` at a
+    time rather than one reply per call, so that the ONNX encoder fills whole batches.
+    """
+    groups = [reply_texts(t) for t in texts]
+    flat = [text for group in groups for text in group]
+    bar = None
     if progress:
         import sys
 
         from tqdm import tqdm
 
-        iterator = tqdm(texts, desc="embedding", unit="reply", file=sys.stderr, leave=False)
-    rows = [features_of(encoder.encode(reply_texts(t))) for t in iterator]
+        bar = tqdm(total=len(flat), desc="embedding", unit="text", file=sys.stderr, leave=False)
+    parts = []
+    for start in range(0, len(flat), CHUNK):
+        parts.append(encoder.encode(flat[start : start + CHUNK]))
+        if bar is not None:
+            bar.update(len(parts[-1]))
+    if bar is not None:
+        bar.close()
+    vectors = np.vstack(parts) if parts else np.zeros((0, embed.DIMENSIONS))
+    rows, at = [], 0
+    for group in groups:
+        rows.append(features_of(vectors[at : at + len(group)]))
+        at += len(group)
     return np.vstack(rows) if rows else np.zeros((0, FEATURES))
 
 
