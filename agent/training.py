@@ -94,30 +94,29 @@ def rubric_examples(rubric: Rubric) -> list[TrainingRow]:
 def encode_all(encoder: embed.TextEncoder, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
     """One feature row per reply (see :func:`agent.learned.features_of`).
 
-    Every reply's texts (the reply and its sentences) go to the encoder together, ``CHUNK`` at a
-    time rather than one reply per call, so that the ONNX encoder fills whole batches.
+    Every distinct text (a reply, one of its sentences) is embedded once, and they go to the
+    encoder ``CHUNK`` at a time rather than one reply per call, so that the ONNX encoder fills whole
+    batches. Once per text also keeps a repeated reply's vector identical wherever it occurs (a
+    batched forward pass may differ in the last float bit with the batch it ran in).
     """
     groups = [reply_texts(t) for t in texts]
-    flat = [text for group in groups for text in group]
+    distinct = list(dict.fromkeys(text for group in groups for text in group))
     bar = None
     if progress:
         import sys
 
         from tqdm import tqdm
 
-        bar = tqdm(total=len(flat), desc="embedding", unit="text", file=sys.stderr, leave=False)
-    parts = []
-    for start in range(0, len(flat), CHUNK):
-        parts.append(encoder.encode(flat[start : start + CHUNK]))
+        bar = tqdm(total=len(distinct), desc="embedding", unit="text", file=sys.stderr, leave=False)
+    vectors: dict[str, np.ndarray] = {}
+    for start in range(0, len(distinct), CHUNK):
+        chunk = distinct[start : start + CHUNK]
+        vectors.update(zip(chunk, encoder.encode(chunk), strict=True))
         if bar is not None:
-            bar.update(len(parts[-1]))
+            bar.update(len(chunk))
     if bar is not None:
         bar.close()
-    vectors = np.vstack(parts) if parts else np.zeros((0, embed.DIMENSIONS))
-    rows, at = [], 0
-    for group in groups:
-        rows.append(features_of(vectors[at : at + len(group)]))
-        at += len(group)
+    rows = [features_of(np.vstack([vectors[t] for t in group])) for group in groups]
     return np.vstack(rows) if rows else np.zeros((0, FEATURES))
 
 
