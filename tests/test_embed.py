@@ -134,3 +134,8 @@ def test_a_missing_weights_file_says_how_to_install_it(tmp_path, encoder):
 def test_long_text_is_truncated_not_an_error():
     vector = embed.shared_encoder().encode(["word " * 2000])
     assert vector.shape == (1, embed.DIMENSIONS) and np.isfinite(vector).all()
+
+
+def test_model_status_names_the_weights_check_and_the_runtime():
+    line = embed.describe()
+    assert "sha256_ok: true" in line and "onnxruntime" in line
