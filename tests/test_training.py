@@ -129,3 +129,21 @@ def test_vector_cache_reuses_vectors_from_its_file_but_never_another_encoders(tm
     monkeypatch.setattr(embed, "WEIGHTS_SHA256", "another encoder")
     training.VectorCache(Counting(), path).encode(["I'm sorry."])
     assert calls[-1] == ["I'm sorry."]
+
+
+def test_encode_all_sends_many_replies_to_the_encoder_at_once_and_keeps_each_reply_its_rows():
+    """The ONNX encoder is fast per batch, not per call: learn must not embed one reply per call."""
+    calls = []
+
+    class Counting(HashEncoder):
+        def encode(self, texts: list[str]) -> np.ndarray:
+            calls.append(len(texts))
+            return super().encode(texts)
+
+    replies = [row.text for row in training.rows_from([GOLD / "dev.jsonl"], RUBRIC)]
+    features = training.encode_all(Counting(), replies)
+    distinct = {t for r in replies for t in learned.reply_texts(r)}
+    assert sum(calls) == len(distinct), "each distinct text once"
+    assert len(calls) == -(-len(distinct) // training.CHUNK) < len(replies)
+    expected = np.vstack([learned.features_of(HashEncoder().encode(learned.reply_texts(r))) for r in replies])
+    np.testing.assert_array_equal(features, expected)

@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_learn(args: argparse.Namespace) -> int:
     rubric = load_rubric_argument(args.rubric)
-    encoder: embed.TextEncoder = embed.shared_encoder()
+    # Every core: learning embeds thousands of texts in batches (embed.batch_encoder).
+    encoder: embed.TextEncoder = embed.batch_encoder()
     if args.vectors:
         encoder = training.VectorCache(encoder, args.vectors)
     extra = [] if args.no_rubric_examples else training.rubric_examples(rubric)
