@@ -1,6 +1,6 @@
 """The persona test bench: every persona resolves for a trainee who follows the documented steps and
 boils over for one who argues, no persona held to its wants resolves for a content-free formula
-trainee (tests/data/formula_trainees.yaml), the mood follows the checks and the classifier, and (on recorded
+trainee (personas/scripts/formula.yaml), the mood follows the checks and the classifier, and (on recorded
 traffic from the real model) the patient never leaves its role.
 
 The mood outcomes run on the fake model (tests/fakes.py): the mood moves only through the verdicts
@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from agent import grader
 from agent import mood as mood_rules
@@ -73,20 +72,18 @@ def test_good_trainee_calms_the_patient(persona_id):
     assert_mood_follows_the_verdicts(session)
 
 
-FORMULAS = yaml.safe_load((Path(__file__).parent / "data" / "formula_trainees.yaml").read_text(encoding="utf-8"))
+FORMULAS = formula_scripts()
 # Personas held to their wants (issue 20): every shipped persona once all of them carry wants.
 HELD = [p.id for p in load_personas() if p.wants is not None and p.thresholds.need_met]
 
 
 @pytest.mark.parametrize("formula", sorted(FORMULAS))
 @pytest.mark.parametrize("persona_id", HELD)
-def test_a_formula_trainee_never_resolves_nor_calms_much(persona_id, formula, tmp_path):
+def test_a_formula_trainee_never_resolves_nor_calms_much(persona_id, formula):
     """Surface forms without substance (no fact restated, no offer that meets a need), eight turns:
     the real grader's verdicts move the mood (the patient's words do not, see above)."""
     persona = load_persona(persona_id)
-    lines = tmp_path / "formula.yaml"
-    lines.write_text(yaml.safe_dump(FORMULAS[formula]), encoding="utf-8")
-    session = simulate(persona, str(lines), 8, FakeModel())
+    session = simulate(persona, f"formula:{formula}", 8, FakeModel())
     anger = session.summary()["anger"]
     assert session.summary()["outcome"] != "resolved", f"{persona_id} / {formula}: {anger}"
     assert anger[-1] >= anger[0] - 2, f"{persona_id} / {formula}: {anger}"
