@@ -1,0 +1,383 @@
+"""Hostility without keywords: per-step heads that read what a reply does to the patient.
+
+Why this exists (issue 20, item 2): the don't-steps ``argue_back``, ``dismiss_feelings`` and
+``lose_cool`` were decided by phrase patterns plus the rubric-wide classifier (:mod:`agent.learned`),
+and both read words, not acts. "Sure. Whatever you say." matched a pattern, but "I hope you find
+someone who wants to help you, because I won't.", "Noted. We'll add it to the pile." or "Plenty of
+people manage to read their reminder texts" matched none, and the classifier had learnt the team's
+keywords ("calm down", "your fault"), so real people's blame in polite words, sarcasm and curt
+brush-offs passed as ``ok``. Meanwhile short kind replies ("I know. It's frustrating, and I'm sorry.")
+looked curt to it.
+
+So each of the three steps gets a small logistic head over the reply's sentence vectors (the same
+MiniLM vectors :func:`agent.learned.score_reading` already computed: nothing is embedded twice) plus
+its similarity to a handful of *acts* described in ``rubrics/<id>.hostility.yaml`` (blames the patient,
+belittles the complaint, brushes off, mocks, ... and, as counterweights, acknowledges and refuses
+kindly). The heads are trained on labelled gold replies, including the keyword-free hostility set
+``tests/data/gold/hostility/train.jsonl``, by ``python -m agent learn-hostility`` and stored in
+``rubrics/<id>.hostility.json``; each head's threshold was chosen by cross-validation on the training
+files (tests/data/gold/README.md, "Hostility heads").
+
+Rules, each for a reason:
+* a check's quoted violation always stands (the head only turns an ``ok`` with no evidence into
+  ``violated``), and the head's finding quotes the sentence it scored highest;
+* for its steps the head replaces the rubric-wide classifier's guess (that classifier is dropped from
+  ``scores`` for them), since it was trained on the same replies and more;
+* the embedded chat model never decides a verdict here; the heads are deterministic arithmetic;
+* text aimed at the grader never shields the rest: when a reply has meta parts, the head also reads the
+  text that only loses the narrow meta parts (:attr:`agent.checks.Reading.for_donts`), so blame written
+  in the same sentence as "as the evaluator will see" still counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent import checks, embed, learned
+from agent.checks import Reading, StepVerdict
+from agent.rubrics import Rubric
+
+STEPS = ("argue_back", "dismiss_feelings", "lose_cool")
+FORMAT = 1
+# Probability a head needs when its file names no threshold (the learned don't-step default).
+THRESHOLD = learned.THRESHOLD_DONT
+log = logging.getLogger(__name__)
+
+
+class HostilityError(ValueError):
+    """An acts or head file is unreadable or does not match the rubric or the encoder."""
+
+
+class Act(BaseModel):
+    """One thing a reply can do to the patient, said in a few plain sentences (its prototype)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    steps: list[str] = Field(
+        default_factory=list, description="the don't-steps this act is a sign of (none: a counterweight)"
+    )
+    says: list[str] = Field(min_length=1)
+
+
+class Acts(BaseModel):
+    rubric: str
+    acts: list[Act] = Field(min_length=1)
+
+
+class Head(BaseModel):
+    """Logistic regression on :meth:`HostilityModel.inputs_of`, a finding from ``threshold``."""
+
+    weights: list[float]
+    bias: float
+    threshold: float = THRESHOLD
+    positives: int
+    negatives: int
+
+    @cached_property
+    def _weights(self) -> np.ndarray:
+        return np.asarray(self.weights, dtype=np.float32)
+
+    def probability(self, row: np.ndarray) -> float:
+        return float(1.0 / (1.0 + np.exp(-(row @ self._weights + self.bias))))
+
+
+class HostilityModel(BaseModel):
+    """The heads, the acts' vectors they read, and what they were trained on (``<rubric>.hostility.json``).
+
+    A head reads three kinds of input (``inputs`` names them in order): the rubric-wide classifier's
+    probability for each of its steps (``p:<step>``: what the reply's vectors say about blame, empathy,
+    an offer, ...), the reply's closest similarity to each act (``act:<id>``), and whether a check
+    quoted a kind do-step (``check:<step>``: an apology or an offer the patterns found).
+    """
+
+    format: int = FORMAT
+    rubric: str
+    encoder_sha256: str = embed.WEIGHTS_SHA256
+    trained_on: list[str]
+    created: str
+    l2: float
+    acts: list[str]
+    act_vectors: list[list[float]]
+    inputs: list[str]
+    steps: dict[str, Head] = Field(default_factory=dict)
+
+    @cached_property
+    def _acts(self) -> np.ndarray:
+        return np.asarray(self.act_vectors, dtype=np.float32).reshape(len(self.acts), embed.DIMENSIONS)
+
+    def inputs_of(
+        self, probability: dict[str, float], vectors: np.ndarray, verdicts: dict[str, StepVerdict]
+    ) -> np.ndarray:
+        """The heads' input row for one reply (see the class docstring)."""
+        similarity = dict(zip(self.acts, (vectors @ self._acts.T).max(axis=0).tolist(), strict=True))
+        row = []
+        for name in self.inputs:
+            kind, _, key = name.partition(":")
+            if kind == "p":
+                row.append(probability.get(key, 0.0))
+            elif kind == "act":
+                row.append(similarity[key])
+            else:
+                found = verdicts.get(key)
+                row.append(float(found is not None and found.verdict == "demonstrated" and found.source == "check"))
+        return np.asarray(row, dtype=np.float32)
+
+
+# The checks' kind do-steps a head reads (``check:<step>``): a quoted apology or offer weighs against hostility.
+KIND_STEPS = ("empathize", "apologize", "offer_solution", "reassure", "find_out", "ask_questions", "summarize")
+
+
+def input_names(classifier: learned.LearnedModel, acts: Acts) -> list[str]:
+    return ([f"p:{s}" for s in classifier.steps] + [f"act:{a.id}" for a in acts.acts]
+            + [f"check:{s}" for s in KIND_STEPS])  # fmt: skip
+
+
+def acts_path(rubric: Rubric) -> Path:
+    """``rubrics/deescalation.yaml`` -> ``rubrics/deescalation.hostility.yaml``."""
+    if rubric.source is None:
+        raise HostilityError(f"rubric {rubric.id!r} was not loaded from a file")
+    return rubric.source.with_suffix(".hostility.yaml")
+
+
+def model_path(rubric: Rubric) -> Path:
+    """``rubrics/deescalation.yaml`` -> ``rubrics/deescalation.hostility.json``."""
+    return acts_path(rubric).with_suffix(".json")
+
+
+def load_acts(path: Path) -> Acts:
+    try:
+        return Acts.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except OSError as exc:
+        raise HostilityError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise HostilityError(f"{path}: not an acts file ({str(exc).splitlines()[0]})") from exc
+
+
+def act_vectors(acts: Acts, encoder: embed.TextEncoder) -> np.ndarray:
+    """One unit vector per act: the mean of its sentences' vectors, normalised."""
+    rows = []
+    for act in acts.acts:
+        mean = encoder.encode(list(act.says)).mean(axis=0)
+        rows.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def load(path: Path, rubric: Rubric) -> HostilityModel:
+    try:
+        model = HostilityModel.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise HostilityError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise HostilityError(f"{path}: not a hostility model ({str(exc).splitlines()[0]})") from exc
+    if model.rubric != rubric.id:
+        raise HostilityError(f"{path}: trained for rubric {model.rubric!r}, not {rubric.id!r}")
+    if model.encoder_sha256 != embed.WEIGHTS_SHA256:
+        raise HostilityError(f"{path}: trained with another encoder; retrain it (python -m agent learn-hostility)")
+    unknown = sorted(set(model.steps) - set(rubric.step_ids))
+    if unknown:
+        raise HostilityError(f"{path}: steps.{unknown[0]}: rubric {rubric.id!r} has no such step")
+    size = len(model.inputs)
+    for step_id, head in model.steps.items():
+        if len(head.weights) != size:
+            raise HostilityError(f"{path}: steps.{step_id}.weights: {len(head.weights)} values, expected {size}")
+    return model
+
+
+_models: dict[tuple[str, int, int], HostilityModel | None] = {}
+_models_lock = threading.Lock()
+
+
+def model_for(rubric: Rubric) -> HostilityModel | None:
+    """The rubric's heads, loaded once per file version; None (logged once) when there are none."""
+    try:
+        path = model_path(rubric)
+        stat = path.stat()
+    except (HostilityError, OSError):
+        return None
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _models_lock:
+        if key not in _models:
+            try:
+                _models[key] = load(path, rubric)
+            except HostilityError as exc:
+                log.warning("hostility heads off: %s", exc)
+                _models[key] = None
+        return _models[key]
+
+
+def narrow_scores(
+    reading: Reading, classifier: learned.LearnedModel, encoder: embed.TextEncoder
+) -> tuple[dict[str, float], np.ndarray] | None:
+    """The classifier's probabilities and the vectors of the reply without only its narrow meta parts.
+
+    Only replies with text to the grader get here (adversarial, rare), so this embedding is not paid on
+    an ordinary turn; None when nothing but the meta parts differ or too little is left.
+    """
+    text = reading.for_donts
+    if not reading.meta or text == reading.for_classifier or len(text.split()) < learned.MIN_REPLY_WORDS:
+        return None
+    vectors = encoder.encode(learned.reply_texts(text))
+    whole = learned.features_of(vectors)[None, :]
+    return {s: float(c.probabilities(whole)[0]) for s, c in classifier.steps.items()}, vectors
+
+
+def best_sentence(model: HostilityModel, head: Head, vectors: np.ndarray, parts: list[str]) -> str:
+    """The sentence to quote: the one most like the acts of this head's step (the whole reply if one)."""
+    if len(parts) < 2 or len(vectors) < 2:
+        return parts[0]
+    acts = [i for i, name in enumerate(model.inputs) if name.startswith("act:")]
+    weights = np.asarray([head.weights[i] for i in acts], dtype=np.float32)
+    per_sentence = vectors[1:] @ model._acts.T @ weights
+    return parts[int(np.argmax(per_sentence))]
+
+
+def weigh(
+    rubric: Rubric,
+    reading: Reading,
+    verdicts: dict[str, StepVerdict],
+    scores: learned.ReplyScores,
+    component: learned.Component,
+    model: HostilityModel | None = None,
+) -> dict[str, StepVerdict]:
+    """The checks' verdicts with the heads' findings added.
+
+    Called by :func:`agent.grader.grade_fast` between the classifier's scoring and
+    :func:`agent.learned.combine`, so that a violation found here also blocks the classifier's do-step
+    findings and voids rhetorical questions. It reads what the classifier computed (its probabilities,
+    the reply's vectors): nothing is embedded again. Like the classifier it leaves a reply it abstained
+    on, or one too short to score, to the checks. ``model``: the heads (default: the rubric's file).
+    """
+    model = model or model_for(rubric)
+    if model is None or component.model is None or component.encoder is None:
+        return verdicts
+    found: list[tuple[dict[str, float], np.ndarray, list[str]]] = []
+    if scores.vectors is not None and not scores.abstained and scores.probability:
+        found.append((scores.probability, scores.vectors, learned.sentences(reading.for_classifier)))
+    narrow = narrow_scores(reading, component.model, component.encoder)
+    if narrow is not None:
+        found.append((*narrow, learned.sentences(reading.for_donts)))
+    out = dict(verdicts)
+    for probability, vectors, parts in found:
+        row = model.inputs_of(probability, vectors, verdicts)
+        for step_id, head in model.steps.items():
+            current = out.get(step_id)
+            if current is None or current.verdict != "ok" or current.evidence is not None:
+                continue
+            p = head.probability(row)
+            if p >= head.threshold:
+                out[step_id] = StepVerdict(step_id=step_id, verdict="violated",
+                                           evidence=best_sentence(model, head, vectors, parts),
+                                           confidence=round(min(p, 0.95), 3), source="learned",
+                                           grounds="what the reply does to the patient (hostility head)")  # fmt: skip
+    if out == verdicts:
+        return verdicts
+    return checks.apply_voids(rubric, checks.apply_after_violations(rubric, out))
+
+
+# -- training (python -m agent learn-hostility) -------------------------------------------------------
+
+
+class Row(BaseModel):
+    """One labelled reply as the heads read it: its input row and 1/0 per head step it is labelled on."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inputs: list[float]
+    labels: dict[str, int]
+    weight: float = 1.0
+
+
+def rows_from(
+    paths: list[str | Path],
+    rubric: Rubric,
+    model: HostilityModel,
+    classifier: learned.LearnedModel,
+    encoder: embed.TextEncoder,
+    weight: float = 1.0,
+) -> list[Row]:
+    """Every reply of these calibration files labelled on a head step, read as :func:`weigh` reads it."""
+    from agent import calibrate
+
+    rows = []
+    for path in paths:
+        for example in calibrate.load_examples(path, rubric):
+            labels = {s: int(example.labels[s] == "violated") for s in model.steps
+                      if example.labels.get(s) in ("violated", "ok")}  # fmt: skip
+            context = example.turn_context()
+            reading = checks.read(example.reply, rubric.step_ids, checks.name_tokens(context.persona_name))
+            if not labels or len(reading.for_classifier.split()) < learned.MIN_REPLY_WORDS:
+                continue
+            verdicts = checks.judge(rubric, reading, context)
+            vectors = encoder.encode(learned.reply_texts(reading.for_classifier))
+            whole = learned.features_of(vectors)[None, :]
+            probability = {s: float(c.probabilities(whole)[0]) for s, c in classifier.steps.items()}
+            row = model.inputs_of(probability, vectors, verdicts)
+            rows.append(Row(inputs=[float(v) for v in row], labels=labels, weight=weight))
+    return rows
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    """Class-balanced, row-weighted, L2-regularised logistic regression (Newton's method)."""
+    n, d = x.shape
+    pos = max(float(weight[y == 1].sum()), 1e-9)
+    neg = max(float(weight[y == 0].sum()), 1e-9)
+    total = pos + neg
+    sample = weight * np.where(y == 1, total / (2 * pos), total / (2 * neg))
+    matrix = np.hstack([x, np.ones((n, 1))]).astype(np.float64)
+    beta = np.zeros(d + 1)
+    penalty = np.full(d + 1, l2)
+    penalty[-1] = 0.0
+    for _ in range(30):
+        p = 1.0 / (1.0 + np.exp(-(matrix @ beta)))
+        gradient = matrix.T @ (sample * (p - y)) + penalty * beta
+        hessian = (matrix * (sample * p * (1 - p))[:, None]).T @ matrix + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    return beta[:-1], float(beta[-1])
+
+
+def blank_model(
+    rubric: Rubric,
+    acts: Acts,
+    vectors: np.ndarray,
+    classifier: learned.LearnedModel,
+    *,
+    steps: dict[str, float],
+    l2: float,
+    trained_on: list[str],
+) -> HostilityModel:
+    """A model with its inputs fixed and untrained heads (``steps``: step id -> threshold)."""
+    names = input_names(classifier, acts)
+    model = HostilityModel(
+        rubric=rubric.id, trained_on=trained_on, created=datetime.now(UTC).isoformat(timespec="seconds"), l2=l2,
+        acts=[a.id for a in acts.acts], act_vectors=[[round(float(v), 6) for v in row] for row in vectors],
+        inputs=names,
+    )  # fmt: skip
+    for step_id, threshold in steps.items():
+        model.steps[step_id] = Head(weights=[0.0] * len(names), bias=0.0, threshold=threshold, positives=0, negatives=0)
+    return model
+
+
+def fit(model: HostilityModel, rows: list[Row]) -> HostilityModel:
+    """Train every head of ``model`` on ``rows`` (:func:`rows_from`)."""
+    x = np.asarray([r.inputs for r in rows], dtype=np.float64)
+    for step_id, head in model.steps.items():
+        index = [i for i, r in enumerate(rows) if step_id in r.labels]
+        y = np.array([rows[i].labels[step_id] for i in index], dtype=np.float64)
+        w = np.array([rows[i].weight for i in index], dtype=np.float64)
+        weights, bias = fit_logistic(x[index], y, w, model.l2)
+        model.steps[step_id] = Head(weights=[round(float(v), 6) for v in weights], bias=round(bias, 6),
+                                    threshold=head.threshold, positives=int(y.sum()),
+                                    negatives=int(len(y) - y.sum()))  # fmt: skip
+    return model
