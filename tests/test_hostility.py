@@ -210,18 +210,22 @@ def test_every_persona_escalates_on_each_hostility_step(persona_id):
         assert after.anger > start.anger, step
 
 
+@pytest.fixture(scope="module")
+def graded_held_out() -> list[tuple[calibrate.Example, dict[str, str]]]:
+    """Each held-out hostile reply with the grader's verdicts, its hostility steps set to the gold labels."""
+    graded = []
+    for example in held_out_hostile():
+        verdicts = grade_fast(RUBRIC, example.reply, example.turn_context()).labels()
+        graded.append((example, {**verdicts, **{s: example.labels[s] for s in hostility.STEPS}}))
+    return graded
+
+
 @pytest.mark.parametrize("persona_id", PERSONAS)
-def test_each_held_out_hostile_reply_angers_every_persona(persona_id):
-    """Graded by the grader (checks + classifier + heads) as the first turn, each held-out hostile
-    reply the grader flags raises the persona's anger, even when it also uses the name."""
+def test_each_held_out_hostile_reply_angers_every_persona(persona_id, graded_held_out):
+    """Played as the first turn, every held-out hostile reply raises the persona's anger, even where the
+    same reply also earns a calming step (the name, a question): the escalation outweighs it."""
     persona = load_persona(persona_id)
     start = mood.initial(persona)
-    flagged = 0
-    for example in held_out_hostile():
-        verdicts = grade_fast(RUBRIC, example.reply, example.turn_context()).verdicts
-        if not any(verdicts[s].verdict == "violated" for s in hostility.STEPS):
-            continue
-        flagged += 1
+    for example, verdicts in graded_held_out:
         after = mood.update(start, verdicts, persona, example.reply)
         assert after.anger > start.anger, example.reply
-    assert flagged >= 0.9 * len(held_out_hostile())
