@@ -240,6 +240,25 @@ def best_sentence(model: HostilityModel, head: Head, vectors: np.ndarray, parts:
     return parts[int(np.argmax(per_sentence))]
 
 
+def _shows_kindness(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: learned.ReplyScores) -> bool:
+    """Whether the reply shows a kind do-step: a check quoted one, or the classifier finds one at its threshold.
+
+    The heads then stay silent. Why: with it they called the rubric's own good question ("Could you
+    tell me which day you were given on the phone?") and a named feeling ("I can see the wait has been
+    hard on your back.") hostile; hostility under a kind veneer is left to the checks and the classifier
+    (the same precedence as :func:`agent.learned.combine`, which adds no do-step to a violating reply).
+    """
+    for step_id in KIND_STEPS:
+        found = verdicts.get(step_id)
+        if found is not None and found.verdict == "demonstrated":
+            return True
+        step = rubric.step(step_id)
+        threshold = step.learned_threshold or learned.THRESHOLD_DO
+        if step.learned and scores.probability.get(step_id, 0.0) >= threshold:
+            return True
+    return False
+
+
 def weigh(
     rubric: Rubric,
     reading: Reading,
@@ -265,6 +284,8 @@ def weigh(
     narrow = narrow_scores(reading, component.model, component.encoder)
     if narrow is not None:
         found.append((*narrow, learned.sentences(reading.for_donts)))
+    if _shows_kindness(rubric, verdicts, scores):
+        return verdicts
     out = dict(verdicts)
     for probability, vectors, parts in found:
         row = model.inputs_of(probability, vectors, verdicts)

@@ -75,8 +75,8 @@ def test_below_its_threshold_a_head_changes_nothing():
     assert verdicts["dismiss_feelings"].verdict == "ok" and verdicts["argue_back"].verdict == "ok"
 
 
-def test_a_quoted_kind_step_is_an_input_the_head_weighs():
-    # the same brush-off beside an apology the checks quote: this head's weight on check:apologize tips it
+def test_a_reply_that_shows_a_kind_step_is_left_to_the_checks_and_the_classifier():
+    # the same brush-off beside an apology the checks quote: the heads stay silent
     assert weigh("I'm sorry. It goes on the pile.")["dismiss_feelings"].verdict == "ok"
 
 
@@ -145,20 +145,16 @@ def test_a_bad_head_file_is_named_with_its_field(tmp_path, change, message):
         hostility.load(path, RUBRIC)
 
 
-# -- the shipped heads --------------------------------------------------------------------------------
+# -- no heads are shipped (README, "Hostility heads"): the grader is the checks and the classifier -------
 
 
-def test_the_shipped_heads_match_the_rubric_and_acts_and_never_saw_a_held_out_file():
-    model = hostility.load(hostility.model_path(RUBRIC), RUBRIC)
-    assert set(model.steps) <= set(hostility.STEPS)
-    acts = hostility.load_acts(hostility.acts_path(RUBRIC))
-    assert model.acts == [act.id for act in acts.acts]
-    classifier = learned.load(learned.model_path(RUBRIC), RUBRIC)
-    assert model.inputs == hostility.input_names(classifier, acts)
-    assert "train.jsonl" in model.trained_on
-    for held_out in ("heldout.jsonl", "test11.jsonl"):
-        assert held_out not in model.trained_on
-    assert all(0.5 <= head.threshold < 1 for head in model.steps.values())
+def test_no_head_file_ships_and_one_beside_a_rubric_is_picked_up(tmp_path):
+    assert not hostility.model_path(RUBRIC).exists()
+    assert hostility.model_for(RUBRIC) is None
+    rubric = RUBRIC.model_copy()
+    rubric.source = tmp_path / "deescalation.yaml"
+    hostility.model_path(rubric).write_text(pile_model().model_dump_json(), encoding="utf-8")
+    assert hostility.model_for(rubric) is not None
 
 
 def test_the_shipped_acts_name_only_the_heads_steps():
@@ -166,23 +162,10 @@ def test_the_shipped_acts_name_only_the_heads_steps():
     assert {s for act in acts.acts for s in act.steps} <= set(hostility.STEPS)
 
 
-# Written for this test (not in any gold file): hostility with none of the checks' keywords, and kind replies.
-KEYWORD_FREE = [
-    ("I'll add your concerns to the list of things I can't change.", "dismiss_feelings"),
-    ("Maybe if you'd answered your phone, we wouldn't be here.", "argue_back"),
-]
 KIND = [
     "I'm so sorry, that was our mistake. Let me put it right now.",
     "I can see how upsetting this is. I can't move the list, but I can ask the doctor for you.",
 ]
-
-
-@pytest.mark.parametrize(("reply", "step"), KEYWORD_FREE)
-def test_the_grader_reads_hostility_the_checks_cannot_see(reply, step, monkeypatch):
-    assert checks.run(RUBRIC, reply, CONTEXT)[step].verdict == "ok"
-    assert grade_fast(RUBRIC, reply, CONTEXT).verdicts[step].verdict == "violated"
-    monkeypatch.setattr(hostility, "model_for", lambda rubric: None)
-    assert grade_fast(RUBRIC, reply, CONTEXT).verdicts[step].verdict == "ok"
 
 
 @pytest.mark.parametrize("reply", KIND)
