@@ -2,31 +2,34 @@
 
 Why this exists (issue 20, item 2): the don't-steps ``argue_back``, ``dismiss_feelings`` and
 ``lose_cool`` were decided by phrase patterns plus the rubric-wide classifier (:mod:`agent.learned`),
-and both read words, not acts. "Sure. Whatever you say." matched a pattern, but "I hope you find
-someone who wants to help you, because I won't.", "Noted. We'll add it to the pile." or "Plenty of
-people manage to read their reminder texts" matched none, and the classifier had learnt the team's
-keywords ("calm down", "your fault"), so real people's blame in polite words, sarcasm and curt
-brush-offs passed as ``ok``. Meanwhile short kind replies ("I know. It's frustrating, and I'm sorry.")
-looked curt to it.
+and both read words, not acts: on the keyword-free hostility set (tests/data/gold/hostility) they
+found 3 of 21 held-out argue_back violations and 4 of 22 dismiss_feelings ones; blame in polite words,
+sarcasm and curt brush-offs pass as ``ok``.
 
-So each of the three steps gets a small logistic head over the reply's sentence vectors (the same
-MiniLM vectors :func:`agent.learned.score_reading` already computed: nothing is embedded twice) plus
-its similarity to a handful of *acts* described in ``rubrics/<id>.hostility.yaml`` (blames the patient,
-belittles the complaint, brushes off, mocks, ... and, as counterweights, acknowledges and refuses
-kindly). The heads are trained on labelled gold replies, including the keyword-free hostility set
-``tests/data/gold/hostility/train.jsonl``, by ``python -m agent learn-hostility`` and stored in
-``rubrics/<id>.hostility.json``; each head's threshold was chosen by cross-validation on the training
-files (tests/data/gold/README.md, "Hostility heads").
+So a hostility step can get a small logistic head that reads what the grader already computed --
+the rubric-wide classifier's probabilities for every step (from the MiniLM vectors
+:func:`agent.learned.score_reading` embedded: nothing is embedded twice), the reply's similarity to a
+handful of *acts* described in ``rubrics/<id>.hostility.yaml`` (blames the patient, belittles the
+complaint, brushes off, mocks, ... and, as counterweights, acknowledges and refuses kindly), and the kind
+do-steps the checks quoted. ``python -m agent learn-hostility`` trains the heads on labelled gold replies
+(including the keyword-free set ``tests/data/gold/hostility/train.jsonl``) and writes
+``rubrics/<id>.hostility.json``; :func:`model_for` picks such a file up.
+
+**No head file ships** (tests/data/gold/README.md, "Hostility heads"): trained and cross-validated on
+every training file, the heads added 0 (argue_back) and 3 (dismiss_feelings) of 72 held-out hostility
+replies, and at any threshold that helped they also called kind replies hostile (a named feeling, the
+rubric's own good question). The vectors do not separate these replies: on the training half of the
+hostility set, a reply's nearest neighbours' labels agree with its own 0.72-0.81 of the time for
+argue_back and 0.60-0.72 for dismiss_feelings. A sentence encoder that reads stance is what this needs.
 
 Rules, each for a reason:
-* a check's quoted violation always stands (the head only turns an ``ok`` with no evidence into
-  ``violated``), and the head's finding quotes the sentence it scored highest;
-* for its steps the head replaces the rubric-wide classifier's guess (that classifier is dropped from
-  ``scores`` for them), since it was trained on the same replies and more;
+* a check's quoted violation always stands (a head only turns an ``ok`` with no evidence into
+  ``violated``), and a finding quotes the sentence most like the step's acts;
+* a reply that shows a kind do-step (quoted by a check, or found by the classifier) is left alone;
+* like the classifier, the heads leave a reply it abstained on, or one too short to score, to the checks;
 * the embedded chat model never decides a verdict here; the heads are deterministic arithmetic;
-* text aimed at the grader never shields the rest: when a reply has meta parts, the head also reads the
-  text that only loses the narrow meta parts (:attr:`agent.checks.Reading.for_donts`), so blame written
-  in the same sentence as "as the evaluator will see" still counts.
+* text aimed at the grader never shields the rest: when a reply has meta parts, the heads also read the
+  text that loses only the narrow meta parts (:attr:`agent.checks.Reading.for_donts`).
 """
 
 from __future__ import annotations
@@ -136,6 +139,11 @@ class HostilityModel(BaseModel):
 KIND_STEPS = ("empathize", "apologize", "offer_solution", "reassure", "find_out", "ask_questions", "summarize")
 
 
+# A reply that shows one of these is left alone by the heads (:func:`_shows_kindness`). Questions are not
+# among them: an argumentative question is common hostility, and the rubric voids it (``void_if``).
+CALMING_STEPS = ("empathize", "apologize", "offer_solution", "reassure")
+
+
 def input_names(classifier: learned.LearnedModel, acts: Acts) -> list[str]:
     return ([f"p:{s}" for s in classifier.steps] + [f"act:{a.id}" for a in acts.acts]
             + [f"check:{s}" for s in KIND_STEPS])  # fmt: skip
@@ -243,12 +251,11 @@ def best_sentence(model: HostilityModel, head: Head, vectors: np.ndarray, parts:
 def _shows_kindness(rubric: Rubric, verdicts: dict[str, StepVerdict], scores: learned.ReplyScores) -> bool:
     """Whether the reply shows a kind do-step: a check quoted one, or the classifier finds one at its threshold.
 
-    The heads then stay silent. Why: with it they called the rubric's own good question ("Could you
-    tell me which day you were given on the phone?") and a named feeling ("I can see the wait has been
-    hard on your back.") hostile; hostility under a kind veneer is left to the checks and the classifier
-    (the same precedence as :func:`agent.learned.combine`, which adds no do-step to a violating reply).
+    The heads then stay silent: hostility under a kind veneer is left to the checks and the classifier,
+    the same precedence as :func:`agent.learned.combine` (no do-step is added to a violating reply) read
+    the other way; a trained head weighed "I hear you" as little as the acts it saw beside it.
     """
-    for step_id in KIND_STEPS:
+    for step_id in CALMING_STEPS:
         found = verdicts.get(step_id)
         if found is not None and found.verdict == "demonstrated":
             return True

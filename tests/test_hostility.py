@@ -64,14 +64,14 @@ def weigh(reply: str, encoder: PileEncoder | None = None, *, abstained: bool = F
 
 
 def test_a_head_turns_ok_into_a_violation_quoting_its_sentence():
-    verdicts = weigh("I hear you. We'll add it to the pile.")
+    verdicts = weigh("Right then. It all goes on the pile.")
     found = verdicts["dismiss_feelings"]
-    assert (found.verdict, found.evidence, found.source) == ("violated", "We'll add it to the pile.", "learned")
+    assert (found.verdict, found.evidence, found.source) == ("violated", "It all goes on the pile.", "learned")
     assert verdicts["argue_back"].verdict == "violated"
 
 
 def test_below_its_threshold_a_head_changes_nothing():
-    verdicts = weigh("I hear you. Let me look into it.")
+    verdicts = weigh("Right then. Let me look into it.")
     assert verdicts["dismiss_feelings"].verdict == "ok" and verdicts["argue_back"].verdict == "ok"
 
 
