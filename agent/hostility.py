@@ -16,16 +16,18 @@ do-steps the checks quoted. ``python -m agent learn-hostility`` trains the heads
 ``rubrics/<id>.hostility.json``; :func:`model_for` picks such a file up.
 
 **No head file ships** (tests/data/gold/README.md, "Hostility heads"): trained and cross-validated on
-every training file, the heads added 0 (argue_back) and 3 (dismiss_feelings) of 72 held-out hostility
-replies, and at any threshold that helped they also called kind replies hostile (a named feeling, the
-rubric's own good question). The vectors do not separate these replies: on the training half of the
+every training file, the heads changed nothing on argue_back (2 more violations found, 2 more false) and
+set 3 more of 22 dismiss_feelings violations right on the 72 held-out hostility replies, and at any
+threshold that helped they also called kind replies hostile (a named feeling, the rubric's own good
+question). The vectors do not separate these replies: on the training half of the
 hostility set, a reply's nearest neighbours' labels agree with its own 0.72-0.81 of the time for
 argue_back and 0.60-0.72 for dismiss_feelings. A sentence encoder that reads stance is what this needs.
 
 Rules, each for a reason:
 * a check's quoted violation always stands (a head only turns an ``ok`` with no evidence into
   ``violated``), and a finding quotes the sentence most like the step's acts;
-* a reply that shows a kind do-step (quoted by a check, or found by the classifier) is left alone;
+* a reply that shows a calming step (empathy, apology, offer, reassurance: quoted by a check, or found
+  by the classifier) is left alone;
 * like the classifier, the heads leave a reply it abstained on, or one too short to score, to the checks;
 * the embedded chat model never decides a verdict here; the heads are deterministic arithmetic;
 * text aimed at the grader never shields the rest: when a reply has meta parts, the heads also read the
