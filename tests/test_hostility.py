@@ -212,3 +212,28 @@ def test_each_held_out_hostile_reply_angers_every_persona(persona_id, graded_hel
     for example, verdicts in graded_held_out:
         after = mood.update(start, verdicts, persona, example.reply)
         assert after.anger > start.anger, example.reply
+
+
+# -- python -m agent learn-hostility --------------------------------------------------------------------
+
+
+def test_learn_hostility_writes_heads_the_loader_accepts(tmp_path, capsys):
+    from agent.cli import main
+
+    out = tmp_path / "deescalation.hostility.json"
+    train = str(GOLD / "train.jsonl")
+    code = main(["learn-hostility", train, "--threshold", "dismiss_feelings=0.8", "--weight", f"{train}=3",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    model = hostility.load(out, RUBRIC)
+    assert model.trained_on == ["train.jsonl"]
+    assert list(model.steps) == ["dismiss_feelings"] and model.steps["dismiss_feelings"].threshold == 0.8
+    assert model.steps["dismiss_feelings"].positives == 22  # the training half's dismissals
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_learn_hostility_needs_a_threshold_per_head(capsys):
+    from agent.cli import main
+
+    assert main(["learn-hostility", str(GOLD / "train.jsonl")]) == 2
+    assert "--threshold STEP=P" in capsys.readouterr().err
