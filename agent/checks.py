@@ -229,11 +229,6 @@ class Reading(BaseModel):
         """The reply with only its narrow meta parts blanked (same length): what the don't-steps read."""
         return blank(self.reply, self.narrow)
 
-    @property
-    def for_donts(self) -> str:
-        """:attr:`kept_for_donts`, whitespace collapsed (what :mod:`agent.hostility` embeds when it differs)."""
-        return re.sub(r"[ \t]{2,}", " ", re.sub(r"\s*\n\s*", "\n", self.kept_for_donts)).strip(" \t\n'\"")
-
 
 def read(reply: str, step_ids: Iterable[str], names: Iterable[str] = ()) -> Reading:
     """The reply with its meta parts found (``step_ids``: the rubric's; ``names``: the patient's name tokens)."""

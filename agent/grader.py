@@ -42,7 +42,7 @@ import yaml
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict
 
-from agent import checks, hostility, learned
+from agent import checks, learned
 from agent.checks import StepVerdict, TurnContext
 from agent.facts import Mentions, not_given, pattern_facts
 from agent.grades import PROBLEM_VERDICTS, JudgedAdvice, TipAdvice, TurnGrade
@@ -88,7 +88,6 @@ def grade_fast(
     if component is not None and component.ready:
         assert component.model is not None and component.encoder is not None
         scores = learned.score_reading(component.model, component.encoder, reading)
-        verdicts = hostility.weigh(rubric, reading, verdicts, scores, component)
         abstained = scores.abstained
         if not abstained:
             verdicts = learned.combine(rubric, verdicts, scores)

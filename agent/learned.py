@@ -180,17 +180,6 @@ class ReplyScores(BaseModel):
     familiarity: float | None = None
     # True when the classifiers said nothing because the reply is unlike their training replies.
     abstained: bool = False
-    # The vectors embedded for this reply (row 0: the reply, then its sentences; only row 0 when the
-    # classifier abstained), kept so that later stages (agent.hostility) never embed the reply again.
-    _vectors: np.ndarray | None = PrivateAttr(default=None)
-
-    @property
-    def vectors(self) -> np.ndarray | None:
-        return self._vectors
-
-    def with_vectors(self, vectors: np.ndarray) -> ReplyScores:
-        self._vectors = vectors
-        return self
 
 
 def _step_ids(model: LearnedModel) -> list[str]:
@@ -228,7 +217,7 @@ def score_reading(model: LearnedModel, encoder: embed.TextEncoder, reading: chec
     familiarity = model.familiarity(vectors[0])
     familiarity = None if familiarity is None else round(familiarity, 4)
     if model.abstains(familiarity, words):
-        return ReplyScores(probability={}, sentence={}, familiarity=familiarity, abstained=True).with_vectors(vectors)
+        return ReplyScores(probability={}, sentence={}, familiarity=familiarity, abstained=True)
     if len(texts) > 1:
         vectors = np.vstack([vectors, encoder.encode(texts[1:])])
     whole = features_of(vectors)[None, :]
@@ -240,8 +229,7 @@ def score_reading(model: LearnedModel, encoder: embed.TextEncoder, reading: chec
         best = int(np.argmax(classifier.probabilities(per_sentence))) if len(parts) > 1 else 0
         sentence[step_id] = parts[best]
     promise = next((part for part in parts if _own_promise(part)), None)
-    scores = ReplyScores(probability=probability, sentence=sentence, promise=promise, familiarity=familiarity)
-    return scores.with_vectors(vectors)
+    return ReplyScores(probability=probability, sentence=sentence, promise=promise, familiarity=familiarity)
 
 
 def _quotes_good(rubric: Rubric, verdicts: dict[str, StepVerdict], sentence: str | None) -> bool:

@@ -468,3 +468,19 @@ def test_the_embedded_model_never_judges_even_when_asked():
     big = LLMSettings(backend=Backend.COMPATIBLE, base_url="http://127.0.0.1:9/v1", model="big")
     assert will_judge(big, True) is True
     assert will_judge(big, False) is False
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "I'm so sorry, that was our mistake. Let me put it right now.",
+        "I can see how upsetting this is. I can't move the list, but I can ask the doctor for you.",
+        "You were told the wrong day, that's on us, and I'm sorry.",
+        "I can't do that, but here is what I can do: I'll call the booking team now.",
+    ],
+)
+def test_kind_replies_stay_ok_on_every_hostility_step_with_the_classifier_too(reply):
+    # Issue 20: a polite reply that admits a fault, names the feeling or refuses kindly is not hostile,
+    # whether the patterns (rubric acts) or the learned classifier read it.
+    verdicts = grade_fast(RUBRIC, reply, CONTEXT).verdicts
+    assert [s for s in ("argue_back", "dismiss_feelings", "lose_cool") if verdicts[s].verdict != "ok"] == []

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent import embed, hostility, learned, training
+from agent import embed, learned, training
 from agent.rubrics import load_rubric_argument
 
 
@@ -41,7 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.set_defaults(handler=cmd_learn)
-    register_hostility(subparsers)
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -76,75 +75,4 @@ def cmd_learn(args: argparse.Namespace) -> int:
     if skipped:
         print(f"no classifier (too few examples of each label): {', '.join(skipped)}")
     print(f"wrote {out} ({len(rows)} replies, {len(model.steps)} steps)")
-    return 0
-
-
-def register_hostility(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "learn-hostility",
-        help="train the hostility heads (argue_back, dismiss_feelings, lose_cool) on labelled JSONL files",
-        description=(
-            "Fit one logistic head per hostility step over MiniLM sentence vectors and the acts of "
-            "rubrics/<id>.hostility.yaml, and save them beside the rubric (rubrics/<id>.hostility.json). "
-            "Retrain after the encoder or the acts change. Never train on the file you will report a score on."
-        ),
-    )
-    parser.add_argument("files", nargs="+", help="calibration JSONL files to learn from")
-    parser.add_argument("--rubric", default="deescalation", help="rubric name or YAML path")
-    parser.add_argument("--out", help="where to write the heads (default: beside the rubric)")
-    parser.add_argument("--l2", type=float, default=0.1, help="L2 penalty (default %(default)s)")
-    parser.add_argument("--threshold", action="append", default=[], metavar="STEP=P",
-                        help="train a head for STEP, a violation from probability P (repeatable)")  # fmt: skip
-    parser.add_argument("--weight", action="append", default=[], metavar="FILE=W",
-                        help="count the replies of FILE W times (repeatable; default 1)")  # fmt: skip
-    parser.add_argument(
-        "--vectors", type=Path, help="keep the sentence vectors in this .npz file and reuse them next time"
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.set_defaults(handler=cmd_learn_hostility)
-
-
-def _pairs(items: list[str], what: str) -> dict[str, float]:
-    out = {}
-    for item in items:
-        key, sep, value = item.rpartition("=")
-        if not sep or not key:
-            raise ValueError(f"{what}: expected KEY=NUMBER, got {item!r}")
-        out[key] = float(value)
-    return out
-
-
-def cmd_learn_hostility(args: argparse.Namespace) -> int:
-    rubric = load_rubric_argument(args.rubric)
-    component = learned.component_for(rubric)
-    if component.model is None:
-        print(f"error: the heads read the learned classifier's probabilities: {component.reason}", file=sys.stderr)
-        return 2
-    encoder: embed.TextEncoder = embed.shared_encoder()
-    if args.vectors:
-        encoder = training.VectorCache(encoder, args.vectors)
-    thresholds = _pairs(args.threshold, "--threshold")
-    unknown = sorted(set(thresholds) - set(hostility.STEPS))
-    if unknown or not thresholds:
-        print(f"error: --threshold STEP=P for each head, STEP one of {', '.join(hostility.STEPS)}", file=sys.stderr)
-        return 2
-    weights = _pairs(args.weight, "--weight")
-    acts = hostility.load_acts(hostility.acts_path(rubric))
-    names = [Path(f).name for f in args.files]
-    vectors = hostility.act_vectors(acts, encoder)
-    model = hostility.blank_model(
-        rubric, acts, vectors, component.model, steps=thresholds, l2=args.l2, trained_on=names
-    )
-    rows = []
-    for path in args.files:
-        rows += hostility.rows_from([path], rubric, model, component.model, encoder, weight=weights.get(path, 1.0))
-    hostility.fit(model, rows)
-    if isinstance(encoder, training.VectorCache):
-        encoder.save()
-    out = Path(args.out) if args.out else hostility.model_path(rubric)
-    out.write_text(model.model_dump_json() + "\n", encoding="utf-8")
-    print(f"{'step':<20} {'violated':>9} {'ok':>6} {'threshold':>10}")
-    for step_id, head in model.steps.items():
-        print(f"{step_id:<20} {head.positives:>9} {head.negatives:>6} {head.threshold:>10.2f}")
-    print(f"wrote {out} ({len(rows)} replies, {len(model.inputs)} inputs)")
     return 0
