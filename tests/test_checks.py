@@ -625,7 +625,6 @@ HOSTILITY = ("argue_back", "dismiss_feelings", "lose_cool")
         ("Other patients have waited much longer than you today.", "dismiss_feelings"),
         ("There's no reason to get so worried about a bill.", "dismiss_feelings"),
         # curt brush-offs as whole sentences
-        ("Right. Next.", "dismiss_feelings"),
         ("Right. Next.", "lose_cool"),
         ("Sure. Whatever you say.", "lose_cool"),
         ("Noted. We'll add it to the pile.", "dismiss_feelings"),
