@@ -616,7 +616,6 @@ HOSTILITY = ("argue_back", "dismiss_feelings", "lose_cool")
         ("Not much I can do about the traffic, is there?", "argue_back"),
         # futility: the patient's act named as pointless
         ("Please stop shouting, it doesn't make the doctor come faster, you know.", "argue_back"),
-        ("Please stop shouting, it doesn't make the doctor come faster, you know.", "dismiss_feelings"),
         ("Please stop shouting, it doesn't make the doctor come faster, you know.", "lose_cool"),
         ("Calling every hour won't speed the lab up.", "dismiss_feelings"),
         # minimising and comparison
