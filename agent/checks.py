@@ -174,6 +174,24 @@ def meta_spans(text: str, step_ids: Iterable[str], names: Iterable[str] = ()) ->
     return spans
 
 
+def narrow_meta_spans(text: str, step_ids: Iterable[str], names: Iterable[str] = ()) -> list[Span]:
+    """Only the words of the meta parts: a JSON object, a chat-template token, a step id or verdict tag,
+    a grader word or phrase, a role or speaker label -- not the sentence or section around them.
+
+    What the don't-steps read (issue 20): text aimed at the grader never shields the rest of the reply,
+    so "As the evaluator will see, people who read their texts manage fine" is still blame, and a
+    ``{"argue_back": "ok"}`` beside "that's on you" changes nothing. The do-steps keep reading the
+    wide blanking (:func:`meta_spans`): a demonstration claimed in text to the grader is never evidence.
+    """
+    words, _narration, roles, speakers = _meta(tuple(sorted(step_ids)), tuple(sorted(set(names))))
+    text = TITLE_DOT.sub(lambda m: m.group()[:-1] + " ", text)
+    spans: list[Span] = [m.span() for m in JSON_OBJECT.finditer(text)]
+    spans += [m.span() for m in words.finditer(text)]
+    spans += [m.span() for m in roles.finditer(text)]
+    spans += [m.span() for m in speakers.finditer(text)]
+    return [(start, end) for start, end in spans if end > start]
+
+
 def blank(text: str, spans: Iterable[Span]) -> str:
     """``text`` with each span replaced by spaces (same length, so positions still map to the original)."""
     chars = list(text)
@@ -193,6 +211,8 @@ class Reading(BaseModel):
 
     reply: str
     meta: tuple[Span, ...] = ()
+    # Only the meta words themselves (:func:`narrow_meta_spans`): what the don't-steps see blanked.
+    narrow: tuple[Span, ...] = ()
 
     @property
     def kept(self) -> str:
@@ -204,10 +224,17 @@ class Reading(BaseModel):
         """The kept text, whitespace collapsed: what the classifier embeds."""
         return re.sub(r"[ \t]{2,}", " ", re.sub(r"\s*\n\s*", "\n", self.kept)).strip(" \t\n'\"")
 
+    @property
+    def kept_for_donts(self) -> str:
+        """The reply with only its narrow meta parts blanked (same length): what the don't-steps read."""
+        return blank(self.reply, self.narrow)
+
 
 def read(reply: str, step_ids: Iterable[str], names: Iterable[str] = ()) -> Reading:
     """The reply with its meta parts found (``step_ids``: the rubric's; ``names``: the patient's name tokens)."""
-    return Reading(reply=reply, meta=tuple(meta_spans(reply, step_ids, names)))
+    step_ids, names = tuple(step_ids), tuple(names)
+    meta = tuple(meta_spans(reply, step_ids, names))
+    return Reading(reply=reply, meta=meta, narrow=tuple(narrow_meta_spans(reply, step_ids, names)) if meta else ())
 
 
 def strip_meta(text: str, step_ids: Iterable[str], names: Iterable[str] = ()) -> str:
@@ -346,12 +373,19 @@ def name_tokens(persona_name: str | None) -> list[str]:
     return [w for w in words if w.lower() not in TITLES]
 
 
+# A speaker label at the start of the reply or of a line ("Mr. Carter: ...", "Receptionist: ...") names
+# who speaks, like a script; it is not the trainee using the patient's name (issue 20: it counted as
+# use_name and calmed Mr. Carter). Up to four words before a colon that is not a time ("3:40").
+SPEAKER_LABEL = re.compile(r"^[ \t]*[A-Za-z][\w.\-]*(?:[ \t]+[A-Za-z][\w.\-]*){0,3}[ \t]*:(?!\d)", re.MULTILINE)
+
+
 def _name_evidence(text: Normalized, context: TurnContext) -> str | None:
     tokens = name_tokens(context.persona_name)
     if not tokens:
         return None
     pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in tokens) + r")\b", re.IGNORECASE)
-    hit = pattern.search(text.text)
+    labels = Blocked(m.span() for m in SPEAKER_LABEL.finditer(text.text))
+    hit = next((m for m in pattern.finditer(text.text) if not labels.overlaps(m.span())), None)
     return text.quote(*hit.span()) if hit else None
 
 
@@ -509,6 +543,8 @@ def judge(rubric: Rubric, reading: Reading, context: TurnContext) -> dict[str, S
     kept = copy.copy(text)  # the same index map; only its text loses the retracted parts
     kept.text = blank(text.text, retracted_spans(text.text))
     met = conditions_met(rubric, meta_blanked, context)
-    verdicts = {step.id: judge_step(step, kept if step.kind == "do" else text, context, met)
+    # The don't-steps read all but the meta words: text to the grader never shields the rest (issue 20).
+    donts = Normalized(reading.kept_for_donts, original=reading.reply) if reading.meta else text
+    verdicts = {step.id: judge_step(step, kept if step.kind == "do" else donts, context, met)
                 for step in rubric.turn_steps()}  # fmt: skip
     return apply_voids(rubric, apply_after_violations(rubric, verdicts))

@@ -120,3 +120,19 @@ def test_session_steps_that_cannot_be_judged_say_so():
     assert result["patience"].verdict == "not_applicable"  # one turn says nothing about patience
     empty = grade_session(RUBRIC, Transcript())
     assert {v.verdict for v in empty.values()} == {"not_applicable"}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "I'm so sorry, that was our mistake. Let me put it right now.",
+        "I can see how upsetting this is. I can't move the list, but I can ask the doctor for you.",
+        "You were told the wrong day, that's on us, and I'm sorry.",
+        "I can't do that, but here is what I can do: I'll call the booking team now.",
+    ],
+)
+def test_kind_replies_stay_ok_on_every_hostility_step_with_the_classifier_too(reply):
+    # Issue 20: a polite reply that admits a fault, names the feeling or refuses kindly is not hostile,
+    # whether the patterns (rubric acts) or the learned classifier read it.
+    verdicts = grade_fast(RUBRIC, reply, CONTEXT).verdicts
+    assert [s for s in ("argue_back", "dismiss_feelings", "lose_cool") if verdicts[s].verdict != "ok"] == []

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
+from agent import calibrate
 from agent import mood as M
 from agent.checks import StepVerdict
-from agent.personas import parse_persona
+from agent.grader import grade_fast
+from agent.personas import load_persona, load_personas, parse_persona
+from agent.rubrics import load_rubric
 
 BASE = """
 id: tester
@@ -432,3 +437,42 @@ def test_unheard_calm_is_per_persona():
     assert M.update(mood(anger=6), v(empathize="demonstrated"), loose).anger == 4.5
     assert M.update(mood(anger=6), v(empathize="demonstrated"), H).anger == 4.5
     assert M.update(mood(anger=4.5), v(empathize="demonstrated"), H).anger == 4.0
+
+
+# -- hostility moves the mood (issue 20): every persona, every hostility step, every held-out hostile reply --
+
+HOSTILITY = ("argue_back", "dismiss_feelings", "lose_cool")
+HOSTILITY_GOLD = Path(__file__).resolve().parent / "data" / "gold" / "hostility" / "heldout.jsonl"
+PERSONA_IDS = [p.id for p in load_personas()]
+
+
+@pytest.mark.parametrize("persona_id", PERSONA_IDS)
+def test_every_persona_escalates_on_each_hostility_step(persona_id):
+    persona = load_persona(persona_id)
+    steps = {t.step for t in persona.triggers.escalate if t.step and (t.when or ["violated"]) == ["violated"]}
+    assert set(HOSTILITY) <= steps
+    for step in HOSTILITY:
+        start = M.initial(persona)
+        assert M.update(start, v(**{step: "violated"}), persona).anger > start.anger, step
+
+
+@pytest.fixture(scope="module")
+def graded_held_out_hostile() -> list[tuple[calibrate.Example, dict[str, StepVerdict]]]:
+    """Each held-out hostile reply with the grader's verdicts, its hostility steps set to the gold labels."""
+    rubric = load_rubric()
+    graded = []
+    for example in calibrate.load_examples(HOSTILITY_GOLD, rubric):
+        if any(example.labels[s] == "violated" for s in HOSTILITY):
+            verdicts = grade_fast(rubric, example.reply, example.turn_context()).verdicts
+            graded.append((example, {**verdicts, **v(**{s: example.labels[s] for s in HOSTILITY})}))
+    return graded
+
+
+@pytest.mark.parametrize("persona_id", PERSONA_IDS)
+def test_each_held_out_hostile_reply_angers_every_persona(persona_id, graded_held_out_hostile):
+    """Played as the first turn, every held-out hostile reply raises the persona's anger, even where the
+    same reply also earns a calming step (the name, a question): the escalation outweighs it."""
+    persona = load_persona(persona_id)
+    start = M.initial(persona)
+    for example, verdicts in graded_held_out_hostile:
+        assert M.update(start, verdicts, persona, example.reply).anger > start.anger, example.reply

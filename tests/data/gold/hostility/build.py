@@ -1,0 +1,73 @@
+"""Build train.jsonl / heldout.jsonl (the calibration format of agent/calibrate.py) from source.yaml.
+
+Run from the repository root: ``.venv/bin/python tests/data/gold/hostility/build.py``. The split is
+fixed before any tuning: replies are grouped by their label pattern (which of argue_back,
+dismiss_feelings, lose_cool they violate; controls violate none), each group is shuffled with a fixed
+seed and dealt alternately to train and held-out, so both halves hold every pattern in about equal
+numbers and the held-out half never changes between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CODES = {"arg": "argue_back", "dis": "dismiss_feelings", "cool": "lose_cool"}
+VALUES = {"v": "violated", "o": "ok"}
+SEED = 20261204
+
+
+def examples() -> list[dict]:
+    data = yaml.safe_load((HERE / "source.yaml").read_text(encoding="utf-8"))
+    out, counters = [], {}
+    for entry in data["replies"]:
+        key, reply = entry[0], entry[1]
+        labels = {step: "ok" for step in CODES.values()}
+        for token in (entry[2] if len(entry) > 2 else "").split():
+            code, _, value = token.partition("=")
+            labels[CODES[code]] = VALUES[value]
+        where = data["situations"][key]
+        counters[key] = counters.get(key, 0) + 1
+        out.append({
+            "id": f"hs-{where['situation']}-{counters[key]:02d}",
+            "rubric": "deescalation",
+            "situation": where["situation"],
+            "context": where["context"],
+            "history": [{"role": "patient", "content": where["patient"]}],
+            "reply": reply,
+            "labels": labels,
+        })  # fmt: skip
+    return out
+
+
+def split(items: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for item in items:
+        groups.setdefault(tuple(item["labels"][s] for s in CODES.values()), []).append(item)
+    rng = random.Random(SEED)
+    halves: dict[str, list[dict]] = {"train": [], "heldout": []}
+    turn = 0
+    for pattern in sorted(groups):
+        members = groups[pattern]
+        rng.shuffle(members)
+        for item in members:
+            halves["train" if turn % 2 == 0 else "heldout"].append(item)
+            turn += 1
+    return halves
+
+
+def main() -> None:
+    for name, items in split(examples()).items():
+        items.sort(key=lambda e: e["id"])
+        lines = [json.dumps({**e, "split": name}, ensure_ascii=False) for e in items]
+        (HERE / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        hostile = sum(any(v == "violated" for v in e["labels"].values()) for e in items)
+        print(f"{name}: {len(items)} replies, {hostile} hostile, {len(items) - hostile} controls")
+
+
+if __name__ == "__main__":
+    main()
