@@ -30,11 +30,6 @@ anger: {anger}
 trust: {trust}
 difficulty: easy
 sources: [004_54c74b88a13cd7e8.txt]
-wants:
-  resolves:
-    - {{id: time_estimate, says: an honest estimate from the doctor of when he will be seen, cues: [minutes]}}
-  partly:
-    - {{id: chair, says: a more comfortable chair while he waits, cues: [chair]}}
 triggers:
   calm:
     - {{step: empathize, anger: 1.5, trust: 1}}
@@ -54,6 +49,7 @@ thresholds:
   escalate_anger: 7
   min_turns: 2
   max_turns: 8
+  need_met: false
 dynamics:
   max_anger_step: 2.5
   max_trust_step: 2
@@ -313,7 +309,8 @@ wants:
 
 def held(**dynamics: float) -> M.Persona:
     """The test persona with wants (held to them), optionally with other dynamics."""
-    who = parse_persona(BASE.format(channel="front_desk", anger=6, trust=5) + WANTS)
+    base = BASE.format(channel="front_desk", anger=6, trust=5).replace("need_met: false", "need_met: true")
+    who = parse_persona(base + WANTS)
     return who.model_copy(update={"dynamics": who.dynamics.model_copy(update=dynamics)})
 
 
