@@ -485,18 +485,27 @@ def _fallback(persona: Persona, mood: Mood, earlier: Sequence[str] = ()) -> str:
     return next((line for line in ordered if tuple(_words(line)) not in said), ordered[0])
 
 
+def _within_earlier(sentence: str, earlier: Sequence[str]) -> bool:
+    """The sentence's words appear, in order and together, in one of the patient's earlier lines."""
+    words = " ".join(_words(sentence))
+    return bool(words) and any(f" {words} " in f" {' '.join(_words(line))} " for line in earlier)
+
+
 def release(
     chunks: Iterator[str], persona: Persona, notes: list[str] | None = None, context: Context | None = None
 ) -> Iterator[str]:
     """Filter one model stream: yield in-role sentences (the first with a leading space dropped).
 
     Each sentence is checked with :func:`problem` (``context`` gives the conversation; without it,
-    only the checks that need none); a sentence the reply already said ends it too. Stops at the
-    first sentence that fails (appending ``"trimmed: <reason>"`` or, when nothing was released
-    yet, ``"rejected: <reason>"`` to ``notes``) or after :data:`MAX_SENTENCES`.
+    only the checks that need none); a sentence the reply already said ends it too. Opening
+    sentences said in an earlier line are skipped (the reply is judged by what follows them; with
+    nothing after them the reply is rejected as "said before"). Stops at the first sentence that
+    fails (appending ``"trimmed: <reason>"`` or, when nothing was released yet,
+    ``"rejected: <reason>"`` to ``notes``) or after :data:`MAX_SENTENCES`.
     """
     context = context or Context(persona=persona)
     released: list[list[str]] = []
+    repeated = False  # the reply opened with an earlier line again: skipped, the rest may still stand
     for sentence in _sentences(chunks):
         if not released:
             sentence = _clean_start(sentence, persona)
@@ -505,6 +514,11 @@ def release(
         reason = problem(sentence, context, first=not released)
         if reason is None and _words(sentence) in released:
             reason = "says the same sentence again"
+        if not released and (reason == "said before" or (repeated and _within_earlier(sentence, context.earlier))):
+            # A patient who restates the complaint often opens with an earlier line word for word;
+            # the new sentences after it are the answer, so only the repeated ones are dropped.
+            repeated = True
+            continue
         if reason:
             if notes is not None:
                 notes.append(f"{'trimmed' if released else 'rejected'}: {reason}")
@@ -513,6 +527,8 @@ def release(
         released.append(_words(sentence))
         if len(released) >= MAX_SENTENCES:
             return
+    if repeated and not released and notes is not None:
+        notes.append("rejected: said before")
 
 
 def patient_model(settings: LLMSettings | None = None) -> ServedModel:

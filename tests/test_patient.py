@@ -480,3 +480,13 @@ def test_reply_to_a_calming_line(llm_settings):
     assert f'Offered so far: "{offer}". That meets the need' in build_messages(CARTER, history, mood)[-1].content
     text = "".join(stream_reply(CARTER, history, mood, patient_model(llm_settings), temperature=0, seed=7))
     assert text.strip() and out_of_role(text) is None and unearned_acceptance(text, [offer]) is None
+
+
+def test_a_reply_that_opens_with_an_earlier_line_keeps_what_follows_it():
+    # Issue 20: a patient who comes back to the complaint often opens with the earlier line word
+    # for word; that sentence is dropped and the new ones stand, instead of a fallback line.
+    history = transcript("Hello.")
+    model = FakeModel(lines=[f"{CARTER.opening_line} Nobody told me it was tomorrow."])
+    notes: list[str] = []
+    text = reply(CARTER, history, ANGRY_CARTER, model, temperature=0, seed=7, notes=notes)
+    assert text == "Nobody told me it was tomorrow." and len(model.patient_requests) == 1 and notes == []
