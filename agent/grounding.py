@@ -134,27 +134,29 @@ def _hit(patterns: tuple[re.Pattern[str], ...], text: str) -> re.Match[str] | No
 
 class _Vectors:
     """Sentence vectors by text, most recent kept: facts, remedies and the patient's lines come back
-    every turn of a session, so each is embedded once (per process), not once per turn."""
+    every turn of a session, so each is embedded once (per process), not once per turn. Keyed by
+    the encoder too: a vector from one encoder means nothing to another."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self.items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.items: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self.lock = threading.Lock()
 
     def get(self, encoder: embed.TextEncoder, texts: list[str]) -> np.ndarray:
+        owner = id(encoder)
         with self.lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self.items]
+            missing = [t for t in dict.fromkeys(texts) if (owner, t) not in self.items]
         if missing:
             found = encoder.encode(missing)
             with self.lock:
                 for text, vector in zip(missing, found, strict=True):
-                    self.items[text] = vector
+                    self.items[(owner, text)] = vector
                 while len(self.items) > self.size:
                     self.items.popitem(last=False)
         with self.lock:
             for text in texts:
-                self.items.move_to_end(text)
-            return np.vstack([self.items[t] for t in texts]) if texts else np.zeros((0, embed.DIMENSIONS))
+                self.items.move_to_end((owner, text))
+            return np.vstack([self.items[(owner, t)] for t in texts]) if texts else np.zeros((0, embed.DIMENSIONS))
 
 
 VECTORS = _Vectors()
