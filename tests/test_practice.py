@@ -499,8 +499,24 @@ class _DatabaseFault:
             self._holder = sqlite3.connect(self.store.engine.url.database, isolation_level=None)
             self._holder.execute("BEGIN IMMEDIATE")
         else:
+            self._fill()
             event.listen(self.store.engine, "connect", self._limit)
             self.store.engine.dispose()  # pooled connections are made again, with the limit
+
+    def _fill(self) -> None:
+        """Use up the free room in the file's last pages too, so that the next write needs a new
+        page whatever the size of what the session saved before (a small write could fit)."""
+        filler = sqlite3.connect(self.store.engine.url.database, isolation_level=None)
+        filler.execute("CREATE TABLE IF NOT EXISTS test_filler (b BLOB)")
+        pages = filler.execute("PRAGMA page_count").fetchone()[0]
+        filler.execute(f"PRAGMA max_page_count={pages}")
+        for size in (4096, 1024, 256, 64, 16, 4, 1):
+            try:
+                while True:
+                    filler.execute("INSERT INTO test_filler VALUES (?)", (b"x" * size,))
+            except sqlite3.OperationalError:
+                continue
+        filler.close()
 
     def off(self) -> None:
         if self._holder is not None:
