@@ -35,7 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.checks import StepVerdict
+from agent.checks import Meets, StepVerdict
 from agent.personas import Channel, Persona
 
 Outcome = Literal["resolved", "walked_out", "hung_up", "escalated"]
@@ -78,6 +78,11 @@ class Mood(BaseModel):
         description="the concrete offers the trainee made so far, in their words (the patient's direction names them)",
     )
     met: list[str] = Field(default_factory=list, description="ids of the persona's remedies offered so far (any kind)")
+    offer_meets: Meets | None = Field(
+        default=None,
+        description="how this turn's offer stands against the persona's wants (None: no offer heard this turn, "
+        "or one the grader could not match)",
+    )
 
 
 def initial(persona: Persona) -> Mood:
@@ -211,6 +216,7 @@ def update(
         counts=dict(sorted(counts.items())),
         offers=offers,
         met=met,
+        offer_meets=offer.meets if heard and offer is not None else None,
     )
 
 

@@ -9,7 +9,10 @@ Prompting follows the backend (``settings.capabilities.prompt_style``):
   ends the line. The mood appears as a stage direction just before that line, where a small model
   cannot miss it, and every earlier line keeps the direction it was written under: the prompt only
   ever grows at its end, so the server's prompt cache holds all of it but the new trainee line,
-  the new direction and the speaker tag (a few dozen tokens to read per turn).
+  the new direction and the speaker tag. What was offered so far and what the patient still wants
+  is a note right *after* each patient line (:func:`substance`), known before the trainee answers:
+  the prefills read it while the trainee reads and types, and the direction read after Send stays
+  a few words (the mood, and how this turn's offer stands against the wants).
 * ``chat`` (large hosted models): a system prompt describing the character, the conversation with
   the trainee as the user and the patient as the assistant, and the mood last, as a system note.
 
@@ -189,11 +192,18 @@ def substance(persona: Persona, mood: Mood) -> str:
 
 
 def direction(persona: Persona, mood: Mood, ending: Outcome | None = None) -> str:
-    """The stage direction for the patient's next line: the mood in words, or how the session ends,
-    then what was offered and what is still open (:func:`substance`)."""
+    """The stage direction for the patient's next line, read after the trainee's reply: the mood in
+    words, or how the session ends, and how this turn's offer stands against the patient's wants.
+
+    Short on purpose: it is what the server reads after Send (with the reply's last words and the
+    speaker tag). What was offered so far and what is still wanted (:func:`substance`) is the note
+    after the patient's previous line, read while the trainee reads and types.
+    """
     fields = _fields(persona, mood)
     said = fields["mood"] if ending is None else _endings()[ending].format(**fields)
-    return f"{said}. {substance(persona, mood)}"
+    if ending is None and mood.offer_meets is not None:
+        said += "; " + _substance()[f"offer_{mood.offer_meets}"]
+    return said
 
 
 def _cue(persona: Persona, text: str) -> str:
@@ -210,12 +220,14 @@ def _speakers(persona: Persona) -> list[str]:
 
 def _line(persona: Persona, message: Message) -> str:
     """One transcript line; the words are neutralised (:func:`agent.neutral.prompt_text`), so a
-    reply cannot close the transcript, open a system turn or speak as the patient."""
+    reply cannot close the transcript, open a system turn or speak as the patient. A patient line
+    comes between its direction and its note (:func:`substance`)."""
     content = prompt_text(message.content, _speakers(persona))
     if message.role == "trainee":
         return f"{persona.staff_label}: {content}\n"
     cue = _cue(persona, message.direction) if message.direction else ""
-    return f"{cue}{persona.address_as}: {content}\n"
+    note = f"[{message.note}.]\n" if message.note else ""
+    return f"{cue}{persona.address_as}: {content}\n{note}"
 
 
 def build_messages(
@@ -238,7 +250,8 @@ def build_messages(
         for message in transcript.messages:
             content = prompt_text(message.content)
             messages.append(AIMessage(content) if message.role == "patient" else HumanMessage(content))
-        note = f"Right now you are {cue}." if ending is None else f"This is your last line: {cue}."
+        said = f"{cue}. {substance(persona, mood)}"
+        note = f"Right now you are {said}." if ending is None else f"This is your last line: {said}."
         # Last, not in the system prompt: what changes every turn stays out of the cached front.
         messages.append(SystemMessage(note))
         return messages

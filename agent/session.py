@@ -38,7 +38,15 @@ from agent.grades import TurnGrade
 from agent.models import CoachModel, PatientModel
 from agent.mood import Mood, Outcome
 from agent.patient import MAX_TOKENS as PATIENT_MAX_TOKENS
-from agent.patient import build_messages, direction, prefix_messages, prompt_tokens, stream_reply, typing_messages
+from agent.patient import (
+    build_messages,
+    direction,
+    prefix_messages,
+    prompt_tokens,
+    stream_reply,
+    substance,
+    typing_messages,
+)
 from agent.personas import Persona
 from agent.rubrics import Rubric, load_rubric
 from agent.transcript import Transcript
@@ -143,7 +151,10 @@ class Session:
         self.use_learned = use_learned
         self.initial_mood = mood_rules.initial(persona)
         self.transcript = Transcript()
-        self.transcript.add("patient", persona.opening_line, direction(persona, self.initial_mood))
+        opening_mood = self.initial_mood
+        self.transcript.add(
+            "patient", persona.opening_line, direction(persona, opening_mood), substance(persona, opening_mood)
+        )
         self.turns: list[Turn] = []
         self.ending: Ending | None = None
         self.trimmed = 0  # trainee/patient exchanges left out of the patient's prompt
@@ -255,11 +266,17 @@ class Session:
             parts.append(piece)
             yield Spoken(text=piece)
         turn.patient, turn.notes = "".join(parts).strip(), notes
-        self.transcript.add("patient", turn.patient, direction(self.persona, turn.mood_after, kind))
+        self._add_answer(turn.patient, turn.mood_after, kind)
         self.ending = turn.ending
         yield Answered(index=len(self.turns) - 1, turn=turn, trimmed=self.trimmed)
 
     # -- what the patient model reads ----------------------------------------------------------
+
+    def _add_answer(self, text: str, mood: Mood, ending: Outcome | None) -> None:
+        """The patient's line with the direction it was written under and, unless the session ends
+        on it, the note the trainee's next line is read after (what was offered, what is open)."""
+        note = substance(self.persona, mood) if ending is None else None
+        self.transcript.add("patient", text, direction(self.persona, mood, ending), note)
 
     def memory(self) -> Transcript:
         """The conversation as the patient model reads it: the opening line and the exchanges
@@ -330,7 +347,7 @@ class Session:
             kind = turn.ending.kind if turn.ending else None
             # Trim where the live session trimmed: before the answer was written, under its mood.
             self._fit_memory(turn.mood_after, kind)
-            self.transcript.add("patient", turn.patient, direction(self.persona, turn.mood_after, kind))
+            self._add_answer(turn.patient, turn.mood_after, kind)
             self.ending = turn.ending
 
     def summary(self) -> dict[str, object]:

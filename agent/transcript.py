@@ -19,13 +19,18 @@ class Message(BaseModel):
     direction: str | None = Field(
         default=None, description="the stage direction the patient model was given before this patient line"
     )
+    note: str | None = Field(
+        default=None,
+        description="the patient's state after this patient line (what was offered so far, what is still "
+        "wanted), read before the trainee's next line",
+    )
 
 
 class Transcript(BaseModel):
     messages: list[Message] = Field(default_factory=list)
 
-    def add(self, role: Role, content: str, direction: str | None = None) -> Message:
-        message = Message(role=role, content=content, direction=direction)
+    def add(self, role: Role, content: str, direction: str | None = None, note: str | None = None) -> Message:
+        message = Message(role=role, content=content, direction=direction, note=note)
         self.messages.append(message)
         return message
 

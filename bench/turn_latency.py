@@ -702,6 +702,9 @@ def play(args: argparse.Namespace) -> dict[str, Any]:
     for row in rows:
         read_tokens(row, server_log)  # again, now that every line has reached the log
         row.pop("_log", None)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(server.log_path, args.keep / "llama-server.log")
     shutil.rmtree(workdir, ignore_errors=True)
     quiet = [r for r in rows if r["phase"] == "quiet"]
     summary = summarise(args, quiet, cold, rss, load_before, getattr(driver, "skew_ms", None))
@@ -918,6 +921,8 @@ def main() -> None:
                         help="play the sessions again beside N CPU hogs of the bench's own (bench/busy.py) and "
                              "print quiet and busy figures with their ratio")  # fmt: skip
     parser.add_argument("--busy-seconds", type=float, default=1800.0, help="the hogs stop by themselves after this")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="copy the server's log (per-task timings, for a trace of the turn) into DIR")
     parser.add_argument("--type", type=float, default=0.0, metavar="CPS",
                         help="type each reply at CPS characters a second before Send (0: paste it)")  # fmt: skip
     args = parser.parse_args()

@@ -33,7 +33,8 @@ from agent.patient import (
     substance,
     unearned_acceptance,
 )
-from agent.personas import load_persona
+from agent.personas import load_persona, load_personas
+from agent.tokens import count as count_text
 from agent.tokens import count_messages
 from agent.transcript import Transcript
 from tests.fakes import FakeModel
@@ -44,7 +45,8 @@ CARTER = load_persona("carter-wrong-day")
 def transcript(*trainee_lines: str) -> Transcript:
     """The opening line, written under the starting mood, then the trainee's lines."""
     record = Transcript()
-    record.add("patient", CARTER.opening_line, direction(CARTER, mood_rules.initial(CARTER)))
+    opening = mood_rules.initial(CARTER)
+    record.add("patient", CARTER.opening_line, direction(CARTER, opening), substance(CARTER, opening))
     for line in trainee_lines:
         record.add("trainee", line)
     return record
@@ -290,11 +292,35 @@ ANGRY = mood_rules.initial(CARTER)
 CALMER = mood_rules.Mood(anger=5.5, trust=4.5, turn=1, previous_anger=8)
 
 
-def test_direction_is_the_mood_in_words_or_the_ending_then_what_was_offered():
-    assert direction(CARTER, ANGRY) == f"{mood_rules.describe(ANGRY, CARTER)}. {substance(CARTER, ANGRY)}"
+def test_direction_is_the_mood_in_words_or_the_ending_and_how_this_offer_stands():
+    assert direction(CARTER, ANGRY) == mood_rules.describe(ANGRY, CARTER)
     assert direction(CARTER, CALMER) != direction(CARTER, ANGRY)
+    for meets, words in [
+        ("met", "that offer meets the need"),
+        ("partly", "that offer only partly helps"),
+        ("none", "that offer is not what is needed"),
+        ("rejected", "refuses that offer"),
+    ]:
+        offered = CALMER.model_copy(update={"offer_meets": meets})
+        assert direction(CARTER, offered) == f"{mood_rules.describe(CALMER, CARTER)}; {words}"
     ending = direction(CARTER, ANGRY, "walked_out")
-    assert ending.startswith("Mr. Carter ") and "walks out" in ending and ending.endswith(substance(CARTER, ANGRY))
+    assert ending.startswith("Mr. Carter ") and "walks out" in ending and "Still wants" not in ending
+
+
+def test_what_is_read_after_send_is_a_few_tokens_for_every_persona():
+    """The direction after the reply is all the server reads on Send beside the reply's last words;
+    the offers and open needs (the note after the patient's line) were read while the trainee typed."""
+    for persona in load_personas():
+        history = Transcript()
+        start = mood_rules.initial(persona)
+        history.add("patient", persona.opening_line, direction(persona, start), substance(persona, start))
+        typed = prefix_messages(persona, history, start)[-1].content
+        history.add("trainee", "I can book you at four today with Dr. Lee.")
+        worst = start.model_copy(update={"offer_meets": "none", "previous_anger": start.anger - 1})
+        full = build_messages(persona, history, worst)[-1].content
+        assert full.startswith(typed)
+        after = full[len(typed) :].replace(f"{persona.staff_label}: I can book you at four today with Dr. Lee.\n", "")
+        assert "Still wants" not in after and count_text(after) <= 32, after  # was about 60 with the needs here
 
 
 def test_the_direction_says_nothing_concrete_was_offered_and_what_is_still_wanted():
@@ -336,8 +362,12 @@ def test_a_quoted_offer_cannot_close_the_direction_or_speak_for_anyone(offer):
     inner = quoted[1:-1]
     assert quoted.startswith('"') and quoted.endswith('"') and '"' not in inner
     assert not any(c in inner for c in "[]\n<>:")
-    history = transcript("Hello.")
-    body = build_messages(CARTER, history, ANGRY.model_copy(update={"offers": [offer]}))[-1].content
+    offered = ANGRY.model_copy(update={"offers": [offer]})
+    history = Transcript()
+    history.add("patient", CARTER.opening_line, direction(CARTER, ANGRY), substance(CARTER, offered))
+    history.add("trainee", "Hello.")
+    body = build_messages(CARTER, history, offered)[-1].content
+    assert "Offered so far" in body
     assert body.count("\nMr. Carter:") == 2  # the opening line and the line the model writes; nothing else
     assert "<|im_" not in body and "\nReceptionist: I'll book" not in body
 
@@ -359,8 +389,10 @@ def test_transcript_prompt_is_an_assistant_prefill_ending_on_the_patient_label()
     body = messages[-1].content
     assert body.endswith(f"\n[Mr. Carter is {direction(CARTER, CALMER)}.]\nMr. Carter:")
     assert "Receptionist: Calm down, sir.\n" in body
-    # The opening line keeps the direction it was written under (the starting mood), right before it.
-    assert f"[Mr. Carter is {direction(CARTER, ANGRY)}.]\nMr. Carter: {CARTER.opening_line}\n" in body
+    # The opening line keeps the direction it was written under (the starting mood), right before it,
+    # and the note of what was offered and is still wanted right after it.
+    opening = f"[Mr. Carter is {direction(CARTER, ANGRY)}.]\nMr. Carter: {CARTER.opening_line}\n"
+    assert f"{opening}[{substance(CARTER, ANGRY)}.]\nReceptionist: Calm down, sir.\n" in body
     assert CARTER.needs in body and CARTER.facts[0] in body
 
 
@@ -374,6 +406,7 @@ def test_each_patient_line_keeps_its_own_direction():
     assert lines[start:] == [
         f"[Mr. Carter is {direction(CARTER, ANGRY)}.]",
         f"Mr. Carter: {CARTER.opening_line}",
+        f"[{substance(CARTER, ANGRY)}.]",
         "Receptionist: Calm down, sir.",
         "[Mr. Carter is furious, does not trust the staff at all.]",
         "Mr. Carter: Don't tell me to calm down!",
@@ -398,7 +431,7 @@ def test_prefix_messages_are_exactly_the_front_of_the_next_prompt():
     history = transcript()
     prefix = prefix_messages(CARTER, history, ANGRY)
     assert prefix[0] == build_messages(CARTER, history, ANGRY)[0]
-    assert prefix[-1].content.endswith(f"Mr. Carter: {CARTER.opening_line}\n")
+    assert prefix[-1].content.endswith(f"Mr. Carter: {CARTER.opening_line}\n[{substance(CARTER, ANGRY)}.]\n")
     history.add("trainee", "I'm sorry, Mr. Carter.")
     for mood in (ANGRY, CALMER):  # whatever the trainee's line does to the mood
         assert prefix_messages(CARTER, transcript(), mood) == prefix
@@ -427,6 +460,7 @@ def test_chat_prompt_maps_roles_and_puts_the_mood_last():
     assert isinstance(messages[1], AIMessage) and messages[1].content == CARTER.opening_line
     assert isinstance(messages[2], HumanMessage) and messages[2].content == "I'm sorry, Mr. Carter."
     assert isinstance(messages[-1], SystemMessage) and direction(CARTER, CALMER) in messages[-1].content
+    assert substance(CARTER, CALMER) in messages[-1].content  # no notes in a chat prompt: all of it last
     last = build_messages(CARTER, transcript("x"), CALMER, "chat", ending="resolved")[-1].content
     assert last.startswith("This is your last line:") and direction(CARTER, CALMER, "resolved") in last
 
@@ -476,8 +510,9 @@ def test_reply_to_a_calming_line(llm_settings):
     offer = "I'll check for a cancellation this afternoon right now"
     history = transcript(f"I'm so sorry, Mr. Carter. {offer}.")
     mood = mood_rules.Mood(anger=3, trust=7, turn=3, previous_anger=5, credits={"offer_solution": 1.0},
-                           offers=[offer], met=["same_day_slot"])  # fmt: skip
-    assert f'Offered so far: "{offer}". That meets the need' in build_messages(CARTER, history, mood)[-1].content
+                           offers=[offer], met=["same_day_slot"], offer_meets="met")  # fmt: skip
+    cue = build_messages(CARTER, history, mood)[-1].content.splitlines()[-2]
+    assert cue.startswith("[Mr. Carter is annoyed") and cue.endswith("; that offer meets the need.]")
     text = "".join(stream_reply(CARTER, history, mood, patient_model(llm_settings), temperature=0, seed=7))
     assert text.strip() and out_of_role(text) is None and unearned_acceptance(text, [offer]) is None
 

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from agent import grader, learned
 from agent import mood as mood_rules
 from agent.models import ModelUnavailable
-from agent.patient import MAX_TOKENS, PatientUnavailable, direction
+from agent.patient import MAX_TOKENS, PatientUnavailable, direction, substance
 from agent.personas import Persona, load_persona
 from agent.session import Answered, Graded, Session, SessionError, Spoken
 from agent.simulate import trainee_lines
@@ -80,6 +80,8 @@ def test_stages_come_in_order_verdicts_before_the_patient_is_asked():
     assert [m.role for m in session.transcript.messages] == ["patient", "trainee", "patient"]
     assert session.transcript.messages[-1].content == spoken
     assert session.transcript.messages[-1].direction == direction(CARTER, answered.turn.mood_after)
+    # What was offered and is still wanted follows the answer, so a prefill reads it before the next reply.
+    assert session.transcript.messages[-1].note == substance(CARTER, answered.turn.mood_after)
     assert len(model.patient_requests) == 1 and model.coach_requests == []  # no coaching in the turn
 
 
@@ -401,6 +403,7 @@ def test_an_ended_session_takes_no_more_turns():
     ending = direction(CARTER, session.mood, "resolved")
     assert patient_prompt(model.patient_requests[-1]).endswith(f"\n[{ending}.]\n{CARTER.address_as}:")
     assert session.transcript.messages[-1].direction == ending
+    assert session.transcript.messages[-1].note is None  # nothing follows the last line
     with pytest.raises(SessionError, match="has ended"):
         list(session.stream_turn("Anything else?"))
 
