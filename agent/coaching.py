@@ -275,7 +275,9 @@ class Prefills:
     thread runs an offer once it has not changed for ``debounce`` seconds (the trainee paused), or
     once the session has been typing for ``every`` seconds without a pause (a steady typist never
     pauses that long: measured in Chromium at 15 characters a second, the reply was then only read
-    after the last key), when the lane is :meth:`Lane.spare`; an offer that finds the model busy
+    after the last key), or at once when it ends a sentence (``at_once``: the trainee may be about
+    to press Send, and the read-ahead of the whole prompt needs the head start), when the lane is
+    :meth:`Lane.spare`; an offer that finds the model busy
     waits for the next quiet moment, and one older than ``expire`` seconds is forgotten (the
     trainee sent it meanwhile, or left).
     """
@@ -285,16 +287,16 @@ class Prefills:
         self.debounce = debounce
         self.every = every
         self.expire = expire
-        self._offers: dict[str, tuple[float, Callable[[], object]]] = {}
+        self._offers: dict[str, tuple[float, Callable[[], object], bool]] = {}
         self._since: dict[str, float] = {}  # when each session's unread typing began
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self.ran = 0  # prefills sent to the model (the bench and the tests read it)
 
-    def offer(self, key: str, task: Callable[[], object]) -> None:
+    def offer(self, key: str, task: Callable[[], object], *, at_once: bool = False) -> None:
         with self._wake:
             now = time.monotonic()
-            self._offers[key] = (now, task)
+            self._offers[key] = (now, task, at_once)
             self._since.setdefault(key, now)
             self._wake.notify_all()
         if self._thread is None or not self._thread.is_alive():
@@ -313,11 +315,11 @@ class Prefills:
 
     def _ready(self) -> tuple[str, Callable[[], object]] | None:
         now = time.monotonic()
-        for key, (when, task) in list(self._offers.items()):
+        for key, (when, task, at_once) in list(self._offers.items()):
             if now - when > self.expire:
                 del self._offers[key]
                 self._since.pop(key, None)
-            elif now - when >= self.debounce or now - self._since.get(key, now) >= self.every:
+            elif at_once or now - when >= self.debounce or now - self._since.get(key, now) >= self.every:
                 return key, task
         return None
 
@@ -335,7 +337,7 @@ class Prefills:
                     time.sleep(0.1)
                     continue
                 with self._wake:
-                    if self._offers.get(key, (0, None))[1] is not task:
+                    if self._offers.get(key, (0, None, False))[1] is not task:
                         continue  # replaced (or sent) meanwhile: the newer one is read instead
                     del self._offers[key]
                     self._since.pop(key, None)

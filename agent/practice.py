@@ -36,7 +36,7 @@ from agent.llm import Backend, LLMSettings
 from agent.models import COACH_SLOT, PATIENT_SLOT, CoachModel, ModelUnavailable, PatientModel, ServedModel
 from agent.mood import Mood
 from agent.phrasings import load_phrasebook
-from agent.session import Answered, Graded, Session, Spoken, Turn, TurnEvent, decide_ending
+from agent.session import SENTENCE_ENDS, Answered, Graded, Session, Spoken, Turn, TurnEvent, decide_ending
 from agent.simulate import SCRIPTED, ScriptRun, simulate
 from agent.store import NewSession, SessionRecord, Store, StoreError, StoreUnavailable, TurnRecord
 
@@ -404,11 +404,15 @@ class Practice:
             if not live.lock.acquire(blocking=False):  # a turn is being played: it reads the reply itself
                 return
             try:
-                live.session.prefill_reply(text)
+                messages = live.session.reply_prefill(text)
             finally:
+                # Released before the model reads: a Send meanwhile grades at once (or reuses the
+                # grade made here) and its request waits in the server behind this read of its front.
                 live.lock.release()
+            if messages is not None:
+                live.session.patient.prefill(messages)
 
-        self.prefills.offer(session_id, read)
+        self.prefills.offer(session_id, read, at_once=text.rstrip()[-1:] in SENTENCE_ENDS)
         return True
 
     def _warm_coach(self, live: Live) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
+from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, Field
 
 from agent import coach as coach_chain
@@ -49,8 +50,10 @@ from agent.patient import (
 )
 from agent.personas import Persona
 from agent.rubrics import Rubric, load_rubric
-from agent.transcript import Transcript
+from agent.transcript import Message, Transcript
 
+# A reply that ends with one of these may be finished: it is read ahead whole (Session._read_ahead).
+SENTENCE_ENDS = ".!?"
 # tiktoken counts a little under the served model's tokenizer: leave this much headroom.
 TOKEN_SAFETY = 1.2
 # After a trim the patient's prompt fills at most this share of the context, so trims are rare.
@@ -158,6 +161,9 @@ class Session:
         self.turns: list[Turn] = []
         self.ending: Ending | None = None
         self.trimmed = 0  # trainee/patient exchanges left out of the patient's prompt
+        # A reply graded while it was typed (:meth:`prefill_reply`), with the context and mood it
+        # was graded in: Send reuses it if nothing changed since.
+        self._ahead: tuple[str, TurnContext, Mood, Turn] | None = None
 
     # -- state -----------------------------------------------------------------------------
 
@@ -215,15 +221,24 @@ class Session:
             raise SessionError(f"the session has ended ({self.ending.kind}); start a new one")
         if self.pending:  # the trainee rephrased instead of retrying: forget the unanswered turn
             self.discard_unanswered()
-        before = self.mood
-        grade = grader.grade_fast(self.rubric, text, self.context(), use_learned=self.use_learned)
-        after = mood_rules.update(before, grade.verdicts, self.persona, text)
-        turn = Turn(trainee=text, grade=grade, mood_before=before, mood_after=after,
-                    ending=decide_ending(after, self.persona))  # fmt: skip
+        turn = self._graded(text)
         self.turns.append(turn)
         self.transcript.add("trainee", text)
         yield Graded(index=len(self.turns) - 1, turn=turn)
         yield from self._answer()
+
+    def _graded(self, text: str, context: TurnContext | None = None) -> Turn:
+        """The turn ``text`` makes now (verdicts, the mood after them, whether the session ends),
+        not yet played. Deterministic in the text, the context and the mood, so a reply graded
+        while it was typed (:meth:`prefill_reply`) is reused on Send if those are unchanged."""
+        context, before = context or self.context(), self.mood
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[:3] == (text, context, before):
+            return ahead[3]
+        grade = grader.grade_fast(self.rubric, text, context, use_learned=self.use_learned)
+        after = mood_rules.update(before, grade.verdicts, self.persona, text)
+        return Turn(trainee=text, grade=grade, mood_before=before, mood_after=after,
+                    ending=decide_ending(after, self.persona))  # fmt: skip
 
     def retry(self) -> Iterator[TurnEvent]:
         """Ask the patient again for the unanswered last turn (after the model server failed)."""
@@ -308,10 +323,39 @@ class Session:
         """Have the patient model read the reply being typed (its whole words so far) on top of the
         conversation, so Send only reads the last words and the stage direction. Nothing to read
         (False) once the session ended, while a turn waits for its answer, or before a whole word."""
-        if self.ending is not None or self.pending or self.patient.prompt_style != "transcript":
-            return False
-        messages = typing_messages(self.persona, self.memory(), self.mood, partial)
+        messages = self.reply_prefill(partial)
         return messages is not None and self.patient.prefill(messages)
+
+    def reply_prefill(self, partial: str) -> list[BaseMessage] | None:
+        """What :meth:`prefill_reply` has the model read (the caller may read it outside its lock):
+        the whole prompt if the reply ends a sentence (:meth:`_read_ahead`), else the conversation
+        and the reply's whole words so far; None: nothing to read."""
+        if self.ending is not None or self.pending or self.patient.prompt_style != "transcript":
+            return None
+        return self._read_ahead(partial) or typing_messages(self.persona, self.memory(), self.mood, partial)
+
+    def _read_ahead(self, partial: str) -> list[BaseMessage] | None:
+        """The whole prompt Send would make of ``partial`` if it is sent as it stands: a reply that
+        ends a sentence may be finished (the trainee paused before Send). It is graded now, the
+        stage direction written from that grade, and the patient model reads all of it, so on Send
+        only the speaker tag's last token is left to read. None (read only the typed words): it
+        does not end a sentence, or the prompt would need trimming first.
+
+        The grade is kept (:meth:`_graded`), so Send does not grade the same words twice; if the
+        trainee types on, the server's cache keeps the common front and the turn reads the rest."""
+        text = " ".join(partial.split())
+        if not text or text[-1] not in SENTENCE_ENDS:
+            return None
+        context = self.context()
+        turn = self._graded(text, context)
+        self._ahead = (text, context, self.mood, turn)
+        memory = self.memory()
+        memory.messages.append(Message(role="trainee", content=text))
+        kind = turn.ending.kind if turn.ending else None
+        messages = build_messages(self.persona, memory, turn.mood_after, self.patient.prompt_style, kind)
+        if int(prompt_tokens(messages) * TOKEN_SAFETY) + PATIENT_MAX_TOKENS > self.patient.context_tokens:
+            return None  # the turn will leave old exchanges out first (_fit_memory): another prompt
+        return messages
 
     # -- coaching ------------------------------------------------------------------------------
 

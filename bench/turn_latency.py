@@ -9,6 +9,9 @@ figures and the ratio busy/quiet are printed from the one run (``busy``, ``busy_
 ``--type CPS``: each reply is typed at CPS characters a second before Send (Chromium presses the
 keys; the handler driver calls the page's input handler at each space), so the reply-so-far
 prefill reads it while it is typed; without it the reply is pasted at once, as before.
+``--review S`` (with ``--type``): seconds between the last key and Send, as a trainee glances over
+the reply (default 0.5; 0 sends on the last key). A reply that ends a sentence is read whole
+during that pause, stage direction included (``Session.prefill_reply``), if the model is free.
 
 Starts the embedded llama.cpp server (:class:`agent.runtime.EmbeddedServer`, its own log file),
 builds the controller on it as ``make run`` does (``Practice`` with the embedded settings and that
@@ -455,10 +458,12 @@ class HandlerDriver(Driver):
     def type(self, session_id: str, text: str, speed: float) -> None:
         """What the page's input event does while the trainee types ``text`` at ``speed`` characters a second."""
         typed = ""
-        for word in text.split(" "):
+        words = text.split(" ")
+        for number, word in enumerate(words, start=1):
             typed = f"{typed} {word}" if typed else word
             time.sleep((len(word) + 1) / speed)
-            web.typing(self.practice, session_id, typed + " ", self.key)
+            # The space after each word is typed too; after the last one nothing is (Send is next).
+            web.typing(self.practice, session_id, typed if number == len(words) else typed + " ", self.key)
 
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]:
         marks: dict[str, Any] = {"t0": now()}
@@ -740,6 +745,7 @@ def play_phase(args: argparse.Namespace, driver: Driver, practice: Practice, rec
         for number, line in enumerate(lines, start=1):
             if args.type:
                 driver.type(session_id, line, args.type)
+                time.sleep(args.review)
             recorder.reset()
             offset = server_log.offset()
             marks = driver.send(session_id, line, number, args.turn_timeout)
@@ -836,6 +842,9 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], cold: dict[s
         "model": args.model,
         "persona": args.persona,
         "sessions": args.sessions,
+        "typed_cps": args.type or None,
+        "review_s": args.review if args.type else None,
+        "spin_count": os.environ.get("GOMP_SPINCOUNT", "app default"),
         "evaluated_tokens": stats([r["evaluated_tokens"] for r in warm]),
         "new_trainee_tokens": stats([r["new_trainee_tokens"] for r in warm]),
         "evaluated_minus_new_tokens": stats([r["evaluated_tokens"] - r["new_trainee_tokens"] for r in warm
@@ -921,8 +930,20 @@ def main() -> None:
                         help="play the sessions again beside N CPU hogs of the bench's own (bench/busy.py) and "
                              "print quiet and busy figures with their ratio")  # fmt: skip
     parser.add_argument("--busy-seconds", type=float, default=1800.0, help="the hogs stop by themselves after this")
-    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
-                        help="copy the server's log (per-task timings, for a trace of the turn) into DIR")
+    parser.add_argument(
+        "--review",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="with --type: seconds between the last key and Send (default 0.5)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="copy the server's log (per-task timings, for a trace of the turn) into DIR",
+    )
     parser.add_argument("--type", type=float, default=0.0, metavar="CPS",
                         help="type each reply at CPS characters a second before Send (0: paste it)")  # fmt: skip
     args = parser.parse_args()

@@ -254,6 +254,39 @@ def test_the_reply_being_typed_is_read_up_to_its_last_whole_word():
     assert patient_prompt(model.prefills[-1]).startswith(prompt)
 
 
+def test_a_reply_that_ends_a_sentence_is_read_whole_with_its_direction_and_graded_once(monkeypatch):
+    """The trainee paused after a full stop: the patient model reads the whole prompt Send would
+    make, direction included, so Send reads nothing new; the grade made then is the turn's grade."""
+    graded: list[str] = []
+    grade_fast = grader.grade_fast
+    monkeypatch.setattr(
+        grader, "grade_fast", lambda rubric, text, *a, **k: graded.append(text) or grade_fast(rubric, text, *a, **k)
+    )
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    session.turn(SORRY)
+    offer = CARTER.script.good[3]
+    assert session.prefill_reply(offer + "  ") and graded == [SORRY, offer]
+    turn = session.turn(offer)
+    assert graded == [SORRY, offer]  # Send reused the grade made while typing
+    assert model.prefills[-1] == model.patient_requests[-1]  # and the model had read the whole prompt
+    assert turn.mood_after.offer_meets is not None and "that offer" in patient_prompt(model.prefills[-1])
+    # Typed on after the full stop: the turn grades what was sent, on top of what was read.
+    assert session.prefill_reply("Let me check.")
+    session.turn("Let me check. One moment")
+    assert graded[-1] == "Let me check. One moment"
+    assert model.prefills[-1] != model.patient_requests[-1]
+
+
+def test_a_reply_graded_while_typed_is_not_reused_once_the_conversation_moved_on():
+    model = FakeModel()
+    session = Session(CARTER, model, seed=7)
+    assert session.prefill_reply(SORRY)
+    session.turn("Please wait a moment.")  # something else was sent
+    again = session.turn(SORRY)  # the same words later: graded in the later context, not the kept one
+    assert again.mood_before == session.turns[0].mood_after and again.grade.verdicts["apologize"].verdict
+
+
 def test_no_reply_prefill_for_chat_models_while_a_turn_waits_or_after_the_end():
     chat = FakeModel(prompt_style="chat")
     assert not Session(CARTER, chat).prefill_reply("I am so sorry") and chat.prefills == []
