@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -786,6 +787,20 @@ def test_a_steady_typist_who_never_pauses_is_still_read_while_typing(store):
     assert practice.prefill_reply(session_id, "I'm so sorry you've been ")
     assert wait_for(lambda: practice.prefills.ran >= 1)
     assert typed_prefills(fake)[-1].endswith("Receptionist: I'm so sorry you've been")
+
+
+def test_a_reply_that_ends_a_sentence_is_read_whole_at_once_and_send_reads_nothing_new(store):
+    fake = FakeModel()
+    practice = practice_with(store, fake, settings=LLMSettings())
+    practice.prefills.debounce = practice.prefills.every = 60.0  # no pause would ever be long enough
+    session_id = practice.start(PERSONA, read=True).session.id
+    assert practice.prefill_reply(session_id, "I'm so sorry you've been waiting")
+    time.sleep(0.3)
+    assert typed_prefills(fake) == []  # mid-sentence: it waits for a pause
+    assert practice.prefill_reply(session_id, GOOD_1)  # the full stop: read at once, direction and all
+    assert wait_for(lambda: practice.prefills.ran >= 1)
+    list(practice.turn(session_id, GOOD_1))
+    assert fake.prefills[-1] == fake.patient_requests[-1]
 
 
 def test_sent_replies_are_not_read_again_and_ended_sessions_read_nothing(store):
