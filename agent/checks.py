@@ -547,4 +547,10 @@ def judge(rubric: Rubric, reading: Reading, context: TurnContext) -> dict[str, S
     donts = Normalized(reading.kept_for_donts, original=reading.reply) if reading.meta else text
     verdicts = {step.id: judge_step(step, kept if step.kind == "do" else donts, context, met)
                 for step in rubric.turn_steps()}  # fmt: skip
+    # What a reply with no kind move does to the patient, in broader shapes than the patterns (issue 20).
+    from agent import stance  # here, not at the top: agent.stance builds on this module
+
+    table = stance.stance_for(rubric)
+    if table is not None:
+        verdicts = stance.apply(table, donts, verdicts)
     return apply_voids(rubric, apply_after_violations(rubric, verdicts))
