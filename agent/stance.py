@@ -30,7 +30,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.checks import SENTENCE_END, WORD, Normalized, StepVerdict
+from agent import checks
+from agent.checks import SENTENCE_END, WORD, Normalized, Reading, StepVerdict
 from agent.rubrics import Rubric, rubrics_dir
 
 SENTENCE_START = r"(?:^|(?<=[.?!\n])\s*)"
@@ -136,7 +137,10 @@ def asking(stance: Stance, text: str, start: int, end: int) -> bool:
 def kind_move(
     stance: Stance, text: str, verdicts: dict[str, StepVerdict], hostile: list[tuple[int, int]] | None = None
 ) -> str | None:
-    """The first kind move of the reply, quoted (a do-step the checks quoted, a kind phrase, an asking question).
+    """The first kind move of the reply, quoted (a do-step demonstrated, a kind phrase, an asking question).
+
+    The do-steps count whether the checks or the classifier found them: on the held-out human and test11
+    guards, replies whose summary or question only the classifier saw were otherwise read as hostile.
 
     ``hostile``: sentence spans that hold an act. A do-step the checks quoted inside such a sentence is
     the act's own words read as kindness (empathize quoting "tough" in "Kids are tough.", offer_solution
@@ -146,7 +150,7 @@ def kind_move(
     hostile = hostile or []
     for step_id in stance.kind_steps:
         verdict = verdicts.get(step_id)
-        if verdict is not None and verdict.verdict == "demonstrated" and verdict.source == "check":
+        if verdict is not None and verdict.verdict == "demonstrated":
             where = _located(text, verdict.evidence or "")
             if where is None or not _inside(hostile, *where):
                 return verdict.evidence or step_id
@@ -220,3 +224,16 @@ def apply(stance: Stance, text: Normalized, verdicts: dict[str, StepVerdict]) ->
                                    confidence=CONFIDENCE_STANCE, source="check",
                                    grounds=f"{act}, and no kind move in the reply")  # fmt: skip
     return out
+
+
+def apply_to_reading(rubric: Rubric, reading: Reading, verdicts: dict[str, StepVerdict]) -> dict[str, StepVerdict]:
+    """:func:`apply` with the rubric's stance file (none: ``verdicts`` unchanged), then the rubric's voids.
+
+    Called by the checks (``checks.judge``) and, with the classifier's findings in ``verdicts``, by the
+    grader (``grader.grade_fast``), which is why the rubric's ``applies_after`` / ``void_if`` rules run again.
+    """
+    table = stance_for(rubric)
+    if table is None:
+        return verdicts
+    out = apply(table, checks.donts_text(reading), verdicts)
+    return checks.apply_voids(rubric, checks.apply_after_violations(rubric, out))

@@ -133,3 +133,33 @@ def test_the_mood_escalates_on_a_keyword_free_brush_off(monkeypatch):
     monkeypatch.setattr(stance, "stance_for", lambda rubric: None)
     plain = M.update(M.initial(persona), checks.run(RUBRIC, reply, CONTEXT), persona, reply)
     assert not any(e.source == "step:dismiss_feelings" for e in plain.effects)
+
+
+def _checked(reply: str) -> tuple[checks.Reading, dict[str, StepVerdict]]:
+    reading = checks.read(reply, RUBRIC.step_ids, ["Carter"])
+    return reading, checks.judge(RUBRIC, reading, CONTEXT, stance_layer=False)
+
+
+def test_the_grader_counts_a_kind_move_only_the_classifier_found():
+    from agent.grader import _with_stance
+
+    reply = "Delays happen. You have been on your feet since nine."
+    reading, checked = _checked(reply)
+    assert checked["dismiss_feelings"].verdict == "ok"
+    assert _with_stance(RUBRIC, reading, checked, checked)["dismiss_feelings"].verdict == "violated"
+    learned = dict(checked)
+    learned["empathize"] = StepVerdict(step_id="empathize", verdict="demonstrated", source="learned",
+                                       evidence="You have been on your feet since nine.")  # fmt: skip
+    assert _with_stance(RUBRIC, reading, learned, checked)["dismiss_feelings"].verdict == "ok"
+
+
+def test_a_stance_violation_takes_back_the_classifiers_do_steps():
+    from agent.grader import _with_stance
+
+    reply = "Two hours on a Monday is standard for any clinic in this town."
+    reading, checked = _checked(reply)
+    learned = dict(checked)
+    learned["reassure"] = StepVerdict(step_id="reassure", verdict="demonstrated", source="learned", evidence=reply)
+    out = _with_stance(RUBRIC, reading, learned, checked)
+    assert out["dismiss_feelings"].verdict == "violated"
+    assert out["reassure"] == checked["reassure"]
