@@ -59,6 +59,8 @@ KIND = [
     "Two hours is far too long, and I'm sorry. Delays happen, but that is no excuse; let me check with the nurse.",
     "I understand you're upset. Your card says the 14th, so let me see what went wrong with the booking.",
     "Your appointment is tomorrow at ten.",
+    # the rubric's argue_back "you should(n't) have" is not blame when the patient was wronged
+    "You shouldn't have had to chase us. I'll call the hospital myself.",
 ]
 
 
