@@ -57,6 +57,9 @@ class Act(BaseModel):
     patterns: list[str] = Field(default_factory=list)
     question: bool = Field(default=False, description="match only inside questions that are not asking")
     snaps: int | None = Field(default=None, description="the reply ends in this many sentences of at most two words")
+    overrides_kind: bool = Field(
+        default=False, description="a kind phrase in the same sentence is the act's cushion, not a kind move"
+    )
 
     @field_validator("patterns")
     @classmethod
@@ -135,7 +138,11 @@ def asking(stance: Stance, text: str, start: int, end: int) -> bool:
 
 
 def kind_move(
-    stance: Stance, text: str, verdicts: dict[str, StepVerdict], hostile: list[tuple[int, int]] | None = None
+    stance: Stance,
+    text: str,
+    verdicts: dict[str, StepVerdict],
+    hostile: list[tuple[int, int]] | None = None,
+    cushioned: list[tuple[int, int]] | None = None,
 ) -> str | None:
     """The first kind move of the reply, quoted (a do-step demonstrated, a kind phrase, an asking question).
 
@@ -145,9 +152,9 @@ def kind_move(
     ``hostile``: sentence spans that hold an act. A do-step the checks quoted inside such a sentence is
     the act's own words read as kindness (empathize quoting "tough" in "Kids are tough.", offer_solution
     quoting "free parking" in "Good luck finding a clinic with free parking."), so it does not count;
-    the ``kind`` phrases and asking questions count wherever they are.
+    the ``kind`` phrases and asking questions count anywhere but in ``cushioned`` spans (:func:`cushions`).
     """
-    hostile = hostile or []
+    hostile, cushioned = hostile or [], cushioned or []
     for step_id in stance.kind_steps:
         verdict = verdicts.get(step_id)
         if verdict is not None and verdict.verdict == "demonstrated":
@@ -155,8 +162,9 @@ def kind_move(
             if where is None or not _inside(hostile, *where):
                 return verdict.evidence or step_id
     for pattern in stance.compiled_kind:
-        if m := pattern.search(text):
-            return m.group()
+        for m in pattern.finditer(text):
+            if not _inside(cushioned, *m.span()):
+                return m.group()
     for start, end in sentences(text):
         if text[start:end].endswith("?") and asking(stance, text, start, end) and not _inside(hostile, start, end):
             return text[start:end]
@@ -171,24 +179,58 @@ def _sentence_of(spans: list[tuple[int, int]], position: int) -> tuple[int, int]
     return (position, position + 1)
 
 
-def act_hits(stance: Stance, text: str) -> list[tuple[Act, tuple[int, int]]]:
-    """Every act found in ``text``, with the sentence span that shows it (no gate), in the file's order."""
+def _matches(stance: Stance, text: str) -> list[tuple[int, tuple[int, int], int]]:
+    """(act index, sentence span, where the act's match starts) for every act found in ``text``."""
     spans = sentences(text)
-    hits: list[tuple[Act, tuple[int, int]]] = []
-    for act in stance.acts:
+    found: set[tuple[int, tuple[int, int], int]] = set()
+    for index, act in enumerate(stance.acts):
         if act.snaps is not None:
             tail = list(itertools.takewhile(lambda span: 1 <= len(WORD.findall(text, *span)) <= 2, reversed(spans)))
             if len(tail) >= act.snaps:
-                hits.append((act, (tail[-1][0], tail[0][1])))
+                found.add((index, (tail[-1][0], tail[0][1]), tail[-1][0]))
             continue
         for pattern in _compiled(tuple(act.patterns)):
             for m in pattern.finditer(text):
                 span = _sentence_of(spans, m.start())
                 if act.question and not text[span[0] : span[1]].endswith("?"):
                     continue
-                hits.append((act, span))
-    unique = {(index, span) for index, act in enumerate(stance.acts) for hit_act, span in hits if hit_act is act}
-    return [(stance.acts[index], span) for index, span in sorted(unique)]
+                found.add((index, span, m.start()))
+    return sorted(found)
+
+
+def act_hits(stance: Stance, text: str) -> list[tuple[Act, tuple[int, int]]]:
+    """Every act found in ``text``, with the sentence span that shows it (no gate), in the file's order."""
+    unique = sorted({(index, span) for index, span, _ in _matches(stance, text)})
+    return [(stance.acts[index], span) for index, span in unique]
+
+
+CONTRAST = re.compile(r"\b(but|however|though|although|yet)\b", re.IGNORECASE)
+
+
+def cushions(stance: Stance, text: str) -> list[tuple[int, int]]:
+    """Spans where a kind phrase is the act's cushion, not a kind move (sorted, disjoint).
+
+    Two shapes: the whole sentence of an act marked ``overrides_kind`` (sarcasm, talking down, a brush-off:
+    "Sure, I'll get right on that.", "Oh, I'm so sorry the world doesn't ..."), and the part of any act's
+    sentence before a "but" that comes ahead of the act ("We'll see what we can do, but I wouldn't hold
+    your breath"): what follows "but" takes back what came before it. (A kind move after the act, as in
+    "I can't do that, but here is what I can do", still counts.)
+    """
+    out: list[tuple[int, int]] = []
+    for index, (start, end), at in _matches(stance, text):
+        if stance.acts[index].overrides_kind:
+            out.append((start, end))
+            continue
+        turn = [m.start() for m in CONTRAST.finditer(text, start, at)]
+        if turn:
+            out.append((start, turn[-1]))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(out):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def act_findings(stance: Stance, text: str) -> dict[str, tuple[str, tuple[int, int]]]:
@@ -203,7 +245,7 @@ def act_findings(stance: Stance, text: str) -> dict[str, tuple[str, tuple[int, i
 def findings(stance: Stance, text: str, verdicts: dict[str, StepVerdict]) -> dict[str, tuple[str, tuple[int, int]]]:
     """The acts found per don't-step, or nothing when the reply makes a kind move outside the acts' sentences."""
     hits = act_hits(stance, text)
-    if not hits or kind_move(stance, text, verdicts, sorted({span for _, span in hits})) is not None:
+    if not hits or kind_move(stance, text, verdicts, sorted({span for _, span in hits}), cushions(stance, text)):
         return {}
     return act_findings(stance, text)
 

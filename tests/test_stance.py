@@ -165,3 +165,20 @@ def test_a_stance_violation_takes_back_the_classifiers_do_steps():
     out = _with_stance(RUBRIC, reading, learned, checked)
     assert out["dismiss_feelings"].verdict == "violated"
     assert out["reassure"] == checked["reassure"]
+
+
+def test_a_kind_phrase_before_but_is_a_cushion():
+    table = stance.stance_for(RUBRIC)
+    assert table is not None
+    text = Normalized("I'll pass your note on, but delays happen.").text
+    assert stance.cushions(table, text) == [(0, text.index("but"))]
+    assert _verdicts("I'll pass your note on, but delays happen.")["dismiss_feelings"].verdict == "violated"
+    # the kind move after the "but" still counts
+    assert _verdicts("Delays happen, but I'll ring you the moment a slot opens.")["dismiss_feelings"].verdict == "ok"
+
+
+def test_sarcasm_overrides_a_kind_word_in_its_sentence():
+    verdict = _verdicts("Thanks for the lecture, how lovely of you.")["lose_cool"]
+    assert verdict.verdict == "violated" and verdict.grounds is not None and verdict.grounds.startswith("sarcasm")
+    # thanks in a sentence of its own is a kind move
+    assert _verdicts("Thanks for the reminder. How lovely of you to call.")["lose_cool"].verdict == "ok"
