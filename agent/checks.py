@@ -535,8 +535,21 @@ def run(rubric: Rubric, reply: str, context: TurnContext | None = None) -> dict[
     return judge(rubric, read(reply, rubric.step_ids, name_tokens(context.persona_name)), context)
 
 
-def judge(rubric: Rubric, reading: Reading, context: TurnContext) -> dict[str, StepVerdict]:
-    """Verdicts for every graded per-turn step on a reply already :func:`read` (meta parts found once)."""
+def donts_text(reading: Reading, text: Normalized | None = None) -> Normalized:
+    """What the don't-steps read: all but the meta words (``text``: the reply as the do-steps read it)."""
+    if reading.meta or text is None:
+        return Normalized(reading.kept_for_donts if reading.meta else reading.kept, original=reading.reply)
+    return text
+
+
+def judge(
+    rubric: Rubric, reading: Reading, context: TurnContext, *, stance_layer: bool = True
+) -> dict[str, StepVerdict]:
+    """Verdicts for every graded per-turn step on a reply already :func:`read` (meta parts found once).
+
+    ``stance_layer=False`` leaves out the stance acts (:mod:`agent.stance`): the grader applies them
+    itself after the classifier, so that a kind move the classifier found also counts.
+    """
     # Text to the grader, the coach or the model counts for nothing; a retracted promise shows no do-step.
     meta_blanked = reading.kept
     text = Normalized(meta_blanked, original=reading.reply)
@@ -544,7 +557,12 @@ def judge(rubric: Rubric, reading: Reading, context: TurnContext) -> dict[str, S
     kept.text = blank(text.text, retracted_spans(text.text))
     met = conditions_met(rubric, meta_blanked, context)
     # The don't-steps read all but the meta words: text to the grader never shields the rest (issue 20).
-    donts = Normalized(reading.kept_for_donts, original=reading.reply) if reading.meta else text
+    donts = donts_text(reading, text)
     verdicts = {step.id: judge_step(step, kept if step.kind == "do" else donts, context, met)
                 for step in rubric.turn_steps()}  # fmt: skip
+    if stance_layer:
+        # What a reply with no kind move does to the patient, in broader shapes than the patterns (issue 20).
+        from agent import stance  # here, not at the top: agent.stance builds on this module
+
+        verdicts = stance.apply_to_reading(rubric, reading, verdicts)
     return apply_voids(rubric, apply_after_violations(rubric, verdicts))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from agent import checks, grounding, learned
+from agent import checks, grounding, learned, stance
 from agent.checks import StepVerdict, TurnContext
 from agent.grades import TurnGrade
 from agent.rubrics import Rubric, Step
@@ -39,7 +39,8 @@ def grade_fast(
     context = context or TurnContext()
     # The meta parts (text to the grader, coach or model) are found once; both stages skip them.
     reading = checks.read(reply, rubric.step_ids, checks.name_tokens(context.persona_name))
-    verdicts = checks.judge(rubric, reading, context)
+    # The stance acts (agent.stance) run after the classifier, which may find a kind move the checks missed.
+    verdicts = checked = checks.judge(rubric, reading, context, stance_layer=False)
     components = ["checks"]
     abstained = False  # the classifier left this reply to the checks (learned.LearnedModel.abstains)
     component = learned.component_for(rubric) if use_learned else None
@@ -50,10 +51,28 @@ def grade_fast(
         if not abstained:
             verdicts = learned.combine(rubric, verdicts, scores)
             components.append("learned")
+    verdicts = _with_stance(rubric, reading, verdicts, checked)
     # The content steps held against the conversation: facts restated, offers concrete and meeting a want.
     verdicts = grounding.ground(rubric, reading, context, verdicts, component.encoder if component else None)
     return TurnGrade(verdicts=verdicts, components=components, learned_abstained=abstained,
                      verdicts_ms=(time.perf_counter() - started) * 1000)  # fmt: skip
+
+
+def _with_stance(
+    rubric: Rubric, reading: checks.Reading, verdicts: dict[str, StepVerdict], checked: dict[str, StepVerdict]
+) -> dict[str, StepVerdict]:
+    """The stance acts applied after the classifier; where they find a violation, the classifier's do-steps go.
+
+    (The classifier adds no do-step to a reply that violates a don't-step, :func:`learned.combine`; a
+    violation found after it takes back what it added, back to the checks' verdict in ``checked``.)
+    """
+    out = stance.apply_to_reading(rubric, reading, verdicts)
+    if any(out[s].verdict != verdicts[s].verdict for s in out if s in verdicts):
+        for step in rubric.turn_steps():
+            if step.kind == "do" and out[step.id].source == "learned" and step.id in checked:
+                out[step.id] = checked[step.id]
+        out = checks.apply_voids(rubric, out)
+    return out
 
 
 # -- session-level steps ---------------------------------------------------------------------------

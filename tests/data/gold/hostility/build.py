@@ -5,6 +5,9 @@ fixed before any tuning: replies are grouped by their label pattern (which of ar
 dismiss_feelings, lose_cool they violate; controls violate none), each group is shuffled with a fixed
 seed and dealt alternately to train and held-out, so both halves hold every pattern in about equal
 numbers and the held-out half never changes between runs.
+
+``source_extra.yaml`` (training-only additions, written after the split) goes to train.jsonl only, with
+ids ``hs-x-...``; it takes no part in the split, so the held-out half is the same with or without it.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ VALUES = {"v": "violated", "o": "ok"}
 SEED = 20261204
 
 
-def examples() -> list[dict]:
+def examples(source: str = "source.yaml", prefix: str = "hs") -> list[dict]:
     data = yaml.safe_load((HERE / "source.yaml").read_text(encoding="utf-8"))
+    replies = yaml.safe_load((HERE / source).read_text(encoding="utf-8"))["replies"]
     out, counters = [], {}
-    for entry in data["replies"]:
+    for entry in replies:
         key, reply = entry[0], entry[1]
         labels = {step: "ok" for step in CODES.values()}
         for token in (entry[2] if len(entry) > 2 else "").split():
@@ -33,7 +37,7 @@ def examples() -> list[dict]:
         where = data["situations"][key]
         counters[key] = counters.get(key, 0) + 1
         out.append({
-            "id": f"hs-{where['situation']}-{counters[key]:02d}",
+            "id": f"{prefix}-{where['situation']}-{counters[key]:02d}",
             "rubric": "deescalation",
             "situation": where["situation"],
             "context": where["context"],
@@ -61,7 +65,9 @@ def split(items: list[dict]) -> dict[str, list[dict]]:
 
 
 def main() -> None:
-    for name, items in split(examples()).items():
+    halves = split(examples())
+    halves["train"] += examples("source_extra.yaml", "hs-x")  # training-only, never held out
+    for name, items in halves.items():
         items.sort(key=lambda e: e["id"])
         lines = [json.dumps({**e, "split": name}, ensure_ascii=False) for e in items]
         (HERE / f"{name}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
