@@ -264,10 +264,13 @@ def resolve_model(choice: str | None) -> tuple[Path, str]:
 # measured quiet and busy). The xllamacpp wheel runs those threads with OpenMP (libgomp), whose
 # wait is set by GOMP_SPINCOUNT (spins before sleeping; libgomp's own default is 300,000, about a
 # millisecond or more); ggml's own thread pool (builds without OpenMP) reads ``poll`` instead.
-# Measured beside a busy machine (bench/server_settings.py): 16 tokens took 79-90 s with libgomp's
-# default, 12-15 s spinning 10,000 times, 2.1-2.5 s not spinning at all; so the threads sleep at once.
+# Measured with bench/server_settings.py (patient-shaped prompt, 40 tokens, medians of 3):
+# libgomp's default collapses beside one busy process (20-61 s against 2.7-3.2 s quiet); not
+# spinning at all stops that but costs 21-37 % quiet (a wake-up per piece); 300 spins (a few
+# microseconds) kept the quiet answer within 5 % of the default in two runs and beside one and two
+# busy processes took 1.6-1.9x the quiet time. So the threads spin 300 times, then sleep.
 POLL = 0
-SPIN_COUNT = 0
+SPIN_COUNT = 300
 
 
 @dataclass
