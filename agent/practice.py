@@ -36,7 +36,7 @@ from agent.llm import Backend, LLMSettings
 from agent.models import COACH_SLOT, PATIENT_SLOT, CoachModel, ModelUnavailable, PatientModel, ServedModel
 from agent.mood import Mood
 from agent.phrasings import load_phrasebook
-from agent.session import SENTENCE_ENDS, Answered, Graded, Session, Spoken, Turn, TurnEvent, decide_ending
+from agent.session import Answered, Graded, Session, Spoken, Turn, TurnEvent, decide_ending, ends_sentence
 from agent.simulate import SCRIPTED, ScriptRun, simulate
 from agent.store import NewSession, SessionRecord, Store, StoreError, StoreUnavailable, TurnRecord
 
@@ -412,7 +412,7 @@ class Practice:
             if messages is not None:
                 live.session.patient.prefill(messages)
 
-        self.prefills.offer(session_id, read, at_once=text.rstrip()[-1:] in SENTENCE_ENDS)
+        self.prefills.offer(session_id, read, at_once=ends_sentence(text))
         return True
 
     def _warm_coach(self, live: Live) -> None:
@@ -554,7 +554,29 @@ class Practice:
                 return
             yield self.update(live, "ended", note=note, coaching=True)
             return
+        self._read_front(live)
         yield self.update(live, "answered", note=note, coaching=True)
+
+    def _read_front(self, live: Live) -> None:
+        """After an answer, have the patient's slot read the next prompt's front while the trainee
+        reads: the answer is cached already, but its note (what was offered, what is still wanted)
+        is not, and a pasted reply would read it after Send. Queued like a typed reply
+        (:class:`agent.coaching.Prefills`, never beside an answer or a tip); a reply typed
+        meanwhile replaces it and reads the same front anyway."""
+        if not self._model_ready():
+            return
+
+        def read() -> None:
+            if not live.lock.acquire(timeout=1.0):  # the turn that answered is still closing
+                return
+            try:
+                messages = live.session.front_prefill()
+            finally:
+                live.lock.release()
+            if messages is not None:
+                live.session.patient.prefill(messages)
+
+        self.prefills.offer(live.record.id, read)
 
     def _fail(self, live: Live, record: TurnRecord, message: str) -> None:
         """Mark the turn failed with ``message``; if the database cannot take even that, the turn

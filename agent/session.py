@@ -52,8 +52,18 @@ from agent.personas import Persona
 from agent.rubrics import Rubric, load_rubric
 from agent.transcript import Message, Transcript
 
-# A reply that ends with one of these may be finished: it is read ahead whole (Session._read_ahead).
+# A reply that ends with one of these may be finished: it is read ahead whole (Session._read_ahead),
+# unless its last word is a title that goes on ("I'm sorry, Mr." is the trainee still typing).
 SENTENCE_ENDS = ".!?"
+TITLES = ("mr.", "mrs.", "ms.", "dr.", "st.", "prof.")
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether the reply typed so far may be finished (ends a sentence, not with a title)."""
+    words = text.split()
+    return bool(words) and words[-1][-1] in SENTENCE_ENDS and words[-1].lower() not in TITLES
+
+
 # tiktoken counts a little under the served model's tokenizer: leave this much headroom.
 TOKEN_SAFETY = 1.2
 # After a trim the patient's prompt fills at most this share of the context, so trims are rare.
@@ -315,9 +325,15 @@ class Session:
     def prefill(self) -> bool:
         """Have the patient model read what is known of the next prompt (while the trainee reads
         and types), so the turn only reads the trainee's new line."""
+        messages = self.front_prefill()
+        return messages is not None and self.patient.prefill(messages)
+
+    def front_prefill(self) -> list[BaseMessage] | None:
+        """What :meth:`prefill` has the model read: the next prompt up to the end of the patient's
+        last line and its note (None: a chat model, or the session is over)."""
         if self.ending is not None or self.patient.prompt_style != "transcript":
-            return False
-        return self.patient.prefill(prefix_messages(self.persona, self.memory(), self.mood))
+            return None
+        return prefix_messages(self.persona, self.memory(), self.mood)
 
     def prefill_reply(self, partial: str) -> bool:
         """Have the patient model read the reply being typed (its whole words so far) on top of the
@@ -344,7 +360,7 @@ class Session:
         The grade is kept (:meth:`_graded`), so Send does not grade the same words twice; if the
         trainee types on, the server's cache keeps the common front and the turn reads the rest."""
         text = " ".join(partial.split())
-        if not text or text[-1] not in SENTENCE_ENDS:
+        if not ends_sentence(text):
             return None
         context = self.context()
         turn = self._graded(text, context)

@@ -732,7 +732,8 @@ def test_idle_sessions_beyond_the_limit_leave_memory_and_resume_from_the_store(s
 
 def typed_prefills(fake: FakeModel) -> list[str]:
     """The transcripts of the prefills that carried a reply being typed."""
-    return [str(m[-1].content) for m in fake.prefills if str(m[-1].content).rstrip().count("Receptionist:")]
+    transcripts = [str(m[-1].content) for m in fake.prefills]
+    return [text for text in transcripts if text.splitlines()[-1].startswith("Receptionist:")]
 
 
 def wait_for(condition, seconds: float = 10.0) -> bool:
@@ -751,9 +752,10 @@ def test_the_reply_being_typed_is_read_into_the_patients_slot_and_send_reads_the
     session_id = practice.start(PERSONA, read=True).session.id
     assert practice.prefill_reply(session_id, "I'm so sorry you've")
     assert practice.prefill_reply(session_id, "I'm so sorry you've been waiting, Mr.")  # replaces the older one
-    assert wait_for(lambda: practice.prefills.ran >= 1 and not practice.prefills.pending())
+    # The newest words are read (the older offer may have been read first, the newer replaces it after).
+    expected = "Receptionist: I'm so sorry you've been waiting,"
+    assert wait_for(lambda: bool(typed_prefills(fake)) and typed_prefills(fake)[-1].endswith(expected))
     typed = typed_prefills(fake)
-    assert typed[-1].endswith("Receptionist: I'm so sorry you've been waiting,")
     *_, answered = practice.turn(session_id, GOOD_1)
     assert answered.stage == "answered"
     assert str(fake.patient_requests[-1][-1].content).startswith(typed[-1])
@@ -803,6 +805,19 @@ def test_a_reply_that_ends_a_sentence_is_read_whole_at_once_and_send_reads_nothi
     assert fake.prefills[-1] == fake.patient_requests[-1]
 
 
+def test_after_an_answer_the_patient_reads_its_note_before_the_next_reply(store):
+    fake = FakeModel()
+    practice = practice_with(store, fake, settings=LLMSettings())
+    practice.prefills.debounce = 0.0
+    session_id = practice.start(PERSONA, read=True).session.id
+    list(practice.turn(session_id, GOOD_1))
+    note = practice.live(session_id).session.transcript.messages[-1].note
+    assert note and wait_for(lambda: str(fake.prefills[-1][-1].content).endswith(f"[{note}.]\n"))
+    front = str(fake.prefills[-1][-1].content)
+    list(practice.turn(session_id, "Let me check the schedule for you"))
+    assert str(fake.patient_requests[-1][-1].content).startswith(front)
+
+
 def test_sent_replies_are_not_read_again_and_ended_sessions_read_nothing(store):
     fake = FakeModel()
     practice = practice_with(store, fake, settings=LLMSettings())
@@ -810,7 +825,9 @@ def test_sent_replies_are_not_read_again_and_ended_sessions_read_nothing(store):
     session_id = practice.start(PERSONA, read=True).session.id
     assert practice.prefill_reply(session_id, "I'm so sorry you've been waiting")
     list(practice.turn(session_id, GOOD_1))
-    assert not practice.prefills.pending()  # Send read the whole reply: the half is forgotten
+    practice.prefills.debounce = 0.0  # whatever is still queued runs now
+    assert wait_for(lambda: not practice.prefills.pending())
+    assert typed_prefills(fake) == []  # Send read the whole reply: the half is forgotten (the answer's front ran)
     practice.end(session_id)
     assert not practice.prefill_reply(session_id, "Goodbye then ")
 

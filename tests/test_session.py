@@ -15,7 +15,7 @@ from agent import mood as mood_rules
 from agent.models import ModelUnavailable
 from agent.patient import MAX_TOKENS, PatientUnavailable, direction, substance
 from agent.personas import Persona, load_persona
-from agent.session import Answered, Graded, Session, SessionError, Spoken
+from agent.session import Answered, Graded, Session, SessionError, Spoken, ends_sentence
 from agent.simulate import trainee_lines
 from agent.tokens import count_messages
 from tests.fakes import PHRASING, TIP, FakeModel
@@ -482,3 +482,12 @@ def test_resume_leaves_an_unanswered_turn_for_retry():
     events = list(resumed.retry())
     assert events[-1].turn.patient == "Go on." and not resumed.pending
     assert resumed.summary()["patient"] == [CARTER.opening_line, played.turns[0].patient, "Go on."]
+
+
+@pytest.mark.parametrize(
+    ("typed", "finished"),
+    [("I'm so sorry.", True), ("Can I help?", True), ("Wait!", True), ("I'm so sorry, Mr.", False),
+     ("Dr.", False), ("I'm so sorry", False), ("", False), ("Let me check. ", True)],
+)  # fmt: skip
+def test_a_reply_may_be_finished_when_it_ends_a_sentence_but_not_on_a_title(typed, finished):
+    assert ends_sentence(typed) is finished
