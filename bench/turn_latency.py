@@ -582,7 +582,13 @@ class BrowserDriver(Driver):
             arg=opening, timeout=120_000,
         )  # fmt: skip
         # The session id is a hidden component (not in the DOM): the new row in the store is this session.
-        [session_id] = [s.id for s in self.practice.store.list_sessions() if s.id not in known]
+        # The chat may still show the same opening line from the session before: wait for the row.
+        deadline = time.monotonic() + 120
+        while not (new := [s.id for s in self.practice.store.list_sessions() if s.id not in known]):
+            if time.monotonic() > deadline:
+                raise RuntimeError("Start did not make a session within 120 s")
+            time.sleep(0.05)
+        [session_id] = new
         return session_id
 
     def type(self, session_id: str, text: str, speed: float) -> None:
