@@ -111,7 +111,7 @@ def leak(reply: str, persona: Persona) -> str | None:
 
 
 # A patient sentence that thanks for something, with what it thanks for, or accepts an offer.
-THANKED_FOR = re.compile(r"\b(?:thank(?:s| you)|i appreciate)\b[^.!?]*?\bfor (?P<what>[^.!?,;]+)", re.IGNORECASE)
+THANKED_FOR = re.compile(r"\b(?:thank(?:s| you)|i appreciate)\b[^.!?,;]*?\bfor (?P<what>[^.!?,;]+)", re.IGNORECASE)
 APPRECIATES = re.compile(r"\bi appreciate (?:everything|all|what) (?:that )?you", re.IGNORECASE)
 ACCEPTS = re.compile(
     r"\b(?:that|this|it) (?:works|would work|sounds (?:good|great|fine|fair))\b|\bsounds (?:good|great)\b"
