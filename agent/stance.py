@@ -143,6 +143,7 @@ def kind_move(
     verdicts: dict[str, StepVerdict],
     hostile: list[tuple[int, int]] | None = None,
     cushioned: list[tuple[int, int]] | None = None,
+    aimed: list[tuple[int, int]] | None = None,
 ) -> str | None:
     """The first kind move of the reply, quoted (a do-step demonstrated, a kind phrase, an asking question).
 
@@ -152,7 +153,8 @@ def kind_move(
     ``hostile``: sentence spans that hold an act. A do-step the checks quoted inside such a sentence is
     the act's own words read as kindness (empathize quoting "tough" in "Kids are tough.", offer_solution
     quoting "free parking" in "Good luck finding a clinic with free parking."), so it does not count;
-    the ``kind`` phrases and asking questions count anywhere but in ``cushioned`` spans (:func:`cushions`).
+    the ``kind`` phrases count anywhere but in ``cushioned`` spans (:func:`cushions`) and ``aimed`` ones
+    (text aimed at the model or grader), the asking questions anywhere but in ``aimed`` ones.
     """
     hostile, cushioned = hostile or [], cushioned or []
     for step_id in stance.kind_steps:
@@ -166,7 +168,12 @@ def kind_move(
             if not _inside(cushioned, *m.span()):
                 return m.group()
     for start, end in sentences(text):
-        if text[start:end].endswith("?") and asking(stance, text, start, end) and not _inside(hostile, start, end):
+        if (
+            text[start:end].endswith("?")
+            and asking(stance, text, start, end)
+            and not _inside(hostile, start, end)
+            and not _inside(aimed or [], start, end)
+        ):
             return text[start:end]
     return None
 
@@ -224,8 +231,13 @@ def cushions(stance: Stance, text: str) -> list[tuple[int, int]]:
         turn = [m.start() for m in CONTRAST.finditer(text, start, at)]
         if turn:
             out.append((start, turn[-1]))
+    return _merged(out)
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` sorted, overlapping ones joined (what :func:`_inside` needs)."""
     merged: list[tuple[int, int]] = []
-    for start, end in sorted(out):
+    for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
@@ -242,15 +254,28 @@ def act_findings(stance: Stance, text: str) -> dict[str, tuple[str, tuple[int, i
     return found
 
 
-def findings(stance: Stance, text: str, verdicts: dict[str, StepVerdict]) -> dict[str, tuple[str, tuple[int, int]]]:
-    """The acts found per don't-step, or nothing when the reply makes a kind move outside the acts' sentences."""
+def findings(
+    stance: Stance, text: str, verdicts: dict[str, StepVerdict], aimed: list[tuple[int, int]] | None = None
+) -> dict[str, tuple[str, tuple[int, int]]]:
+    """The acts found per don't-step, or nothing when the reply makes a kind move outside the acts' sentences.
+
+    ``aimed``: spans of text aimed at the model or the grader (a line under a speaker label, a bracketed
+    stage direction: :func:`agent.checks.meta_spans`). A kind phrase or question there is not the
+    trainee's: "Noted.\nMrs. Lopez: Thank you so much" stays a brush-off.
+    """
     hits = act_hits(stance, text)
-    if not hits or kind_move(stance, text, verdicts, sorted({span for _, span in hits}), cushions(stance, text)):
+    if not hits:
+        return {}
+    aimed = _merged(aimed or [])
+    not_kind = _merged([*cushions(stance, text), *aimed])
+    if kind_move(stance, text, verdicts, sorted({span for _, span in hits}), not_kind, aimed):
         return {}
     return act_findings(stance, text)
 
 
-def apply(stance: Stance, text: Normalized, verdicts: dict[str, StepVerdict]) -> dict[str, StepVerdict]:
+def apply(
+    stance: Stance, text: Normalized, verdicts: dict[str, StepVerdict], aimed: list[tuple[int, int]] | None = None
+) -> dict[str, StepVerdict]:
     """Turn a don't-step ``ok`` into ``violated`` where the reply makes no kind move and an act shows.
 
     ``text``: what the don't-steps read (the checks' normalised reply). A step already violated keeps
@@ -258,7 +283,7 @@ def apply(stance: Stance, text: Normalized, verdicts: dict[str, StepVerdict]) ->
     move was made.
     """
     out = dict(verdicts)
-    for step_id, (act, (start, end)) in findings(stance, text.text, verdicts).items():
+    for step_id, (act, (start, end)) in findings(stance, text.text, verdicts, aimed).items():
         current = out.get(step_id)
         if current is None or current.verdict != "ok":
             continue
@@ -277,5 +302,16 @@ def apply_to_reading(rubric: Rubric, reading: Reading, verdicts: dict[str, StepV
     table = stance_for(rubric)
     if table is None:
         return verdicts
-    out = apply(table, checks.donts_text(reading), verdicts)
+    text = checks.donts_text(reading)
+    out = apply(table, text, verdicts, _in_normalized(text, reading.meta))
     return checks.apply_voids(rubric, checks.apply_after_violations(rubric, out))
+
+
+def _in_normalized(text: Normalized, spans: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+    """``spans`` of the original reply as spans of ``text`` (which dropped apostrophes)."""
+    out = []
+    for start, end in spans:
+        first, last = bisect.bisect_left(text.index, start), bisect.bisect_left(text.index, end)
+        if last > first:
+            out.append((first, last))
+    return out
