@@ -554,8 +554,9 @@ class Practice:
                 return
             yield self.update(live, "ended", note=note, coaching=True)
             return
-        self._read_front(live)
-        yield self.update(live, "answered", note=note, coaching=True)
+        answered_view = self.update(live, "answered", note=note, coaching=True)
+        self._read_front(live)  # after the view is taken: it shows the turn as answered, tip to come
+        yield answered_view
 
     def _read_front(self, live: Live) -> None:
         """After an answer, have the patient's slot read the next prompt's front while the trainee
