@@ -19,12 +19,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from langchain_core.messages import BaseMessage
 from pydantic import BaseModel
 
 from agent import grader, personas, report
@@ -400,20 +401,31 @@ class Practice:
         if not self._model_ready() or live.record.ended or live.session.ending is not None or not text.strip():
             return False
 
+        # Not while a turn is being played (lock_wait 0): that turn reads the reply itself.
+        self._queue_read(live, lambda: live.session.reply_prefill(text), at_once=ends_sentence(text))
+        return True
+
+    def _queue_read(
+        self, live: Live, prompt: Callable[[], list[BaseMessage] | None], *, lock_wait: float = 0.0,
+        at_once: bool = False,
+    ) -> None:  # fmt: skip
+        """Queue a read into the patient's slot (:class:`agent.coaching.Prefills`, one per session,
+        never beside an answer or a tip). ``prompt`` is built under the session's lock (given up
+        after ``lock_wait`` seconds); the model reads it after the lock is released, so a Send
+        meanwhile grades at once (or reuses the grade made here) and its request waits in the
+        server behind this read of its own front."""
+
         def read() -> None:
-            if not live.lock.acquire(blocking=False):  # a turn is being played: it reads the reply itself
+            if not live.lock.acquire(timeout=lock_wait):
                 return
             try:
-                messages = live.session.reply_prefill(text)
+                messages = prompt()
             finally:
-                # Released before the model reads: a Send meanwhile grades at once (or reuses the
-                # grade made here) and its request waits in the server behind this read of its front.
                 live.lock.release()
             if messages is not None:
                 live.session.patient.prefill(messages)
 
-        self.prefills.offer(session_id, read, at_once=ends_sentence(text))
-        return True
+        self.prefills.offer(live.record.id, read, at_once=at_once)
 
     def _warm_coach(self, live: Live) -> None:
         """Have the coach's slot read the next tip prompt's known front while the trainee types;
@@ -564,20 +576,8 @@ class Practice:
         is not, and a pasted reply would read it after Send. Queued like a typed reply
         (:class:`agent.coaching.Prefills`, never beside an answer or a tip); a reply typed
         meanwhile replaces it and reads the same front anyway."""
-        if not self._model_ready():
-            return
-
-        def read() -> None:
-            if not live.lock.acquire(timeout=1.0):  # the turn that answered is still closing
-                return
-            try:
-                messages = live.session.front_prefill()
-            finally:
-                live.lock.release()
-            if messages is not None:
-                live.session.patient.prefill(messages)
-
-        self.prefills.offer(live.record.id, read)
+        if self._model_ready():  # lock_wait: the turn that answered may still be closing
+            self._queue_read(live, live.session.front_prefill, lock_wait=1.0)
 
     def _fail(self, live: Live, record: TurnRecord, message: str) -> None:
         """Mark the turn failed with ``message``; if the database cannot take even that, the turn

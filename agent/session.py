@@ -58,6 +58,11 @@ SENTENCE_ENDS = ".!?"
 TITLES = ("mr.", "mrs.", "ms.", "dr.", "st.", "prof.")
 
 
+def _needed(messages: list[BaseMessage]) -> int:
+    """The context a patient prompt needs: its tokens with headroom, and the answer's."""
+    return int(prompt_tokens(messages) * TOKEN_SAFETY) + PATIENT_MAX_TOKENS
+
+
 def ends_sentence(text: str) -> bool:
     """Whether the reply typed so far may be finished (ends a sentence, not with a title)."""
     words = text.split()
@@ -310,8 +315,7 @@ class Session:
         return Transcript(messages=[*opening, *rest[2 * self.trimmed :]])
 
     def _estimate(self, mood: Mood, ending: Outcome | None) -> int:
-        messages = build_messages(self.persona, self.memory(), mood, self.patient.prompt_style, ending)
-        return int(prompt_tokens(messages) * TOKEN_SAFETY) + PATIENT_MAX_TOKENS
+        return _needed(build_messages(self.persona, self.memory(), mood, self.patient.prompt_style, ending))
 
     def _fit_memory(self, mood: Mood, ending: Outcome | None) -> None:
         """Leave the oldest exchanges out of the patient's prompt before it could overflow."""
@@ -369,7 +373,7 @@ class Session:
         memory.messages.append(Message(role="trainee", content=text))
         kind = turn.ending.kind if turn.ending else None
         messages = build_messages(self.persona, memory, turn.mood_after, self.patient.prompt_style, kind)
-        if int(prompt_tokens(messages) * TOKEN_SAFETY) + PATIENT_MAX_TOKENS > self.patient.context_tokens:
+        if _needed(messages) > self.patient.context_tokens:
             return None  # the turn will leave old exchanges out first (_fit_memory): another prompt
         return messages
 
