@@ -207,10 +207,14 @@ def restated(reply: str, context: TurnContext, data: GroundingData,
         cosines = VECTORS.get(encoder, candidates) @ VECTORS.get(encoder, facts).T
     for i, sentence in enumerate(candidates):
         words = content_words(sentence, data)
+        # A question restates only in the words it shares: by similarity alone "Would that work?" is
+        # close to the patient's "Yes, that would be great." and names nothing of the complaint.
+        similar_counts = not sentence.rstrip().endswith("?")
         for j, fact in enumerate(facts):
             overlap = len(words & fact_words[j])
             cosine = None if cosines is None else float(cosines[i, j])
-            found = overlap >= data.summarize_overlap or (cosine is not None and cosine >= data.summarize_cosine)
+            similar = similar_counts and cosine is not None and cosine >= data.summarize_cosine
+            found = overlap >= data.summarize_overlap or similar
             if not found:
                 continue
             score = overlap + (cosine or 0.0)

@@ -218,3 +218,20 @@ def test_a_question_asking_the_patient_to_explain_is_not_an_offer():
     assert ground(reply, given(offer_solution="demonstrated"))["offer_solution"].verdict == "missed"
     offer = ground("What I can do is book you a slot this afternoon.", given(offer_solution="demonstrated"))
     assert offer["offer_solution"].verdict == "demonstrated"
+
+
+def test_a_closing_question_does_not_restate_the_patients_acceptance():
+    # Seen live (simulate, formula trainee): "Would that work?" was credited as a summary of the
+    # patient's own "Yes, that would be great." by similarity alone, which lifted the unheard cap.
+    from agent import grader
+    from agent.session import Session
+    from tests.fakes import FakeModel
+
+    said = ["I need to see a doctor today.", "Yes, that would be great.", "Nobody told me it was tomorrow."]
+    session = Session(CARTER, FakeModel(lines=said), seed=7)
+    for line in ["I am so sorry about this.", "Here is what I can do: I will book you the first available slot.",
+                 "Can you tell me a bit more about what happened?"]:  # fmt: skip
+        session.turn(line)
+    offer = "Here is what I can do: I will book you the first available slot and call you back. Would that work?"
+    verdict = grader.grade_fast(session.rubric, offer, session.context()).verdicts["summarize"]
+    assert verdict.verdict != "demonstrated", verdict
