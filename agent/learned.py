@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr
 
 from agent import checks, embed
-from agent.checks import StepVerdict
+from agent.checks import WORD, StepVerdict
 from agent.rubrics import Rubric, RubricError, load_rubric
 
 # A sentence ends at . ! ? followed by space, or at a line break; "Mr. Carter" and "3.40" do not end one.
@@ -232,19 +232,28 @@ def score_reading(model: LearnedModel, encoder: embed.TextEncoder, reading: chec
     return ReplyScores(probability=probability, sentence=sentence, promise=promise, familiarity=familiarity)
 
 
+# A sentence of at most this many words is a fragment ("I know.", "Okay."): no stance of its own.
+FRAGMENT_WORDS = 2
+
+
 def _quotes_good(rubric: Rubric, verdicts: dict[str, StepVerdict], sentence: str | None) -> bool:
-    """Whether a pattern quoted a learned do-step (empathy, apology, ...) inside ``sentence``.
+    """Whether a pattern quoted a learned do-step (empathy, apology, ...) inside ``sentence``, or
+    anywhere in the reply when ``sentence`` is a fragment.
 
     A quoted "I understand" in the very sentence a classifier points at as a dismissal outweighs
-    that guess (the classifier also learnt "sorry you feel ..." non-apologies).
+    that guess (the classifier also learnt "sorry you feel ..." non-apologies). A fragment such as
+    "I know." takes its stance from the rest of the reply: read alone it looks like a brush-off, so in
+    "I know. That must be really frustrating." the quoted empathy outweighs it; in "Right. Next."
+    nothing kind is quoted and the finding stands.
     """
     if not sentence:
         return False
+    fragment = len(WORD.findall(sentence)) <= FRAGMENT_WORDS
     return any(
         v.verdict == "demonstrated"
         and v.source == "check"
         and v.evidence
-        and v.evidence in sentence
+        and (fragment or v.evidence in sentence)
         and rubric.step(step_id).kind == "do"
         and rubric.step(step_id).learned
         for step_id, v in verdicts.items()

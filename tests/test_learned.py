@@ -169,6 +169,24 @@ def test_a_quoted_kind_word_in_the_same_sentence_overrules_a_learned_dismissal()
     assert out["make_things_up"].verdict == "violated"  # a guess can sit next to kind words
 
 
+@pytest.mark.parametrize(
+    ("reply", "fragment", "kept"),
+    [
+        ("I know. That must be really frustrating.", "I know.", "ok"),  # the empathy quoted beside it outweighs
+        ("I know. The system says tomorrow.", "I know.", "violated"),  # nothing kind quoted: the finding stands
+    ],
+)
+def test_a_fragment_takes_its_stance_from_the_quoted_kind_words_of_the_reply(reply, fragment, kept):
+    base = verdicts_for(reply)
+    scores_ = learned.ReplyScores(
+        probability={"dismiss_feelings": 0.9, "argue_back": 0.9},
+        sentence={"dismiss_feelings": fragment, "argue_back": fragment},
+    )
+    out = learned.combine(RUBRIC, base, scores_)
+    assert out["dismiss_feelings"].verdict == kept
+    assert out["argue_back"].verdict == kept
+
+
 def test_titles_and_decimals_do_not_end_a_sentence():
     assert learned.sentences("I'm so sorry, Mr. Carter. Dr. Hale has a 3.40 slot.") == [
         "I'm so sorry, Mr. Carter.", "Dr. Hale has a 3.40 slot."
