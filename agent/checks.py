@@ -35,7 +35,9 @@ TITLES = {"mr", "mrs", "ms", "miss", "mx", "dr", "sir", "madam", "mister", "doct
 SENTENCE_END = re.compile(r"[.?!\n]")
 Span = tuple[int, int]
 WORD = re.compile(r"\b[A-Za-z]+\b")
-TITLE_DOT = re.compile(r"\b(Mr|Mrs|Ms|Mx|Dr|St|Prof)\.", re.IGNORECASE)
+# Titles whose full stop does not end a sentence ("Mr. Carter").
+TITLES_ABBREVIATED = ("Mr", "Mrs", "Ms", "Mx", "Dr", "St", "Prof")
+TITLE_DOT = re.compile(rf"\b({'|'.join(TITLES_ABBREVIATED)})\.", re.IGNORECASE)
 
 # Capitals that are not raised voices (issue 13): a word written in capitals is shouting only when it
 # reads as an ordinary word said loudly ("I have told you TWICE"). Not when it is markup -- a handle,

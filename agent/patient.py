@@ -36,6 +36,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from pydantic import BaseModel, Field
 
 from agent import tokens
+from agent.checks import TITLES_ABBREVIATED
 from agent.facts import not_given, quantities, quantity_facts
 from agent.llm import LLMSettings, PromptStyle
 from agent.models import PATIENT_SLOT, ModelUnavailable, PatientModel, ServedModel
@@ -47,7 +48,11 @@ from agent.transcript import Message, Transcript
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 MAX_SENTENCES = 3
 MAX_TOKENS = 90
-SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+# A sentence ends at . ! ? (and a closing quote or bracket) before white space, not at a title's full
+# stop: "..., Mr. Carter." is one sentence, so the role filter sees the name the patient calls itself.
+SENTENCE_END = re.compile(
+    "".join(rf"(?<!\b{title}\.)" for title in TITLES_ABBREVIATED) + r"(?<=[.!?])[\"')\]]*\s+", re.IGNORECASE
+)
 # A reply starting with (nearly) the words of an earlier line is a repeat: this share of words in order.
 REPEAT_SIMILARITY = 0.9
 # This many words in a row from the persona's prompt fields is prompt text read out, not speech.

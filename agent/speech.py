@@ -48,6 +48,8 @@ MIN_SECONDS = 0.3
 # words in silence ("Thank you."), so an empty recording is refused before it reaches the model.
 SILENCE_PEAK = 0.01
 MAX_HOT_WORDS = 24
+# CPU threads for one transcription: the turn has not started yet, so the recogniser has both cores.
+THREADS = 2
 # Beam search over 5 hypotheses: on 20 gold replies (bench/voice_latency.py) the word error rate
 # went from 12.6 % (greedy) to 9.4 %, for no measurable extra time on a 4-7 s reply.
 BEAM = 5
@@ -197,7 +199,7 @@ class Recogniser:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, directory: Path | None = None, *, verify: bool = True, threads: int = 2) -> Recogniser:
+    def load(cls, directory: Path | None = None, *, verify: bool = True, threads: int = THREADS) -> Recogniser:
         try:
             from faster_whisper import WhisperModel
         except ImportError as exc:

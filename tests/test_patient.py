@@ -119,6 +119,10 @@ def test_release_caps_the_reply_at_three_sentences():
 def test_sentences_and_label_cleanup():
     assert list(_sentences(iter(["Hi. ", "You there?", " Ok"]))) == ["Hi.", "You there?", "Ok"]
     assert _clean_start("Mr. Carter: Fine.", CARTER) == "Fine."
+    # a title's full stop ends no sentence, so the name the patient calls itself stays in its sentence
+    assert list(_sentences(iter(["Why not sooner, Mr.", " Carter? Dr. Hale said so."]))) == [
+        "Why not sooner, Mr. Carter?", "Dr. Hale said so."
+    ]  # fmt: skip
     assert _clean_start("[angrily] Fine.", CARTER) == "Fine."
     assert _clean_start('"Fine."', CARTER) == "Fine."
 
@@ -250,6 +254,11 @@ def test_copied_field_and_speaking_to_oneself():
     assert copied_field("I took a taxi and my daughter is driving me.", CARTER) is None
     assert speaks_to_self("Sorry, John, that is all.", CARTER)
     assert not speaks_to_self("I'm John Carter and I'm not going anywhere.", CARTER)
+    # seen live (bench/patient_role.py, seed 202): the patient ends a line on its own name
+    notes: list[str] = []
+    line = "I don't understand why the clinic is not taking me in sooner, Mr. Carter."
+    assert list(release(iter([line]), CARTER, notes)) == []
+    assert notes == ["rejected: speaks to Mr. Carter"]
 
 
 def test_a_repeat_is_sampled_again_then_an_unsaid_fallback_line_is_shown():
