@@ -174,10 +174,18 @@ class Restated(BaseModel):
     cosine: float | None
 
 
-def complaint(context: TurnContext) -> list[str]:
+def complaint(context: TurnContext, data: GroundingData) -> list[str]:
     """What the patient's complaint is made of: the persona's facts, then each sentence the patient
-    said this session (a trainer-written persona may list no facts; a gold line has only history)."""
-    said = [s for m in context.history if m.role == "patient" for s in sentences(m.content)]
+    said this session (a trainer-written persona may list no facts; a gold line has only history).
+
+    A patient sentence with fewer content words than a restatement must share is no fact: "Yes, that
+    would be great.", "Fine.", "Hello?" name nothing a trainee could restate, and by similarity
+    alone a formula line would match them.
+    """
+    said = [
+        s for m in context.history if m.role == "patient" for s in sentences(m.content)
+        if len(content_words(s, data)) >= data.summarize_overlap
+    ]  # fmt: skip
     return list(dict.fromkeys([*context.facts, *said]))
 
 
@@ -196,7 +204,7 @@ def _summary_candidates(reply: str, data: GroundingData) -> list[str]:
 def restated(reply: str, context: TurnContext, data: GroundingData,
              encoder: embed.TextEncoder | None) -> Restated | None:  # fmt: skip
     """The best sentence of ``reply`` that restates a fact of the complaint, or None."""
-    facts = complaint(context)
+    facts = complaint(context, data)
     candidates = _summary_candidates(reply, data)
     if not facts or not candidates:
         return None
@@ -229,7 +237,7 @@ def ground_summarize(verdict: StepVerdict, reply: str, context: TurnContext, ver
     is credited (any wording); a frame with nothing in it, or a restatement turned into blame, is missed."""
     if verdict.verdict not in ("demonstrated", "missed"):
         return verdict
-    facts = complaint(context)
+    facts = complaint(context, data)
     persona = bool(context.persona_name or context.facts or context.wants)
     if not facts or not persona or (verdict.verdict == "missed" and not context.facts):
         # Grounding needs a patient the trainee is talking to (a persona), and crediting a restatement

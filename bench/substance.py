@@ -13,7 +13,7 @@ pipeline as the app: verdicts, mood, patient, role filter; no coaching).
 Printed per persona and script: the outcome, the turns played, anger at the start -> at the end,
 and the patient's unearned acceptance lines: sentences that thank for or accept an offer the trainee
 did not make (``agent.patient.unearned_acceptance(sentence, offers)`` against the trainee's concrete
-offers so far, ``Mood.offers``; "n/a" where this checkout has no such function). Then the totals
+offers so far, ``Mood.offers``). Then the totals
 against the goals:
 
 * formula: 0 resolved over all personas x scripts, and anger never ends more than 2 below its start;
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import sys
 import tempfile
 import time
@@ -46,24 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.llm import Backend, LLMSettings  # noqa: E402
 from agent.models import PatientModel  # noqa: E402
-from agent.patient import patient_model  # noqa: E402
+from agent.patient import SENTENCE_END, patient_model, unearned_acceptance  # noqa: E402
 from agent.personas import Persona, load_personas  # noqa: E402
 from agent.runtime import EmbeddedServer  # noqa: E402
 from agent.session import Turn  # noqa: E402
 from agent.simulate import FORMULA, formula_scripts, simulate  # noqa: E402
 
-Unearned = Callable[[str, list[str]], str | None]
-try:  # added by the patient's substance work (issue 20, item 4); the bench reports "n/a" until then
-    from agent.patient import unearned_acceptance as _unearned
-
-    UNEARNED: Unearned | None = _unearned
-except ImportError:
-    UNEARNED = None
-
 Kind = Literal["formula", "good", "bad"]
 LEAVES = ("escalated", "walked_out", "hung_up")
 FORMULA_MAX_CALM = 2.0  # goal: a formula trainee's anger never ends more than this below its start
-SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 class Flagged(BaseModel):
@@ -82,7 +72,7 @@ class Row(BaseModel):
     turns: int
     anger_start: float
     anger_end: float
-    unearned: int | None  # None: this checkout cannot count them
+    unearned: int
     unearned_lines: list[Flagged]
     seconds: float
 
@@ -112,14 +102,12 @@ def scripts_to_play(wanted: list[str]) -> list[tuple[str, Kind, str]]:
     return out
 
 
-def unearned_lines(session_turns: list[Turn], offers_after: list[list[str]]) -> list[Flagged] | None:
-    """The patient's sentences that accept or thank for an offer not made (None: cannot count)."""
-    if UNEARNED is None:
-        return None
+def unearned_lines(session_turns: list[Turn], offers_after: list[list[str]]) -> list[Flagged]:
+    """The patient's sentences that accept or thank for an offer not made (split as the role filter does)."""
     flagged = []
     for index, (turn, offers) in enumerate(zip(session_turns, offers_after, strict=True)):
-        for sentence in SENTENCE.split(turn.patient or ""):
-            why = UNEARNED(sentence, offers) if sentence.strip() else None
+        for sentence in SENTENCE_END.split(turn.patient or ""):
+            why = unearned_acceptance(sentence, offers) if sentence.strip() else None
             if why:
                 flagged.append(Flagged(turn=index + 1, sentence=sentence, why=why))
     return flagged
@@ -133,7 +121,7 @@ def play(persona: Persona, label: str, kind: Kind, trainee: str, model: PatientM
     outcome = session.ending.kind if session.ending else "ongoing"
     return Row(persona=persona.id, script=label, kind=kind, outcome=outcome, turns=len(session.turns),
                anger_start=moods[0].anger, anger_end=moods[-1].anger,
-               unearned=None if flagged is None else len(flagged), unearned_lines=flagged or [],
+               unearned=len(flagged), unearned_lines=flagged,
                seconds=round(time.perf_counter() - began, 2))  # fmt: skip
 
 
@@ -146,7 +134,7 @@ def goals(rows: list[Row]) -> list[Goal]:
     calmed = [r for r in formula if r.anger_end < r.anger_start - FORMULA_MAX_CALM]
     good_ok = sum(r.outcome == "resolved" for r in good)
     bad_ok = sum(r.outcome in LEAVES for r in bad)
-    counted = [r.unearned for r in rows if r.unearned is not None]
+    unearned = sum(r.unearned for r in rows)
     out = []
     if formula:
         out.append(Goal(name="formula resolved (goal 0)", value=f"{resolved}/{len(formula)}", met=resolved == 0))
@@ -156,10 +144,7 @@ def goals(rows: list[Row]) -> list[Goal]:
         out.append(Goal(name="good resolved (goal all)", value=f"{good_ok}/{len(good)}", met=good_ok == len(good)))
     if bad:
         out.append(Goal(name="bad escalated or left (goal all)", value=f"{bad_ok}/{len(bad)}", met=bad_ok == len(bad)))
-    if counted:
-        out.append(Goal(name="unearned acceptance lines (goal 0)", value=str(sum(counted)), met=sum(counted) == 0))
-    else:
-        out.append(Goal(name="unearned acceptance lines (goal 0)", value="n/a", met=None))
+    out.append(Goal(name="unearned acceptance lines (goal 0)", value=str(unearned), met=unearned == 0))
     return out
 
 
@@ -187,9 +172,8 @@ def patient_for(args: argparse.Namespace) -> Iterator[Callable[[], PatientModel]
 def table(rows: list[Row]) -> list[str]:
     lines = [f"{'persona':26s} {'script':20s} {'outcome':11s} {'turns':>5s}  {'anger':12s} {'unearned':>8s}"]
     for r in rows:
-        unearned = "n/a" if r.unearned is None else str(r.unearned)
         anger = f"{r.anger_start:g} -> {r.anger_end:g}"
-        lines.append(f"{r.persona:26s} {r.script:20s} {r.outcome:11s} {r.turns:5d}  {anger:12s} {unearned:>8s}")
+        lines.append(f"{r.persona:26s} {r.script:20s} {r.outcome:11s} {r.turns:5d}  {anger:12s} {r.unearned:>8d}")
     return lines
 
 
@@ -234,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = round(time.perf_counter() - began, 1)
     patient_name = "fake" if args.patient == "fake" else args.model
     summary = {"patient": patient_name, "temperature": args.temperature, "seed": args.seed, "turns": args.turns,
-               "personas": len(personas), "sessions": len(rows), "seconds": seconds,
-               "unearned_acceptance": "counted" if UNEARNED else "n/a"}  # fmt: skip
+               "personas": len(personas), "sessions": len(rows), "seconds": seconds}  # fmt: skip
     results = goals(rows)
     if args.json:
         print(json.dumps({**summary, "goals": [g.model_dump() for g in results],

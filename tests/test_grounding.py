@@ -235,3 +235,16 @@ def test_a_closing_question_does_not_restate_the_patients_acceptance():
     offer = "Here is what I can do: I will book you the first available slot and call you back. Would that work?"
     verdict = grader.grade_fast(session.rubric, offer, session.context()).verdicts["summarize"]
     assert verdict.verdict != "demonstrated", verdict
+
+
+def test_a_patient_line_that_names_nothing_is_no_fact_to_restate():
+    # The patient's acceptance names nothing of the complaint; a statement close to it by similarity
+    # ("That would be great for you.") restates nothing, even where a form check credited it.
+    accepted = Message(role="patient", content="Yes, that would be great.")
+    ctx = context().model_copy(update={"history": [*context().history, accepted]})
+    reply = "That would be great for you."
+    encoder = Counting({reply: 0, accepted.content: 0})
+    assert ground(reply, given(summarize="demonstrated"), ctx, encoder=encoder)["summarize"].verdict == "missed"
+    said = grounding.complaint(ctx, grounding.data_for(RUBRIC))
+    assert accepted.content not in said and "Tomorrow?" not in said  # one content word each
+    assert "The woman on the phone said today!" in said
