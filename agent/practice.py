@@ -373,24 +373,20 @@ class Practice:
     # -- warm-ups ------------------------------------------------------------------------------
 
     def _prefill_patient(self, live: Live, *, wait: bool = False) -> None:
-        """While the trainee reads the patient's line, the patient model reads the prompt so far.
+        """While the trainee reads the opening line, the patient model reads the persona's prompt:
+        queued like every other read of the patient's slot (:meth:`_queue_read`).
 
         ``wait``: read it before returning (an API client sends its first reply at once, which
-        would otherwise wait for this prefill and then read its own line: a cold first turn)."""
-        if not self._model_ready() and not wait:
+        would otherwise wait for this read and then read its own line: a cold first turn)."""
+        if not wait:
+            if self._model_ready():
+                self._queue_read(live, live.session.front_prefill, at_once=True)
             return
-
-        def prefill() -> None:
-            try:
-                with self.lane.patient():
-                    live.session.prefill()
-            except Exception as exc:  # only an optimisation: the turn reads the whole prompt then
-                log.info("patient prefill skipped: %s", exc)
-
-        if wait:
-            prefill()
-        else:
-            threading.Thread(target=prefill, name="patient-prefill", daemon=True).start()
+        try:
+            with self.lane.patient():
+                live.session.prefill()
+        except Exception as exc:  # only an optimisation: the turn reads the whole prompt then
+            log.info("patient prefill skipped: %s", exc)
 
     def prefill_reply(self, session_id: str, text: str) -> bool:
         """The trainee is typing ``text``: have the patient's slot read it when the model is free
