@@ -193,6 +193,10 @@ UNEARNED = [
     ("Sounds good, I'll wait for your call.", []),
     ("Thank you for your help.", []),
     ("Thank you for booking me in today.", ["I'll give you a home exercise sheet for while you're away"]),
+    # seen live (bench/substance.py, a formula trainee's "I will do everything I can. Does that sound okay?")
+    ("Yes, that sounds okay.", []),
+    ("Yes, that would be great.", []),
+    ("Yes, please.", []),
 ]
 EARNED = [
     ("Thanks for nothing.", []),
@@ -205,6 +209,10 @@ EARNED = [
     ("Thank you for checking.", ["I'll check right now whether a doctor has a cancellation"]),
     ("Thank you so much for the exercise sheet.", ["I'll also give you a home exercise sheet"]),
     ("Thank you for your help.", ["I'll call you before five today"]),
+    ("Yes, that would be great.", ["I'll book you the first slot after your trip"]),
+    ("It would be great if someone actually called me back.", []),
+    ("That's fine, but I still need to be seen today.", []),
+    ("That is good to know.", []),
 ]
 
 
