@@ -13,17 +13,18 @@ pipeline as the app: verdicts, mood, patient, role filter; no coaching).
 Printed per persona and script: the outcome, the turns played, anger at the start -> at the end,
 and the patient's unearned acceptance lines: sentences that thank for or accept an offer the trainee
 did not make (``agent.patient.unearned_acceptance(sentence, offers)`` against the trainee's concrete
-offers so far, ``Mood.offers``). Then the totals
-against the goals:
+offers so far, ``Mood.offers``). Then the totals against the goals, and the transcript of every
+session that missed its goal (each turn's anger and what moved it; the JSON keeps every session's):
 
 * formula: 0 resolved over all personas x scripts, and anger never ends more than 2 below its start;
 * good: resolves every persona; bad: escalates (a manager takes over) or leaves every persona;
 * unearned acceptance lines: 0.
 
-``--patient fake`` plays the deterministic fake patient of tests/fakes.py instead of the model: the
-mood, and so the outcome, depends only on the verdicts on the trainee's lines, never on what the
-patient says, so the outcomes are the model's too, in seconds; only the unearned acceptance count
-needs the real patient. The model run starts its own embedded llama.cpp server unless
+``--patient fake`` plays the deterministic fake patient of tests/fakes.py instead of the model, in
+seconds. Its outcomes are close to the model's but not the same: the verdicts read what the patient
+said (a restatement is held against the patient's own lines as well as the persona's facts), so a
+live patient who words the complaint differently can change what a trainee line earns. The
+unearned acceptance count needs the real patient. The model run starts its own embedded llama.cpp server unless
 ``--base-url`` names one. Progress goes to stderr, one line per session.
 """
 
@@ -62,6 +63,16 @@ class Flagged(BaseModel):
     why: str
 
 
+class Line(BaseModel):
+    """One turn as played: what was said, where anger went, and what moved it (the mood's effects)."""
+
+    trainee: str
+    patient: str | None
+    anger: float
+    moved_by: list[str]
+    notes: list[str]
+
+
 class Row(BaseModel):
     """One persona played by one script."""
 
@@ -75,6 +86,14 @@ class Row(BaseModel):
     unearned: int
     unearned_lines: list[Flagged]
     seconds: float
+    lines: list[Line]
+
+    def missed_goal(self) -> bool:
+        """A formula trainee who resolved or calmed the patient too far; a good or bad script that
+        did not end as it should."""
+        if self.kind == "formula":
+            return self.outcome == "resolved" or self.anger_end < self.anger_start - FORMULA_MAX_CALM
+        return self.outcome != "resolved" if self.kind == "good" else self.outcome not in LEAVES
 
 
 class Goal(BaseModel):
@@ -122,7 +141,10 @@ def play(persona: Persona, label: str, kind: Kind, trainee: str, model: PatientM
     return Row(persona=persona.id, script=label, kind=kind, outcome=outcome, turns=len(session.turns),
                anger_start=moods[0].anger, anger_end=moods[-1].anger,
                unearned=len(flagged), unearned_lines=flagged,
-               seconds=round(time.perf_counter() - began, 2))  # fmt: skip
+               seconds=round(time.perf_counter() - began, 2),
+               lines=[Line(trainee=t.trainee, patient=t.patient, anger=t.mood_after.anger,
+                           moved_by=[f"{e.source} {e.anger:+.2f}" for e in t.mood_after.effects],
+                           notes=t.notes) for t in session.turns])  # fmt: skip
 
 
 def goals(rows: list[Row]) -> list[Goal]:
@@ -231,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     for goal in results:
         mark = "?" if goal.met is None else ("ok" if goal.met else "MISSED")
         print(f"  {goal.name:48s} {goal.value:>8s}  {mark}")
+    for row in (r for r in rows if r.missed_goal()):
+        print(f"\n{row.persona} / {row.script}: {row.outcome}, anger {row.anger_start:g} -> {row.anger_end:g}")
+        for number, line in enumerate(row.lines, start=1):
+            print(f"  {number}. trainee: {line.trainee}\n     [anger {line.anger:g}; {', '.join(line.moved_by) or '-'}]"
+                  f"\n     patient: {line.patient}")  # fmt: skip
     flagged = [(r, f) for r in rows for f in r.unearned_lines]
     if flagged:
         print("\nunearned acceptance lines:")
