@@ -50,6 +50,7 @@ class GroundingData(BaseModel):
     stopwords: frozenset[str]
     frame_words: frozenset[str]
     asks: tuple[re.Pattern[str], ...]
+    answers: tuple[re.Pattern[str], ...]
     undercut: tuple[re.Pattern[str], ...]
     promise: tuple[re.Pattern[str], ...]
     offer_what: tuple[re.Pattern[str], ...]
@@ -78,6 +79,7 @@ def load_data(path: Path) -> GroundingData:
         stopwords=frozenset(raw["stopwords"].split()),
         frame_words=frozenset(raw["frame_words"].split()),
         asks=many("asks"),
+        answers=many("answers"),
         undercut=many("undercut"),
         promise=many("promise"),
         offer_what=many("offer_what"),
@@ -178,13 +180,14 @@ def complaint(context: TurnContext, data: GroundingData) -> list[str]:
     """What the patient's complaint is made of: the persona's facts, then each sentence the patient
     said this session (a trainer-written persona may list no facts; a gold line has only history).
 
-    A patient sentence with fewer content words than a restatement must share is no fact: "Yes, that
-    would be great.", "Fine.", "Hello?" name nothing a trainee could restate, and by similarity
-    alone a formula line would match them.
+    A patient sentence that answers the trainee (thanks, "Yes, I think so.": the ``answers`` patterns)
+    or has fewer content words than a restatement must share ("Fine.", "Hello?") is no fact: it
+    names nothing of the complaint, and by similarity alone a formula line would match it ("I
+    apologize for the trouble." and the patient's "I appreciate your apology.").
     """
     said = [
         s for m in context.history if m.role == "patient" for s in sentences(m.content)
-        if len(content_words(s, data)) >= data.summarize_overlap
+        if len(content_words(s, data)) >= data.summarize_overlap and not _hit(data.answers, plain(s))
     ]  # fmt: skip
     return list(dict.fromkeys([*context.facts, *said]))
 

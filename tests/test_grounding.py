@@ -248,3 +248,16 @@ def test_a_patient_line_that_names_nothing_is_no_fact_to_restate():
     said = grounding.complaint(ctx, grounding.data_for(RUBRIC))
     assert accepted.content not in said and "Tomorrow?" not in said  # one content word each
     assert "The woman on the phone said today!" in said
+
+
+def test_the_patients_thanks_is_no_fact_a_later_apology_restates():
+    # Seen live (bench/substance.py, Ms. Whitfield): the trainee's "I apologize for the trouble." was
+    # credited as a summary of the patient's "I appreciate your apology." by similarity, which lifted
+    # the unheard limit and let a formula trainee calm her 3.7 below her start.
+    thanks = Message(role="patient", content="I appreciate your apology. Yes, I think so.")
+    ctx = context().model_copy(update={"history": [*context().history, thanks]})
+    reply = "I apologize for the trouble."
+    encoder = Counting({reply: 0, "I appreciate your apology.": 0, "Yes, I think so.": 0})
+    assert ground(reply, given(summarize="missed"), ctx, encoder=encoder)["summarize"].verdict == "missed"
+    said = grounding.complaint(ctx, grounding.data_for(RUBRIC))
+    assert "I appreciate your apology." not in said and "Yes, I think so." not in said
