@@ -216,6 +216,7 @@ def restated(reply: str, context: TurnContext, data: GroundingData,
     cosines = None
     if encoder is not None:
         cosines = VECTORS.get(encoder, candidates) @ VECTORS.get(encoder, facts).T
+    written = set(context.facts)
     for i, sentence in enumerate(candidates):
         words = content_words(sentence, data)
         # A question restates only in the words it shares: by similarity alone "Would that work?" is
@@ -224,7 +225,11 @@ def restated(reply: str, context: TurnContext, data: GroundingData,
         for j, fact in enumerate(facts):
             overlap = len(words & fact_words[j])
             cosine = None if cosines is None else float(cosines[i, j])
-            similar = similar_counts and cosine is not None and cosine >= data.summarize_cosine
+            # Similarity alone restates a persona's fact (written by the trainer, in other words than
+            # a trainee's); a line the patient said this session must share a content word as well:
+            # a formula's kind words are close to the patient's kind answers without naming anything.
+            similar_counts_here = similar_counts and (fact in written or overlap > 0)
+            similar = similar_counts_here and cosine is not None and cosine >= data.summarize_cosine
             found = overlap >= data.summarize_overlap or similar
             if not found:
                 continue

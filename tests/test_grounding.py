@@ -261,3 +261,15 @@ def test_the_patients_thanks_is_no_fact_a_later_apology_restates():
     assert ground(reply, given(summarize="missed"), ctx, encoder=encoder)["summarize"].verdict == "missed"
     said = grounding.complaint(ctx, grounding.data_for(RUBRIC))
     assert "I appreciate your apology." not in said and "Yes, I think so." not in said
+
+
+def test_similarity_alone_restates_a_persona_fact_but_not_a_line_the_patient_said():
+    line = Message(role="patient", content="My knee is killing me on these stairs.")
+    ctx = context().model_copy(update={"history": [*context().history, line]})
+    reply = "That sounds like a lot to deal with."
+    encoder = Counting({reply: 0, line.content: 0})  # as close as vectors get, and not one shared content word
+    assert ground(reply, given(summarize="demonstrated"), ctx, encoder=encoder)["summarize"].verdict == "missed"
+    shared = "Your knee hurts on the stairs."  # shares "knee" and "stairs": restated
+    encoder = Counting({shared: 0, line.content: 0})
+    found = ground(shared, given(summarize="missed"), ctx, encoder=encoder)["summarize"]
+    assert found.verdict == "demonstrated" and found.grounds == line.content
