@@ -49,9 +49,30 @@ def formula_scripts() -> dict[str, list[str]]:
     return {str(name): list(lines) for name, lines in data.items()}
 
 
+def other_good_file(name: str) -> Path:
+    return personas_dir() / "scripts" / f"good_{name}.yaml"
+
+
+def other_good_lines(persona: Persona, name: str) -> list[str]:
+    """This persona's good trainee in other words: ``personas/scripts/good_NAME.yaml`` maps persona
+    ids to lines (the persona's own ``script.good`` is one wording; a good trainee must resolve the
+    patient in any wording that restates the complaint and offers what meets a need)."""
+    path = other_good_file(name)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PersonaError([f"{path}: cannot read the good trainee scripts ({exc})"]) from exc
+    lines = data.get(persona.id) if isinstance(data, dict) else None
+    if not isinstance(lines, list) or not lines or not all(isinstance(line, str) for line in lines):
+        raise PersonaError([f"{path}: {persona.id}: expected a list of trainee lines"])
+    return [persona.fill(line) for line in lines]
+
+
 def trainee_lines(persona: Persona, trainee: str) -> list[str]:
-    """The scripted lines for ``trainee``: good | bad | formula (the first formula script) |
-    formula:NAME | a file (YAML list or one line per turn)."""
+    """The scripted lines for ``trainee``: good | good:NAME (``personas/scripts/good_NAME.yaml``) |
+    bad | formula (the first formula script) | formula:NAME | a file (YAML list or one line per turn)."""
+    if trainee.startswith("good:"):
+        return other_good_lines(persona, trainee.partition(":")[2])
     if trainee == FORMULA or trainee.startswith(f"{FORMULA}:"):
         scripts = formula_scripts()
         name = trainee.partition(":")[2] or next(iter(scripts))

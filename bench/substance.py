@@ -116,8 +116,10 @@ def scripts_to_play(wanted: list[str]) -> list[tuple[str, Kind, str]]:
             out.append((item, "formula", item))
         elif item in ("good", "bad"):
             out.append((item, "good" if item == "good" else "bad", item))
+        elif item.startswith("good:"):  # the persona's good trainee in other words (personas/scripts/good_NAME.yaml)
+            out.append((item, "good", item))
         else:
-            raise SystemExit(f"unknown script {item!r}: formula, formula:NAME, good or bad")
+            raise SystemExit(f"unknown script {item!r}: formula, formula:NAME, good, good:NAME or bad")
     return out
 
 
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--persona", default="", help="comma-separated persona ids (default: all)")
     parser.add_argument("--scripts", default="formula,good,bad",
-                        help="comma-separated: formula (every formula script), formula:NAME, good, bad "
+                        help="comma-separated: formula (every formula script), formula:NAME, good, good:NAME "
+                        "(personas/scripts/good_NAME.yaml: the good trainee in other words), bad "
                         "(default: formula,good,bad)")  # fmt: skip
     parser.add_argument("--turns", type=int, default=8, help="trainee turns per session, fewer if it ends (default 8)")
     parser.add_argument("--seed", type=int, default=7, help="model seed; each turn adds its index (default 7)")

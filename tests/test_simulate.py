@@ -81,7 +81,7 @@ HELD = [p.id for p in load_personas() if p.wants is not None and p.thresholds.ne
 @pytest.mark.parametrize("persona_id", HELD)
 def test_a_formula_trainee_never_resolves_nor_calms_much(persona_id, formula):
     """Surface forms without substance (no fact restated, no offer that meets a need), eight turns:
-    the real grader's verdicts move the mood (the patient's words do not, see above)."""
+    the real grader's verdicts move the mood (the fake patient's words add no fact to restate)."""
     persona = load_persona(persona_id)
     session = simulate(persona, f"formula:{formula}", 8, FakeModel())
     anger = session.summary()["anger"]
@@ -100,8 +100,10 @@ def test_bad_trainee_drives_the_patient_to_boil_over(persona_id):
     assert_mood_follows_the_verdicts(session)
 
 
-def test_the_mood_does_not_depend_on_what_the_patient_says():
-    """Same trainee lines, different patient answers: the same verdicts and the same mood."""
+def test_patient_answers_that_add_nothing_to_restate_leave_the_mood_alone():
+    """Same trainee lines, different patient answers: the same verdicts and the same mood. (What the
+    patient says reaches the mood only as something a summary can restate, agent.grounding, so
+    answers with no new complaint fact in them change nothing.)"""
     carter = load_persona("carter-wrong-day")
     one = simulate(carter, "good", 6, FakeModel())
     other = simulate(carter, "good", 6, FakeModel(lines=["I'm leaving town tomorrow!", "So?"]))
@@ -221,3 +223,16 @@ def test_simulate_plays_the_formula_trainee_through_the_pipeline(monkeypatch, ca
     out = capsys.readouterr().out
     assert "Trainee: I am so sorry about this, that sounds really frustrating." in out
     assert "Trainee: Can you tell me a bit more about what happened?" in out
+
+
+def test_the_good_trainee_in_other_words_is_read_from_its_own_file(tmp_path, monkeypatch):
+    carter = load_persona("carter-wrong-day")
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "good_plain.yaml").write_text('carter-wrong-day:\n  - "Sorry, {address}."\n', encoding="utf-8")
+    monkeypatch.setattr("agent.simulate.personas_dir", lambda: tmp_path)
+    assert trainee_lines(carter, "good:plain") == ["Sorry, Mr. Carter."]
+    with pytest.raises(PersonaError, match="back-pain-wait: expected a list of trainee lines"):
+        trainee_lines(load_persona("back-pain-wait"), "good:plain")
+    with pytest.raises(PersonaError, match="good_missing.yaml: cannot read"):
+        trainee_lines(carter, "good:missing")

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--trainee",
         default="good",
-        help="good | bad | formula (magic phrases, no substance; formula:NAME for another script in "
+        help="good | good:NAME (the persona's good trainee in other words, personas/scripts/good_NAME.yaml) | "
+        "bad | formula (magic phrases, no substance; formula:NAME for another script in "
         "personas/scripts/formula.yaml) | a file of trainee lines (one a line, or YAML)",
     )
     parser.add_argument("--turns", type=int, default=6, help="trainee turns (fewer if the session ends)")
