@@ -120,6 +120,10 @@ def test_i_dont_know_inside_a_good_reply_is_still_a_violation_and_look_alikes_ar
     assert verdict(preface, "say_i_dont_know").verdict == "ok"
     assert verdict("I don't know whether anybody has told you, but he's next.", "say_i_dont_know").verdict == "ok"
     assert verdict("I don't know if anyone can help you.", "say_i_dont_know").verdict == "violated"
+    # a relative clause, not a shrug (a reworded good trainee, bench/substance.py --scripts good:reworded)
+    specialist = "The person who knows that treatment inside out is our orthopaedic specialist."
+    assert verdict(specialist, "say_i_dont_know").verdict == "ok"
+    assert verdict("Who knows when the doctor will be free.", "say_i_dont_know").verdict == "violated"
 
 
 def test_find_out_applies_when_the_trainee_is_unsure():
@@ -148,6 +152,10 @@ def test_calm_down_is_dismissive():
 def test_you_should_have_received_is_not_blame():
     assert verdict("You should have received a text on Monday.", "argue_back").verdict == "ok"
     assert verdict("You should have read the text on Monday.", "argue_back").verdict == "violated"
+    # what the patient deserved, not what they did wrong
+    deserved = "I'm really sorry, that's not the experience you should've had after three years with us."
+    assert verdict(deserved, "argue_back").verdict == "ok"
+    assert verdict("You should've had your card with you.", "argue_back").verdict == "violated"
 
 
 # -- applicability ---------------------------------------------------------------------------------

@@ -61,6 +61,8 @@ KIND = [
     "Your appointment is tomorrow at ten.",
     # the rubric's argue_back "you should(n't) have" is not blame when the patient was wronged
     "You shouldn't have had to chase us. I'll call the hospital myself.",
+    # restating what the patient said, then asking how they are (a reworded good trainee)
+    "You said you hurt it lifting a parcel three days ago. Is it worse when you sit?",
 ]
 
 
@@ -107,10 +109,12 @@ def test_a_do_step_quoted_inside_the_hostile_sentence_is_not_a_kind_move():
 def test_asking_questions_are_not_rhetorical():
     table = stance.stance_for(RUBRIC)
     assert table is not None
-    for question in ("What's your date of birth?", "Would a morning appointment suit him better?"):
+    for question in ("What's your date of birth?", "Would a morning appointment suit him better?",
+                     "Is it worse when you sit?", "Is he still limping since the fall?"):  # fmt: skip
         text = Normalized(question).text
         assert stance.asking(table, text, 0, len(text)), question
-    for question in ("Did the surgeon not explain any of this?", "And I'm supposed to remember each one?"):
+    for question in ("Did the surgeon not explain any of this?", "And I'm supposed to remember each one?",
+                     "Do you really need to shout?"):  # fmt: skip
         text = Normalized(question).text
         assert not stance.asking(table, text, 0, len(text)), question
 
