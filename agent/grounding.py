@@ -57,6 +57,8 @@ class GroundingData(BaseModel):
     when: tuple[re.Pattern[str], ...]
     who: tuple[re.Pattern[str], ...]
     find_out_topic: tuple[re.Pattern[str], ...]
+    cue_determiners: frozenset[str]
+    synonyms: tuple[tuple[str, ...], ...]
     summarize_overlap: int
     summarize_cosine: float
     remedy_cosine: float
@@ -86,6 +88,8 @@ def load_data(path: Path) -> GroundingData:
         when=many("when"),
         who=many("who"),
         find_out_topic=many("find_out_topic"),
+        cue_determiners=frozenset(raw.get("cue_determiners", "").split()),
+        synonyms=tuple(tuple(plain(str(w)) for w in group) for group in raw.get("synonyms", [])),
         summarize_overlap=int(limits["summarize_overlap"]),
         summarize_cosine=float(limits["summarize_cosine"]),
         remedy_cosine=float(limits["remedy_cosine"]),
@@ -325,6 +329,43 @@ def _clauses(sentence: str) -> list[str]:
     return parts or [sentence]
 
 
+def _synonym_pattern(synonyms: tuple[tuple[str, ...], ...]) -> tuple[re.Pattern[str], dict[str, str]] | None:
+    canonical = {word: group[0] for group in synonyms for word in group}
+    if not canonical:
+        return None
+    words = sorted(canonical, key=len, reverse=True)  # "give you a call" before "call"
+    return re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b"), canonical
+
+
+@cache
+def _canon(text: str, synonyms: tuple[tuple[str, ...], ...]) -> str:
+    """``text`` (plain) with each synonym replaced by the first word of its group."""
+    found = _synonym_pattern(synonyms)
+    if found is None:
+        return text
+    pattern, canonical = found
+    return pattern.sub(lambda m: canonical[m.group()], text)
+
+
+@cache
+def cue_pattern(cue: str, determiners: frozenset[str], synonyms: tuple[tuple[str, ...], ...]) -> re.Pattern[str]:
+    """A cue as a pattern over canonical text: determiners interchangeable or left out, each other
+    word in any of its endings ("result" meets "results", "process" meets "processing")."""
+    dets = "|".join(sorted(determiners))
+    parts = []
+    for word in _canon(plain(cue), synonyms).split():
+        if word in determiners:
+            continue
+        parts.append(re.escape(stem(word)) + r"\w*" if len(word) > 3 else re.escape(word))  # "in" is not "into"
+    gap = rf"\s+(?:(?:{dets})\s+)?" if dets else r"\s+"
+    return re.compile(r"\b" + gap.join(parts) + r"\b") if parts else re.compile(r"(?!)")
+
+
+def cue_in(cue: str, text: str, data: GroundingData) -> bool:
+    """Whether an offer's plain ``text`` names ``cue`` (see :func:`cue_pattern`)."""
+    return cue_pattern(cue, data.cue_determiners, data.synonyms).search(_canon(text, data.synonyms)) is not None
+
+
 def match_wants(offers: list[str], wants: Wants, data: GroundingData,
                 encoder: embed.TextEncoder | None) -> Match | None:  # fmt: skip
     """Which remedy the offered clauses match: per clause the best match (the longest cue it names, else
@@ -340,7 +381,7 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
     for i, clause in enumerate(clauses):
         text = plain(clause)
         cued = [(len(cue), kind, remedy, cue) for kind, remedy in remedies for cue in remedy.cues
-                if re.search(rf"\b{re.escape(plain(cue))}\b", text)]  # fmt: skip
+                if cue_in(cue, text, data)]  # fmt: skip
         if cued:
             _, kind, remedy, cue = max(cued, key=lambda item: item[0])
             found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=f'cue "{cue}"'))
@@ -441,4 +482,43 @@ def ground(rubric: Rubric, reading: checks.Reading, context: TurnContext, verdic
     if "find_out" in out:
         applies = bool(checks.conditions_met(rubric, reply, context) & set(rubric.step("find_out").applies_when))
         out["find_out"] = ground_find_out(out["find_out"], reply, context, applies, data)
+    return release_guesses(rubric, out)
+
+
+# Grounded do-steps whose quoted sentence is care for the patient: it restates their complaint,
+# offers something concrete, or promises to find out.
+CARE_STEPS = ("summarize", "offer_solution", "find_out")
+
+
+def _same_sentence(one: str, other: str) -> bool:
+    return bool(one and other) and (one in other or other in one)
+
+
+def release_guesses(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> dict[str, StepVerdict]:
+    """A don't-step the classifier alone found gives way where its sentence is grounded care.
+
+    The classifier reads a sentence's vector, and a restatement of the complaint ("Our system has
+    you down for tomorrow, and you're off out of town first thing"), a concrete offer ("I'll strike
+    that charge off your account now") or a question share their words with the replies it learnt
+    as blame or invention. Where grounding quotes the same sentence as a restated fact, a concrete
+    offer or a promise to find out, that guess is dropped; a question asserts nothing, so it
+    invents nothing either. A violation a pattern quoted always stands (blame the checks see
+    undercuts the summary itself, :func:`ground_summarize`).
+    """
+    care = [
+        v.evidence for step in CARE_STEPS if (v := verdicts.get(step)) and v.verdict == "demonstrated" and v.evidence
+    ]
+    out = dict(verdicts)
+    for step in rubric.turn_steps():
+        verdict = out.get(step.id)
+        if step.kind != "dont" or verdict is None or verdict.verdict != "violated" or verdict.source != "learned":
+            continue
+        sentence = verdict.evidence or ""
+        because = next((c for c in care if _same_sentence(sentence, c)), None)
+        if because is None and step.id == "make_things_up" and sentence.rstrip().endswith("?"):
+            because = "a question"
+        if because is not None:
+            why = f"the classifier's guess gave way to grounded care: {because}"
+            out[step.id] = StepVerdict(step_id=step.id, verdict="ok", confidence=verdict.confidence,
+                                       source="learned", grounds=why)  # fmt: skip
     return out

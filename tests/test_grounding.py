@@ -8,6 +8,7 @@ vectors the test sets, or none (overlap and cues alone).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from agent import checks, embed, grounding
 from agent.checks import StepVerdict, TurnContext
@@ -273,3 +274,45 @@ def test_similarity_alone_restates_a_persona_fact_but_not_a_line_the_patient_sai
     encoder = Counting({shared: 0, line.content: 0})
     found = ground(shared, given(summarize="missed"), ctx, encoder=encoder)["summarize"]
     assert found.verdict == "demonstrated" and found.grounds == line.content
+
+
+# -- offers in other words (a reworded good trainee, personas/scripts/good_reworded.yaml) ----------
+
+
+@pytest.mark.parametrize(
+    ("cue", "offer", "named"),
+    [
+        ("call you back by", "I'll ring you back by three o'clock", True),  # a synonym
+        ("take the charge off", "I'll strike that charge off your account now", True),  # synonym, determiner
+        ("go through your results", "a full slot to walk through every result", True),  # phrase synonym, ending
+        ("ask the therapist", "I'll find out from his therapist exactly when", True),
+        ("process the referral", "I'm processing your referral now", True),  # an ending
+        ("first slot after", "the first available slot and a call", False),  # no words in between
+        ("call you back in", "I'll call you back within the hour", False),  # a short word matches itself only
+    ],
+)
+def test_a_cue_matches_the_same_words_in_other_forms(cue, offer, named):
+    assert grounding.cue_in(cue, grounding.plain(offer), grounding.data_for(RUBRIC)) is named
+
+
+def test_an_offer_in_other_words_meets_the_need_its_cue_names():
+    multiple = load_persona("multiple-complaints")
+    ctx = TurnContext(persona_name=multiple.name, facts=list(multiple.facts), wants=multiple.wants)
+    reply = "I'll strike that charge off your account now and print you a corrected statement before you leave."
+    verdict = ground(reply, given(), ctx)["offer_solution"]
+    assert verdict.verdict == "demonstrated" and verdict.meets == "met" and verdict.remedy == "charge_removed"
+
+
+def test_a_learned_guess_gives_way_where_grounding_quotes_the_same_sentence_as_care():
+    offer = "I'll strike that charge off your account now and print you a corrected statement before you leave."
+    multiple = load_persona("multiple-complaints")
+    ctx = TurnContext(persona_name=multiple.name, facts=list(multiple.facts), wants=multiple.wants)
+    guessed = given()
+    guessed["argue_back"] = StepVerdict(step_id="argue_back", verdict="violated", evidence=offer, source="learned")
+    assert ground(offer, guessed, ctx)["argue_back"].verdict == "ok"
+    quoted = dict(guessed, argue_back=guessed["argue_back"].model_copy(update={"source": "check"}))
+    assert ground(offer, quoted, ctx)["argue_back"].verdict == "violated"  # a pattern's quote stands
+    question = "Is he still limping since the fall?"
+    invented = dict(given(), make_things_up=StepVerdict(step_id="make_things_up", verdict="violated",
+                                                        evidence=question, source="learned"))  # fmt: skip
+    assert ground(question, invented)["make_things_up"].verdict == "ok"  # a question asserts nothing
