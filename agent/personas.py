@@ -656,9 +656,10 @@ def lint(persona: Persona) -> list[LintNote]:
                             "'a same-day slot this afternoon'",
                         )
                     )
-        cues = [cue.lower() for remedy in persona.wants.resolves for cue in remedy.cues]
-        good = [line.lower() for line in persona.script.good]
-        if good and cues and not any(cue in line for cue in cues for line in good):
+        named = _cue_matcher(persona)
+        cues = [cue for remedy in persona.wants.resolves for cue in remedy.cues]
+        good = [persona.fill(line) for line in persona.script.good]
+        if good and cues and not any(named(cue, line) for cue in cues for line in good):
             notes.append(
                 LintNote(
                     level="warning",
@@ -667,6 +668,48 @@ def lint(persona: Persona) -> list[LintNote]:
                     "meet this patient's need",
                 )
             )
+        notes += _generic_cues(persona, named)
+    return notes
+
+
+def _cue_matcher(persona: Persona) -> Any:
+    """``named(cue, line)``: whether a trainee line names a cue, as the grader matches offers
+    (``agent.grounding.cue_in``: synonyms, determiners, endings), or as plain words without the
+    rubric's grounding data. (Imported here: grounding reads the persona models of this module.)"""
+    from agent import grounding
+    from agent.rubrics import RubricError, load_rubric
+
+    try:
+        data = grounding.data_for(load_rubric(persona.rubric))
+    except RubricError:
+        data = None
+    if data is None:
+        return lambda cue, line: cue.lower() in line.lower()
+    return lambda cue, line: grounding.cue_in(cue, grounding.plain(line), data)
+
+
+def _generic_cues(persona: Persona, named: Any) -> list[LintNote]:
+    """A ``wants.resolves`` cue that a formula trainee's line names (``personas/scripts/formula.yaml``):
+    any trainee who says it meets the need, so a content-free script could resolve this patient.
+    A cue should name what is particular to the remedy ("manager", "make-up session"), not what every
+    call-back says ("phone you")."""
+    from agent.simulate import formula_scripts
+
+    try:
+        scripts = formula_scripts()
+    except PersonaError:
+        return []
+    notes = []
+    assert persona.wants is not None
+    for index, remedy in enumerate(persona.wants.resolves):
+        for cue in remedy.cues:
+            said = next(((name, line) for name, lines in scripts.items() for line in lines
+                         if named(cue, persona.fill(line))), None)  # fmt: skip
+            if said is not None:
+                notes.append(LintNote(
+                    level="warning", field=f"wants.resolves[{index}].cues",
+                    message=f"cue {cue!r} is named by the formula trainee {said[0]!r} ({said[1]!r}): any "
+                    "trainee who says it meets this need; name what is particular to this remedy"))  # fmt: skip
     return notes
 
 

@@ -201,6 +201,19 @@ def test_lint_fails_a_persona_without_its_own_good_script_and_warns_on_vague_rem
     assert "script.good: missing" in out and "vague ('sort it out')" in out
 
 
+def test_lint_warns_on_a_cue_a_formula_trainee_names():
+    # "phone you" was a cue of Ms. Whitfield's manager call: with the grader's synonyms, the formula
+    # trainee's "call you back within the hour" named it and met her need.
+    text = (personas_dir() / "facebook-review.yaml").read_text(encoding="utf-8")
+    text = text.replace("personally call]", "personally call, phone you]")
+    _, warnings = lint_text(text, "facebook-review.yaml")
+    assert any(
+        re.match(r"facebook-review\.yaml:\d+: warning: wants\.resolves\[1\]\.cues: cue 'phone you' is named by "
+                 r"the formula trainee 'issue20'", w)
+        for w in warnings
+    ), warnings  # fmt: skip
+
+
 def test_vague_says_are_remedies_with_fewer_than_two_words_that_name_something():
     from agent.personas import vague
 
