@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -329,6 +329,7 @@ def _clauses(sentence: str) -> list[str]:
     return parts or [sentence]
 
 
+@cache
 def _synonym_pattern(synonyms: tuple[tuple[str, ...], ...]) -> tuple[re.Pattern[str], dict[str, str]] | None:
     canonical = {word: group[0] for group in synonyms for word in group}
     if not canonical:
@@ -337,7 +338,7 @@ def _synonym_pattern(synonyms: tuple[tuple[str, ...], ...]) -> tuple[re.Pattern[
     return re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b"), canonical
 
 
-@cache
+@lru_cache(maxsize=4096)  # bounded: every offer clause of every session passes through here
 def _canon(text: str, synonyms: tuple[tuple[str, ...], ...]) -> str:
     """``text`` (plain) with each synonym replaced by the first word of its group."""
     found = _synonym_pattern(synonyms)
