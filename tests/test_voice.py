@@ -170,7 +170,7 @@ def test_an_error_in_the_turn_reaches_the_page_handler():
 
 def test_the_speaker_follows_a_real_turn_and_speaks_what_the_page_shows(tmp_path):
     """Through the controller and the fake patient model: the spoken sentences are the reply saved."""
-    fake = FakeModel(lines=["I waited forty minutes. Mr. Carter is my name. Fix it today"])
+    fake = FakeModel(lines=["I waited forty minutes. Mr. Carter is my name. I want a doctor. Fix it today"])
     practice = Practice(Store(f"sqlite:///{tmp_path / 'v.db'}"), LLMSettings(), seed=1, patient=fake, coach=fake)
     started = practice.start("carter-wrong-day", "Sam", owner="k")
     engine = FakeEngine()
@@ -183,8 +183,8 @@ def test_the_speaker_follows_a_real_turn_and_speaks_what_the_page_shows(tmp_path
 
     chunks = [audio for _view, audio in voice.interleave(followed(), speaker) if audio]
     saved = practice.store.turns(started.session.id)[0].patient_reply
-    assert [text_of(c) for c in chunks] == ["I waited forty minutes.", "Mr. Carter is my name."]
-    assert " ".join(text_of(c) for c in chunks) == saved  # the unfinished "Fix it today" was cut from both
+    assert [text_of(c) for c in chunks] == ["I waited forty minutes.", "Mr. Carter is my name.", "I want a doctor."]
+    assert " ".join(text_of(c) for c in chunks) == saved  # past three sentences, "Fix it today" was cut from both
 
 
 # -- the real voice -------------------------------------------------------------------------------

@@ -291,14 +291,19 @@ def test_typing_reads_only_the_callers_own_session(practice):
     mine, theirs = web.browser_key(None), web.browser_key(None)
     practice.prefills.debounce = 0.0
     session_id = practice.start("carter-wrong-day", "Ana", owner=mine).session.id
+    for _ in range(500):  # the start's own read of the persona's prompt goes through the same queue
+        if practice.prefills.ran and not practice.prefills.pending():
+            break
+        threading.Event().wait(0.02)
+    started = practice.prefills.ran
     web.typing(practice, session_id, "I am so sorry about ", theirs)  # another browser: nothing is read
-    assert not practice.prefills.pending() and practice.prefills.ran == 0
+    assert not practice.prefills.pending() and practice.prefills.ran == started
     with pytest.raises(gr.Error, match="no session"):
         web.api_endpoints(practice)["prefill_reply"](session_id, "I am so sorry about ")  # a browser's session
     assert not practice.prefills.pending()
     web.typing(practice, session_id, "I am so sorry about ", mine)
     for _ in range(500):
-        if practice.prefills.ran:
+        if practice.prefills.ran > started:
             break
         threading.Event().wait(0.02)
-    assert practice.prefills.ran == 1
+    assert practice.prefills.ran == started + 1
