@@ -307,6 +307,18 @@ def _clean_start(text: str, persona: Persona) -> str:
     return text.strip().strip('"').strip()
 
 
+def drop_staff_label(sentence: str, persona: Persona) -> str:
+    """The sentence without the transcript's speaker label used as a name: "Thank you, Receptionist."
+    -> "Thank you." (the model reads "Receptionist:" before every trainee line and sometimes
+    addresses the trainee by it; a patient would say nothing or "thank you")."""
+    label = re.escape(persona.staff_label)
+    sentence = re.sub(rf",\s*(?:the\s+)?{label}(?=\s*[.!?]+[\"')\]]*\s*$)", "", sentence, flags=re.IGNORECASE)
+    opened = re.match(rf"^(?:the\s+)?{label}\s*,\s*(\S)", sentence, flags=re.IGNORECASE)
+    if opened:
+        sentence = opened.group(1).upper() + sentence[opened.end() :]
+    return sentence
+
+
 def _sentences(stream: Iterator[str]) -> Iterator[str]:
     """Complete sentences from a stream of chunks (the tail when the stream ends)."""
     buffer = ""
@@ -529,6 +541,7 @@ def release(
             sentence = _clean_start(sentence, persona)
             if not sentence:
                 continue
+        sentence = drop_staff_label(sentence, persona)
         reason = problem(sentence, context, first=not released)
         if reason is None and _words(sentence) in released:
             reason = "says the same sentence again"

@@ -116,6 +116,13 @@ def test_release_caps_the_reply_at_three_sentences():
     assert len(list(release(chunks, CARTER))) == MAX_SENTENCES
 
 
+def test_the_staff_label_is_no_name_the_patient_calls_the_trainee():
+    # seen live (stop 24, Mr. Carter resolved): "Thank you, Receptionist. I appreciate it."
+    chunks = iter(["Thank you, Receptionist. I appreciate it. Receptionist, when do I come in?"])
+    assert list(release(chunks, CARTER)) == ["Thank you.", " I appreciate it.", " When do I come in?"]
+    assert list(release(iter(["The receptionist said tomorrow."]), CARTER)) == ["The receptionist said tomorrow."]
+
+
 def test_sentences_and_label_cleanup():
     assert list(_sentences(iter(["Hi. ", "You there?", " Ok"]))) == ["Hi.", "You there?", "Ok"]
     assert _clean_start("Mr. Carter: Fine.", CARTER) == "Fine."
