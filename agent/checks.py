@@ -38,6 +38,8 @@ WORD = re.compile(r"\b[A-Za-z]+\b")
 # Titles whose full stop does not end a sentence ("Mr. Carter").
 TITLES_ABBREVIATED = ("Mr", "Mrs", "Ms", "Mx", "Dr", "St", "Prof")
 TITLE_DOT = re.compile(rf"\b({'|'.join(TITLES_ABBREVIATED)})\.", re.IGNORECASE)
+# The same as words, lower case with their full stop ("mr."), for code that reads word by word.
+TITLE_WORDS = frozenset(f"{title.lower()}." for title in TITLES_ABBREVIATED)
 
 # Capitals that are not raised voices (issue 13): a word written in capitals is shouting only when it
 # reads as an ordinary word said loudly ("I have told you TWICE"). Not when it is markup -- a handle,

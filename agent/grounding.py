@@ -208,10 +208,9 @@ def _summary_candidates(reply: str, data: GroundingData) -> list[str]:
     return out
 
 
-def restated(reply: str, context: TurnContext, data: GroundingData,
+def restated(reply: str, context: TurnContext, facts: list[str], data: GroundingData,
              encoder: embed.TextEncoder | None) -> Restated | None:  # fmt: skip
-    """The best sentence of ``reply`` that restates a fact of the complaint, or None."""
-    facts = complaint(context, data)
+    """The best sentence of ``reply`` that restates one of ``facts`` (:func:`complaint`), or None."""
     candidates = _summary_candidates(reply, data)
     if not facts or not candidates:
         return None
@@ -232,8 +231,8 @@ def restated(reply: str, context: TurnContext, data: GroundingData,
             # Similarity alone restates a persona's fact (written by the trainer, in other words than
             # a trainee's); a line the patient said this session must share a content word as well:
             # a formula's kind words are close to the patient's kind answers without naming anything.
-            similar_counts_here = similar_counts and (fact in written or overlap > 0)
-            similar = similar_counts_here and cosine is not None and cosine >= data.summarize_cosine
+            similar = (similar_counts and (fact in written or overlap > 0)
+                       and cosine is not None and cosine >= data.summarize_cosine)  # fmt: skip
             found = overlap >= data.summarize_overlap or similar
             if not found:
                 continue
@@ -262,7 +261,7 @@ def ground_summarize(verdict: StepVerdict, reply: str, context: TurnContext, ver
               and verdicts[s].verdict == "violated" and verdicts[s].source == "check"]  # fmt: skip
     hostile = quoted[0] if quoted else None
     undercut = _hit(data.undercut, plain(reply))
-    found = restated(reply, context, data, encoder)
+    found = restated(reply, context, facts, data, encoder)
     if found is not None and hostile is None and undercut is None:
         return verdict.model_copy(update={
             "verdict": "demonstrated", "evidence": found.sentence, "grounds": found.fact,

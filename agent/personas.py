@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -672,7 +672,10 @@ def lint(persona: Persona) -> list[LintNote]:
     return notes
 
 
-def _cue_matcher(persona: Persona) -> Any:
+CueMatcher = Callable[[str, str], bool]
+
+
+def _cue_matcher(persona: Persona) -> CueMatcher:
     """``named(cue, line)``: whether a trainee line names a cue, as the grader matches offers
     (``agent.grounding.cue_in``: synonyms, determiners, endings), or as plain words without the
     rubric's grounding data. (Imported here: grounding reads the persona models of this module.)"""
@@ -688,7 +691,7 @@ def _cue_matcher(persona: Persona) -> Any:
     return lambda cue, line: grounding.cue_in(cue, grounding.plain(line), data)
 
 
-def _generic_cues(persona: Persona, named: Any) -> list[LintNote]:
+def _generic_cues(persona: Persona, named: CueMatcher) -> list[LintNote]:
     """A ``wants.resolves`` cue that a formula trainee's line names (``personas/scripts/formula.yaml``):
     any trainee who says it meets the need, so a content-free script could resolve this patient.
     A cue should name what is particular to the remedy ("manager", "make-up session"), not what every

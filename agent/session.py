@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from agent import coach as coach_chain
 from agent import grader
 from agent import mood as mood_rules
-from agent.checks import StepVerdict, TurnContext
+from agent.checks import TITLE_WORDS, StepVerdict, TurnContext
 from agent.grades import TurnGrade
 from agent.models import CoachModel, PatientModel
 from agent.mood import Mood, Outcome
@@ -55,7 +55,6 @@ from agent.transcript import Message, Transcript
 # A reply that ends with one of these may be finished: it is read ahead whole (Session._read_ahead),
 # unless its last word is a title that goes on ("I'm sorry, Mr." is the trainee still typing).
 SENTENCE_ENDS = ".!?"
-TITLES = ("mr.", "mrs.", "ms.", "dr.", "st.", "prof.")
 
 
 def _needed(messages: list[BaseMessage]) -> int:
@@ -66,7 +65,7 @@ def _needed(messages: list[BaseMessage]) -> int:
 def ends_sentence(text: str) -> bool:
     """Whether the reply typed so far may be finished (ends a sentence, not with a title)."""
     words = text.split()
-    return bool(words) and words[-1][-1] in SENTENCE_ENDS and words[-1].lower() not in TITLES
+    return bool(words) and words[-1][-1] in SENTENCE_ENDS and words[-1].lower() not in TITLE_WORDS
 
 
 # tiktoken counts a little under the served model's tokenizer: leave this much headroom.

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from agent.checks import TITLE_WORDS
 from agent.embed import sha256_of
 from agent.personas import Persona
 
@@ -93,7 +94,6 @@ def verify_files(directory: Path, expected: dict[str, str]) -> None:
 # so is an acronym (GP). "I" and titles are capitalised without being names, and a title's full
 # stop does not end a sentence ("Dr. Okafor").
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*\.?|[!?.]")
-_TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "st."})
 _NOT_NAMES = frozenset({"i", "mr", "mrs", "ms", "dr", "st", "ok"})
 
 
@@ -107,7 +107,7 @@ def _names_in(text: str) -> list[str]:
         word = token.rstrip(".").rstrip("'’-")
         if not opens_sentence and (re.fullmatch(r"[A-Z][a-z].*", word) or re.fullmatch(r"[A-Z]{2,}", word)):
             names.append(word)
-        opens_sentence = token.endswith(".") and token.lower() not in _TITLES
+        opens_sentence = token.endswith(".") and token.lower() not in TITLE_WORDS
     return names
 
 

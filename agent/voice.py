@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.checks import TITLE_WORDS
 from agent.embed import sha256_of
 from agent.personas import Persona
 
@@ -103,7 +104,7 @@ def persona_style(persona: Persona) -> VoiceStyle:
 
 # A sentence ends at . ! ? or … (closing quotes may follow) followed by white space.
 _END = re.compile(r"(?<=[.!?…])([\"'”’)\]]*)\s+")
-_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "e.g.", "i.e.", "vs.", "a.m.", "p.m."})
+_ABBREVIATIONS = TITLE_WORDS | {"e.g.", "i.e.", "vs.", "a.m.", "p.m."}
 _SPEAKABLE = re.compile(r"[A-Za-z0-9]")
 
 
