@@ -6,8 +6,10 @@ dismiss_feelings, lose_cool they violate; controls violate none), each group is 
 seed and dealt alternately to train and held-out, so both halves hold every pattern in about equal
 numbers and the held-out half never changes between runs.
 
-``source_extra.yaml`` (training-only additions, written after the split) goes to train.jsonl only, with
-ids ``hs-x-...``; it takes no part in the split, so the held-out half is the same with or without it.
+The training-only additions, written after the split by three other authors (``source_extra.yaml``,
+``source_extra2.yaml``, ``source_extra3.yaml``), go to train.jsonl only, with ids ``hs-x-...``,
+``hs-b-...`` and ``hs-c-...``; they take no part in the split, so the held-out half is the same with or
+without them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 CODES = {"arg": "argue_back", "dis": "dismiss_feelings", "cool": "lose_cool"}
 VALUES = {"v": "violated", "o": "ok"}
 SEED = 20261204
+# Training-only replies written after the split, each file by another author: (file, id prefix).
+EXTRAS = [("source_extra.yaml", "hs-x"), ("source_extra2.yaml", "hs-b"), ("source_extra3.yaml", "hs-c")]
 
 
 def examples(source: str = "source.yaml", prefix: str = "hs") -> list[dict]:
@@ -66,7 +70,9 @@ def split(items: list[dict]) -> dict[str, list[dict]]:
 
 def main() -> None:
     halves = split(examples())
-    halves["train"] += examples("source_extra.yaml", "hs-x")  # training-only, never held out
+    # Training-only additions, never held out: one file per author (see the headers of each file).
+    for source, prefix in EXTRAS:
+        halves["train"] += examples(source, prefix)
     for name, items in halves.items():
         items.sort(key=lambda e: e["id"])
         lines = [json.dumps({**e, "split": name}, ensure_ascii=False) for e in items]
