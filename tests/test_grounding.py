@@ -163,6 +163,43 @@ def test_the_encoder_matches_an_offer_worded_unlike_any_cue():
     assert ground(reply, given(offer_solution="demonstrated"))["offer_solution"].meets == "none"
 
 
+def test_similarity_alone_never_calls_an_offer_one_the_patient_rejects():
+    # The nearest remedy by the encoder is a rejected one ("come back tomorrow"): without its words the
+    # offer is not rejected; at most it meets the nearest remedy the patient would accept.
+    reply = "I'll get a doctor to look at your knee at ten."
+    clause = grounding.sentences(reply)[0]
+    assert CARTER.wants is not None
+    rejected = CARTER.wants.rejects[0].says
+    nearest_rejected = Counting({clause: 3, rejected: 3})
+    verdict = ground(reply, given(offer_solution="demonstrated"), encoder=nearest_rejected)["offer_solution"]
+    assert (verdict.verdict, verdict.meets) == ("demonstrated", "none")
+    named = "I'll keep tomorrow's booking at ten for you."  # the rejected remedy's own words: its cue
+    verdict = ground(named, given(offer_solution="demonstrated"))["offer_solution"]
+    assert (verdict.meets, verdict.remedy) == ("rejected", "keep_tomorrow")
+
+
+@pytest.mark.parametrize(
+    ("reply", "remedy"),
+    [
+        ("we had someone cancel at 2pm so ur booked in for that one, no problem", "same_day_slot"),
+        ("I've put you down for first thing the morning after you get back, 8:30.", "slot_after_trip"),
+        ("How about I ask the duty doctor to see you before lunch? She's got a gap at 11:50.", "same_day_slot"),
+    ],
+)
+def test_offers_in_everyday_and_chat_wording_are_concrete_and_meet_the_need(reply, remedy):
+    # Forms from the offers development file (tests/data/gold/grounded/offers_dev.jsonl): chat shorthand
+    # ("ur"), what the speaker has already done ("I've put you down for"), an offer put as a question.
+    verdict = ground(reply, given(offer_solution="missed"))["offer_solution"]
+    assert (verdict.verdict, verdict.meets, verdict.remedy) == ("demonstrated", "met", remedy)
+
+
+def test_chat_shorthand_is_written_out_for_the_offer_forms():
+    data = grounding.data_for(RUBRIC)
+    assert data is not None
+    assert grounding.spoken("booked u in w/ Dr Lee fri", data) == "booked you in with dr lee friday"
+    assert grounding.spoken("your menu", data) == "your menu"  # words that merely contain a shorthand stay
+
+
 def test_facts_and_remedies_are_embedded_once_across_turns():
     encoder = Counting()
     reply = "So you were waiting a while. I'll book you a slot this afternoon."
