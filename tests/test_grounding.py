@@ -198,6 +198,7 @@ def test_chat_shorthand_is_written_out_for_the_offer_forms():
     assert data is not None
     assert grounding.spoken("booked u in w/ Dr Lee fri", data) == "booked you in with dr lee friday"
     assert grounding.spoken("your menu", data) == "your menu"  # words that merely contain a shorthand stay
+    assert grounding.spoken("We'd like to offer you", data) == "wed like to offer you"  # "wed" is "we'd"
 
 
 def test_facts_and_remedies_are_embedded_once_across_turns():
