@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -506,7 +507,9 @@ def ground(rubric: Rubric, reading: checks.Reading, context: TurnContext, verdic
     if "find_out" in out:
         applies = bool(checks.conditions_met(rubric, reply, context) & set(rubric.step("find_out").applies_when))
         out["find_out"] = ground_find_out(out["find_out"], reply, context, applies, data)
-    return release_guesses(rubric, out)
+    offered = out.get("offer_solution")
+    offers = offer_sentences(reply, data) if offered is not None and offered.verdict == "demonstrated" else []
+    return release_guesses(rubric, out, offers)
 
 
 # Grounded do-steps whose quoted sentence is care for the patient: it restates their complaint,
@@ -518,7 +521,9 @@ def _same_sentence(one: str, other: str) -> bool:
     return bool(one and other) and (one in other or other in one)
 
 
-def release_guesses(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> dict[str, StepVerdict]:
+def release_guesses(
+    rubric: Rubric, verdicts: dict[str, StepVerdict], offers: Sequence[str] = ()
+) -> dict[str, StepVerdict]:
     """A don't-step the classifier alone found gives way where its sentence is grounded care.
 
     The classifier reads a sentence's vector, and a restatement of the complaint ("Our system has
@@ -526,12 +531,15 @@ def release_guesses(rubric: Rubric, verdicts: dict[str, StepVerdict]) -> dict[st
     that charge off your account now") or a question share their words with the replies it learnt
     as blame or invention. Where grounding quotes the same sentence as a restated fact, a concrete
     offer or a promise to find out, that guess is dropped; a question asserts nothing, so it
-    invents nothing either. A violation a pattern quoted always stands (blame the checks see
+    invents nothing either. ``offers``: every sentence of the reply that offers something concrete
+    (where offer_solution is demonstrated), not only the one it quotes: "Would it help if I booked you
+    in for when you're back? I've got the 23rd at 2." is one offer in two sentences. A violation a
+    pattern quoted always stands (blame the checks see
     undercuts the summary itself, :func:`ground_summarize`).
     """
     care = [
         v.evidence for step in CARE_STEPS if (v := verdicts.get(step)) and v.verdict == "demonstrated" and v.evidence
-    ]
+    ] + list(offers)
     out = dict(verdicts)
     for step in rubric.turn_steps():
         verdict = out.get(step.id)

@@ -129,6 +129,10 @@ def test_session_steps_that_cannot_be_judged_say_so():
         "I can see how upsetting this is. I can't move the list, but I can ask the doctor for you.",
         "You were told the wrong day, that's on us, and I'm sorry.",
         "I can't do that, but here is what I can do: I'll call the booking team now.",
+        # offers from the offers development file that the patterns read as hostile before stop 25
+        "Let me get our nurse, Jo, to come and check on you in the next five minutes to make sure you're okay.",
+        "We'd like to offer you a free make-up session with another therapist on whatever day suits you.",
+        "Let me void that wrong charge right now; you'll have a corrected invoice within ten minutes.",
     ],
 )
 def test_kind_replies_stay_ok_on_every_hostility_step_with_the_classifier_too(reply):

@@ -201,6 +201,19 @@ def test_chat_shorthand_is_written_out_for_the_offer_forms():
     assert grounding.spoken("We'd like to offer you", data) == "wed like to offer you"  # "wed" is "we'd"
 
 
+def test_a_guess_at_invention_gives_way_on_every_sentence_of_a_concrete_offer():
+    # One offer in two sentences: the form checks quote the first, the classifier's guess the second.
+    reply = "Would it help if I booked you in for when you're back? I've got the 23rd at 2 with your usual physio."
+    second = grounding.sentences(reply)[1]
+    guessed = given(offer_solution="demonstrated")
+    guessed["make_things_up"] = StepVerdict(step_id="make_things_up", verdict="violated", evidence=second,
+                                            source="learned")  # fmt: skip
+    verdicts = ground(reply, guessed)
+    assert verdicts["offer_solution"].verdict == "demonstrated"
+    assert verdicts["make_things_up"].verdict == "ok"
+    assert "gave way to grounded care" in (verdicts["make_things_up"].grounds or "")
+
+
 def test_facts_and_remedies_are_embedded_once_across_turns():
     encoder = Counting()
     reply = "So you were waiting a while. I'll book you a slot this afternoon."
