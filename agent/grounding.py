@@ -430,8 +430,10 @@ def offer_sentences(reply: str, data: GroundingData) -> list[str]:
 
 
 def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: GroundingData,
-                 encoder: embed.TextEncoder | None) -> StepVerdict:  # fmt: skip
+                 encoder: embed.TextEncoder | None, offers: Sequence[str] | None = None) -> StepVerdict:  # fmt: skip
     """Demonstrated only when the offer is concrete; with the persona's wants, whether it meets them.
+
+    ``offers``: the reply's concrete offer sentences (:func:`offer_sentences`) when the caller has them.
 
     A concrete offer the form checks did not see ("I'll print you a home exercise sheet now") is credited.
     Only in a persona's conversation (facts or wants): the what / when / who forms are the clinic's,
@@ -449,7 +451,8 @@ def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: G
                            grounds="not concrete: say " + " and ".join(missing))  # fmt: skip
     update: dict[str, object] = {"verdict": "demonstrated", "evidence": offer.sentence}
     if context.wants is not None:
-        match = match_wants(offer_sentences(reply, data) or [offer.sentence], context.wants, data, encoder)
+        offers = offer_sentences(reply, data) if offers is None else offers
+        match = match_wants(list(offers) or [offer.sentence], context.wants, data, encoder)
         if match is None:
             update |= {"meets": "none", "remedy": None,
                        "grounds": "concrete, but it meets none of the patient's needs: "
@@ -502,14 +505,14 @@ def ground(rubric: Rubric, reading: checks.Reading, context: TurnContext, verdic
     out = dict(verdicts)
     if "summarize" in out:
         out["summarize"] = ground_summarize(out["summarize"], reply, context, out, data, encoder)
+    offers = offer_sentences(reply, data)
     if "offer_solution" in out:
-        out["offer_solution"] = ground_offer(out["offer_solution"], reply, context, data, encoder)
+        out["offer_solution"] = ground_offer(out["offer_solution"], reply, context, data, encoder, offers)
     if "find_out" in out:
         applies = bool(checks.conditions_met(rubric, reply, context) & set(rubric.step("find_out").applies_when))
         out["find_out"] = ground_find_out(out["find_out"], reply, context, applies, data)
     offered = out.get("offer_solution")
-    offers = offer_sentences(reply, data) if offered is not None and offered.verdict == "demonstrated" else []
-    return release_guesses(rubric, out, offers)
+    return release_guesses(rubric, out, offers if offered is not None and offered.verdict == "demonstrated" else ())
 
 
 # Grounded do-steps whose quoted sentence is care for the patient: it restates their complaint,
