@@ -114,19 +114,20 @@ def plain(text: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _text_speak_pattern(pairs: tuple[tuple[str, str], ...]) -> re.Pattern[str] | None:
+def _text_speak(pairs: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], dict[str, str]] | None:
     if not pairs:
         return None
-    return re.compile(r"(?<![\w/])(" + "|".join(re.escape(k) for k, _ in pairs) + r")(?![\w/])")
+    pattern = re.compile(r"(?<![\w/])(" + "|".join(re.escape(k) for k, _ in pairs) + r")(?![\w/])")
+    return pattern, dict(pairs)
 
 
 def spoken(text: str, data: GroundingData) -> str:
     """:func:`plain` with chat shorthand written out ("booked u in" -> "booked you in"), for the offer forms."""
     text = plain(text)
-    pattern = _text_speak_pattern(data.text_speak)
-    if pattern is None:
+    found = _text_speak(data.text_speak)
+    if found is None:
         return text
-    words = dict(data.text_speak)
+    pattern, words = found
     return pattern.sub(lambda m: words[m.group()], text)
 
 
