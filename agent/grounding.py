@@ -113,22 +113,35 @@ def plain(text: str) -> str:
     return "".join(c for c in text.lower() if c not in checks.APOSTROPHES)
 
 
-@lru_cache(maxsize=64)
-def _text_speak(pairs: tuple[tuple[str, str], ...]) -> tuple[re.Pattern[str], dict[str, str]] | None:
-    if not pairs:
+# Where a word of a substitution map may start and end: between word boundaries (synonyms), or between
+# anything but word characters and "/" (chat shorthand, whose keys include "w/").
+WORD_EDGES = (r"\b", r"\b")
+TOKEN_EDGES = (r"(?<![\w/])", r"(?![\w/])")
+
+
+@cache
+def _word_map(
+    pairs: tuple[tuple[str, str], ...], edges: tuple[str, str]
+) -> tuple[re.Pattern[str], dict[str, str]] | None:
+    """One pattern for every key of ``pairs`` (longest first: "give you a call" before "call"), and the map."""
+    mapping = dict(pairs)
+    if not mapping:
         return None
-    pattern = re.compile(r"(?<![\w/])(" + "|".join(re.escape(k) for k, _ in pairs) + r")(?![\w/])")
-    return pattern, dict(pairs)
+    keys = sorted(mapping, key=len, reverse=True)
+    return re.compile(edges[0] + "(" + "|".join(re.escape(k) for k in keys) + ")" + edges[1]), mapping
+
+
+def _substitute(text: str, pairs: tuple[tuple[str, str], ...], edges: tuple[str, str]) -> str:
+    found = _word_map(pairs, edges)
+    if found is None:
+        return text
+    pattern, mapping = found
+    return pattern.sub(lambda m: mapping[m.group()], text)
 
 
 def spoken(text: str, data: GroundingData) -> str:
     """:func:`plain` with chat shorthand written out ("booked u in" -> "booked you in"), for the offer forms."""
-    text = plain(text)
-    found = _text_speak(data.text_speak)
-    if found is None:
-        return text
-    pattern, words = found
-    return pattern.sub(lambda m: words[m.group()], text)
+    return _substitute(plain(text), data.text_speak, TOKEN_EDGES)
 
 
 def sentences(text: str) -> list[str]:
@@ -350,22 +363,15 @@ def _clauses(sentence: str) -> list[str]:
 
 
 @cache
-def _synonym_pattern(synonyms: tuple[tuple[str, ...], ...]) -> tuple[re.Pattern[str], dict[str, str]] | None:
-    canonical = {word: group[0] for group in synonyms for word in group}
-    if not canonical:
-        return None
-    words = sorted(canonical, key=len, reverse=True)  # "give you a call" before "call"
-    return re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b"), canonical
+def _synonym_pairs(synonyms: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, str], ...]:
+    """Each word of each synonym group with the group's first word (a later group wins a shared word)."""
+    return tuple((word, group[0]) for group in synonyms for word in group)
 
 
 @lru_cache(maxsize=4096)  # bounded: every offer clause of every session passes through here
 def _canon(text: str, synonyms: tuple[tuple[str, ...], ...]) -> str:
     """``text`` (plain) with each synonym replaced by the first word of its group."""
-    found = _synonym_pattern(synonyms)
-    if found is None:
-        return text
-    pattern, canonical = found
-    return pattern.sub(lambda m: canonical[m.group()], text)
+    return _substitute(text, _synonym_pairs(synonyms), WORD_EDGES)
 
 
 @cache
@@ -383,7 +389,7 @@ def cue_pattern(cue: str, determiners: frozenset[str], synonyms: tuple[tuple[str
 
 
 def cue_in(cue: str, text: str, data: GroundingData) -> bool:
-    """Whether an offer's plain ``text`` names ``cue`` (see :func:`cue_pattern`)."""
+    """Whether an offer's ``text`` (:func:`spoken`) names ``cue`` (see :func:`cue_pattern`)."""
     return cue_pattern(cue, data.cue_determiners, data.synonyms).search(_canon(text, data.synonyms)) is not None
 
 
@@ -506,8 +512,9 @@ def ground(rubric: Rubric, reading: checks.Reading, context: TurnContext, verdic
     out = dict(verdicts)
     if "summarize" in out:
         out["summarize"] = ground_summarize(out["summarize"], reply, context, out, data, encoder)
-    offers = offer_sentences(reply, data)
+    offers: list[str] = []
     if "offer_solution" in out:
+        offers = offer_sentences(reply, data)
         out["offer_solution"] = ground_offer(out["offer_solution"], reply, context, data, encoder, offers)
     if "find_out" in out:
         applies = bool(checks.conditions_met(rubric, reply, context) & set(rubric.step("find_out").applies_when))

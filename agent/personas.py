@@ -688,7 +688,7 @@ def _cue_matcher(persona: Persona) -> CueMatcher:
         data = None
     if data is None:
         return lambda cue, line: cue.lower() in line.lower()
-    return lambda cue, line: grounding.cue_in(cue, grounding.plain(line), data)
+    return lambda cue, line: grounding.cue_in(cue, grounding.spoken(line, data), data)
 
 
 def _generic_cues(persona: Persona, named: CueMatcher) -> list[LintNote]:
