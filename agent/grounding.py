@@ -58,11 +58,15 @@ class GroundingData(BaseModel):
     when: tuple[re.Pattern[str], ...]
     who: tuple[re.Pattern[str], ...]
     find_out_topic: tuple[re.Pattern[str], ...]
+    staff_does: tuple[re.Pattern[str], ...] = ()
+    find_out_offer: tuple[tuple[re.Pattern[str], ...], tuple[re.Pattern[str], ...]] = ((), ())
+    hedges: tuple[re.Pattern[str], ...] = ()
     cue_determiners: frozenset[str]
     synonyms: tuple[tuple[str, ...], ...]
     text_speak: tuple[tuple[str, str], ...] = ()
     summarize_overlap: int
     summarize_cosine: float
+    remedy_overlap: int
     remedy_cosine: float
 
 
@@ -71,14 +75,19 @@ def data_path(rubric: Rubric) -> Path | None:
     return None if rubric.source is None else rubric.source.with_suffix(".grounding.yaml")
 
 
+def many_in(raw: dict[str, list[str]], key: str) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p, re.IGNORECASE) for p in raw.get(key, []))
+
+
 @cache
 def load_data(path: Path) -> GroundingData:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
 
     def many(key: str) -> tuple[re.Pattern[str], ...]:
-        return tuple(re.compile(p, re.IGNORECASE) for p in raw.get(key, []))
+        return many_in(raw, key)
 
     limits = raw["thresholds"]
+    find_out_offer = raw.get("find_out_offer") or {}
     return GroundingData(
         stopwords=frozenset(raw["stopwords"].split()),
         frame_words=frozenset(raw["frame_words"].split()),
@@ -90,11 +99,15 @@ def load_data(path: Path) -> GroundingData:
         when=many("when"),
         who=many("who"),
         find_out_topic=many("find_out_topic"),
+        hedges=many("hedges"),
+        staff_does=many("staff_does"),
+        find_out_offer=(many_in(find_out_offer, "ask"), many_in(find_out_offer, "back")),
         cue_determiners=frozenset(raw.get("cue_determiners", "").split()),
         synonyms=tuple(tuple(plain(str(w)) for w in group) for group in raw.get("synonyms", [])),
         text_speak=tuple((plain(str(k)), plain(str(v))) for k, v in (raw.get("text_speak") or {}).items()),
         summarize_overlap=int(limits["summarize_overlap"]),
         summarize_cosine=float(limits["summarize_cosine"]),
+        remedy_overlap=int(limits["remedy_overlap"]),
         remedy_cosine=float(limits["remedy_cosine"]),
     )
 
@@ -393,9 +406,24 @@ def cue_in(cue: str, text: str, data: GroundingData) -> bool:
     return cue_pattern(cue, data.cue_determiners, data.synonyms).search(_canon(text, data.synonyms)) is not None
 
 
+def told_to(cue: str, text: str, data: GroundingData) -> bool:
+    """Whether a rejected remedy's ``cue`` is in ``text`` as something the patient is left to do.
+
+    "Call your GP yourself" is the rejection; "I'll ring your GP this morning" names the same words
+    and is staff doing it for them (``data.staff_does``: the speaker or a named person committing
+    right before the cue)."""
+    canon = _canon(text, data.synonyms)
+    for found in cue_pattern(cue, data.cue_determiners, data.synonyms).finditer(canon):
+        said = canon[: found.start()] + found.group().split()[0]  # up to the cue's first word
+        if not any(p.search(said) for p in data.staff_does):
+            return True
+    return False
+
+
 def match_wants(offers: list[str], wants: Wants, data: GroundingData,
                 encoder: embed.TextEncoder | None) -> Match | None:  # fmt: skip
     """Which remedy the offered clauses match: per clause the best match (the longest cue it names, else
+    the remedy whose ``says`` it shares the most content words with, at least ``remedy_overlap``, else
     the remedy nearest by the encoder, if near enough); over the clauses, the one that matters most
     to the patient (met, then rejected, then partly). "An exercise plan today" names the cue "today"
     of a same-day slot and the cue "exercise plan" of the exercise sheet: it offers the sheet."""
@@ -408,10 +436,17 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
     for i, clause in enumerate(clauses):
         text = spoken(clause, data)
         cued = [(len(cue), kind, remedy, cue) for kind, remedy in remedies for cue in remedy.cues
-                if cue_in(cue, text, data)]  # fmt: skip
+                if (told_to if kind == "rejects" else cue_in)(cue, text, data)]  # fmt: skip
+        shared = [(len(words), kind, remedy, words) for kind, remedy in remedies if kind != "rejects"
+                  and len(words := _said_words(clause, data) & _said_words(remedy.says, data))
+                  >= data.remedy_overlap]  # fmt: skip
         if cued:
             _, kind, remedy, cue = max(cued, key=lambda item: item[0])
             found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=f'cue "{cue}"'))
+        elif shared:
+            _, kind, remedy, words = max(shared, key=lambda item: item[0])
+            by = "words " + ", ".join(f'"{w}"' for w in sorted(words))
+            found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=by))
         elif cosines is not None:
             # Similarity never says an offer is one the patient rejects: that takes the rejected remedy's
             # own words (a cue). Measured on offers_dev.jsonl, the nearest remedy by cosine was a rejected
@@ -424,6 +459,11 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
                 by = f"similarity {cosines[i, j]:.2f}"
                 found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=by))
     return min(found, key=lambda m: PRIORITY[m.meets]) if found else None
+
+
+def _said_words(text: str, data: GroundingData) -> set[str]:
+    """Content words of ``text`` as the cues read it (shorthand written out, synonyms as one word)."""
+    return content_words(_canon(spoken(text, data), data.synonyms), data)
 
 
 def _is_offer(text: str, data: GroundingData) -> bool:
@@ -476,13 +516,25 @@ def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: G
 
 
 def ground_find_out(verdict: StepVerdict, reply: str, context: TurnContext, applies: bool,
-                    data: GroundingData) -> StepVerdict:  # fmt: skip
+                    data: GroundingData, offers: Sequence[str] = ()) -> StepVerdict:  # fmt: skip
     """A promise to find out that says neither what nor by when is credited once a session.
+
+    A concrete offer to ask the person who knows and come back with the answer (``offers``, the reply's
+    offer sentences; ``data.find_out_offer``) is the promise to find out, said the concrete way: "What I
+    can do is ask our paediatric therapist myself this afternoon and call you back after four".
 
     A second such promise is not demonstrated: ``missed`` where the step applies this turn (the
     trainee did not know and promised nothing checkable), else ``not_applicable`` (no new failure,
     just no second credit for the same words).
     """
+    if verdict.verdict == "missed" and (context.facts or context.wants):
+        ask, back = data.find_out_offer
+        for sentence in offers:
+            text = spoken(sentence, data)
+            if _hit(ask, text) and _hit(back, text):
+                why = "an offer to ask someone who knows and come back with the answer"
+                return StepVerdict(step_id=verdict.step_id, verdict="demonstrated", confidence=verdict.confidence,
+                                   source=verdict.source, evidence=sentence, grounds=why)  # fmt: skip
     if verdict.verdict != "demonstrated" or context.earlier.get("find_out", 0) < 1:
         return verdict
     text = plain(reply)
@@ -518,14 +570,17 @@ def ground(rubric: Rubric, reading: checks.Reading, context: TurnContext, verdic
         out["offer_solution"] = ground_offer(out["offer_solution"], reply, context, data, encoder, offers)
     if "find_out" in out:
         applies = bool(checks.conditions_met(rubric, reply, context) & set(rubric.step("find_out").applies_when))
-        out["find_out"] = ground_find_out(out["find_out"], reply, context, applies, data)
+        out["find_out"] = ground_find_out(out["find_out"], reply, context, applies, data, offers)
     offered = out.get("offer_solution")
-    return release_guesses(rubric, out, offers if offered is not None and offered.verdict == "demonstrated" else ())
+    offered_care = offers if offered is not None and offered.verdict == "demonstrated" else []
+    return release_guesses(rubric, out, offered_care, data)
 
 
 # Grounded do-steps whose quoted sentence is care for the patient: it restates their complaint,
 # offers something concrete, or promises to find out.
 CARE_STEPS = ("summarize", "offer_solution", "find_out")
+# The don't-step whose check quotes an admission of not knowing ("I'm honestly not sure", "no idea").
+ADMIT_STEP = "say_i_dont_know"
 
 
 def _same_sentence(one: str, other: str) -> bool:
@@ -533,7 +588,7 @@ def _same_sentence(one: str, other: str) -> bool:
 
 
 def release_guesses(
-    rubric: Rubric, verdicts: dict[str, StepVerdict], offers: Sequence[str] = ()
+    rubric: Rubric, verdicts: dict[str, StepVerdict], offers: Sequence[str] = (), data: GroundingData | None = None
 ) -> dict[str, StepVerdict]:
     """A don't-step the classifier alone found gives way where its sentence is grounded care.
 
@@ -547,6 +602,12 @@ def release_guesses(
     in for when you're back? I've got the 23rd at 2." is one offer in two sentences. A violation a
     pattern quoted always stands (blame the checks see
     undercuts the summary itself, :func:`ground_summarize`).
+
+    An admission of not knowing invents nothing either: where the checks quote "I'm honestly not
+    sure" or "no idea" inside the sentence the classifier read as ``make_things_up``, and the sentence
+    hedges no claim (``data.hedges``: "probably", "usually", "I'd say"), the guess gives way. The
+    admission itself stays graded as ``say_i_dont_know``; "I'm not sure, but it probably will" is
+    still a guess.
     """
     care = [
         v.evidence for step in CARE_STEPS if (v := verdicts.get(step)) and v.verdict == "demonstrated" and v.evidence
@@ -560,6 +621,12 @@ def release_guesses(
         because = next((c for c in care if _same_sentence(sentence, c)), None)
         if because is None and step.id == "make_things_up" and sentence.rstrip().endswith("?"):
             because = "a question"
+        admitted = out.get(ADMIT_STEP)
+        if (because is None and step.id == "make_things_up" and admitted is not None
+                and admitted.verdict == "violated" and admitted.source == "check"
+                and _same_sentence(sentence, admitted.evidence or "")
+                and not (data is not None and _hit(data.hedges, plain(sentence)))):  # fmt: skip
+            because = f'an admission of not knowing ("{admitted.evidence}"), no claim'
         if because is not None:
             why = f"the classifier's guess gave way to grounded care: {because}"
             out[step.id] = StepVerdict(step_id=step.id, verdict="ok", confidence=verdict.confidence,

@@ -157,6 +157,8 @@ def update(
                 continue
             scale = dyn.repeat_factor ** max(counts.get(trigger.step, 1) - 1, 0)
             if trigger.step == OFFER:
+                if held and offer is not None and offer.remedy and offer.remedy not in mood.met:
+                    scale = 1.0  # a remedy not offered before is new substance, not the same step again
                 scale *= _offer_share(offer, persona)
             if scale <= 0:
                 continue

@@ -214,6 +214,34 @@ def test_a_guess_at_invention_gives_way_on_every_sentence_of_a_concrete_offer():
     assert "gave way to grounded care" in (verdicts["make_things_up"].grounds or "")
 
 
+def test_a_guess_at_invention_gives_way_to_an_admission_that_claims_nothing():
+    # The classifier read an honest "I don't know" as invention; the checks quote the admission.
+    def graded(reply: str, admission: str) -> StepVerdict:
+        verdicts = given()
+        verdicts["say_i_dont_know"] = StepVerdict(step_id="say_i_dont_know", verdict="violated",
+                                                  evidence=admission, source="check")  # fmt: skip
+        verdicts["make_things_up"] = StepVerdict(step_id="make_things_up", verdict="violated",
+                                                 evidence=reply, source="learned")  # fmt: skip
+        return ground(reply, verdicts)["make_things_up"]
+
+    honest = graded("I'm honestly not sure whether our pediatric team treats that, and I'd rather not guess.",
+                    "I'm honestly not sure")  # fmt: skip
+    assert honest.verdict == "ok" and "admission of not knowing" in (honest.grounds or "")
+    # The same admission followed by a hedged claim is still a guess.
+    for reply in ("I'm not sure, but it probably will.", "No idea, maybe they lost his notes.",
+                  "I don't know, about a week or so."):  # fmt: skip
+        assert graded(reply, reply.split(",")[0]).verdict == "violated", reply
+
+
+def test_hedged_claims_are_read_as_guesses_by_the_checks():
+    step = RUBRIC.step("make_things_up")
+    for reply in ("Oh, shoulders are usually sorted in two or three weeks.", "They're probably normal.",
+                  "About a week, I'd say.", "You should be back at work pretty soon."):  # fmt: skip
+        assert checks.run(RUBRIC, reply, TurnContext())["make_things_up"].verdict == "violated", reply
+    for reply in ("I'll make sure you're seen today.", "I guess you're frustrated, and I'm sorry."):
+        assert checks.run(RUBRIC, reply, TurnContext())[step.id].verdict != "violated", reply
+
+
 def test_facts_and_remedies_are_embedded_once_across_turns():
     encoder = Counting()
     reply = "So you were waiting a while. I'll book you a slot this afternoon."
@@ -367,3 +395,39 @@ def test_a_learned_guess_gives_way_where_grounding_quotes_the_same_sentence_as_c
     invented = dict(given(), make_things_up=StepVerdict(step_id="make_things_up", verdict="violated",
                                                         evidence=question, source="learned"))  # fmt: skip
     assert ground(question, invented)["make_things_up"].verdict == "ok"  # a question asserts nothing
+
+
+def persona_context(persona_id: str) -> TurnContext:
+    who = load_persona(persona_id)
+    return TurnContext(persona_name=who.name, facts=list(who.facts), wants=who.wants)
+
+
+def test_an_offer_in_other_words_meets_the_remedy_it_shares_three_content_words_with():
+    # No cue of Mr. Simmons's names "a proper follow-up with the doctor"; its remedy's words do.
+    reply = "I'll book you a proper follow-up with the doctor, like a real sit-down where they go through every result."
+    verdict = ground(reply, given(offer_solution="demonstrated"), persona_context("online-irate-patient"))
+    offer = verdict["offer_solution"]
+    assert offer.meets == "met" and offer.remedy == "follow_up_consult" and "words" in (offer.grounds or "")
+    # A formula's offer shares at most two words with any remedy: it meets nothing.
+    formula = "I will book you the first available slot and call you back within the hour."
+    for persona in ("online-irate-patient", "abusive-caller", "finance-wrong-department"):
+        graded = ground(formula, given(offer_solution="demonstrated"), persona_context(persona))["offer_solution"]
+        assert graded.meets != "met" or "cue" in (graded.grounds or ""), persona
+
+
+def test_a_rejected_remedy_is_what_the_patient_is_left_to_do_not_what_staff_do_for_them():
+    boyd = persona_context("abusive-caller")
+    staff = ground("I'll ring your GP this morning to chase it.", given(offer_solution="demonstrated"), boyd)
+    assert staff["offer_solution"].meets == "met" and staff["offer_solution"].remedy == "chase_referral_callback"
+    told = "The quickest thing is for you to call your GP today and ask them to resend it, I'll give you the number."
+    assert ground(told, given(offer_solution="demonstrated"), boyd)["offer_solution"].meets == "rejected"
+
+
+def test_an_offer_to_ask_who_knows_and_call_back_is_a_promise_to_find_out():
+    lopez = persona_context("lopez-deployed-hinge")
+    reply = "What I can do is ask our paediatric therapist myself this afternoon, and call you back after four."
+    found = ground(reply, given(offer_solution="demonstrated", find_out="missed"), lopez)["find_out"]
+    assert found.verdict == "demonstrated" and "ask someone who knows" in (found.grounds or "")
+    booked = ground("I'll book Diego in for Thursday at ten.", given(offer_solution="demonstrated", find_out="missed"),
+                    lopez)["find_out"]  # fmt: skip
+    assert booked.verdict == "missed"  # an offer that asks nobody is no promise to find out

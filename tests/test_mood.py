@@ -473,3 +473,15 @@ def test_each_held_out_hostile_reply_angers_every_persona(persona_id, graded_hel
     start = M.initial(persona)
     for example, verdicts in graded_held_out_hostile:
         assert M.update(start, verdicts, persona, example.reply).anger > start.anger, example.reply
+
+
+def test_a_remedy_offered_for_the_first_time_is_not_a_repeat():
+    # Two offers that met nothing, then the one the patient needs: it earns its full calm, not
+    # repeat_factor squared; the same remedy offered again is a repeat and earns less.
+    vague = mood(anger=8, counts={"offer_solution": 2})
+    first = M.update(vague, {"offer_solution": offer("met", "same_day")}, H)
+    assert 8 - first.anger == pytest.approx(2.0, abs=0.01)
+    again = M.update(first.model_copy(update={"anger": 8.0}), {"offer_solution": offer("met", "same_day")}, H)
+    assert 8 - again.anger < 0.5
+    unmatched = M.update(vague, {"offer_solution": offer("none")}, H)
+    assert 8 - unmatched.anger < 0.1  # an offer that meets nothing keeps decaying with the count
