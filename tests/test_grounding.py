@@ -431,3 +431,11 @@ def test_an_offer_to_ask_who_knows_and_call_back_is_a_promise_to_find_out():
     booked = ground("I'll book Diego in for Thursday at ten.", given(offer_solution="demonstrated", find_out="missed"),
                     lopez)["find_out"]  # fmt: skip
     assert booked.verdict == "missed"  # an offer that asks nobody is no promise to find out
+
+
+def test_asking_for_the_patients_details_is_no_offer():
+    data = grounding.data_for(RUBRIC)
+    asked = "Can I take your date of birth so I can pull up the referral?"
+    assert grounding.concrete_offer(asked, data)[0] is None and grounding.offer_sentences(asked, data) == []
+    offered = "I can pull up the referral now and book your first session for Thursday."
+    assert grounding.concrete_offer(offered, data)[0] is not None
