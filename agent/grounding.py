@@ -437,15 +437,16 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
         text = spoken(clause, data)
         cued = [(len(cue), kind, remedy, cue) for kind, remedy in remedies for cue in remedy.cues
                 if (told_to if kind == "rejects" else cue_in)(cue, text, data)]  # fmt: skip
-        shared = [(len(words), kind, remedy, words) for kind, remedy in remedies if kind != "rejects"
-                  and len(words := _said_words(clause, data) & _said_words(remedy.says, data))
-                  >= data.remedy_overlap]  # fmt: skip
         if cued:
             _, kind, remedy, cue = max(cued, key=lambda item: item[0])
             found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=f'cue "{cue}"'))
-        elif shared:
-            _, kind, remedy, words = max(shared, key=lambda item: item[0])
-            by = "words " + ", ".join(f'"{w}"' for w in sorted(words))
+            continue
+        words = _said_words(clause, data)
+        shared = [(len(both), kind, remedy, both) for kind, remedy in remedies if kind != "rejects"
+                  and len(both := words & _said_words(remedy.says, data)) >= data.remedy_overlap]  # fmt: skip
+        if shared:
+            _, kind, remedy, both = max(shared, key=lambda item: item[0])
+            by = "words " + ", ".join(f'"{w}"' for w in sorted(both))
             found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=by))
         elif cosines is not None:
             # Similarity never says an offer is one the patient rejects: that takes the rejected remedy's
@@ -618,7 +619,7 @@ def release_guesses(
         if step.kind != "dont" or verdict is None or verdict.verdict != "violated" or verdict.source != "learned":
             continue
         sentence = verdict.evidence or ""
-        because = next((c for c in care if _same_sentence(sentence, c)), None)
+        because = next((f"grounded care: {c}" for c in care if _same_sentence(sentence, c)), None)
         if because is None and step.id == "make_things_up" and sentence.rstrip().endswith("?"):
             because = "a question"
         admitted = out.get(ADMIT_STEP)
@@ -628,7 +629,7 @@ def release_guesses(
                 and not (data is not None and _hit(data.hedges, plain(sentence)))):  # fmt: skip
             because = f'an admission of not knowing ("{admitted.evidence}"), no claim'
         if because is not None:
-            why = f"the classifier's guess gave way to grounded care: {because}"
+            why = f"the classifier's guess gave way to {because}"
             out[step.id] = StepVerdict(step_id=step.id, verdict="ok", confidence=verdict.confidence,
                                        source="learned", grounds=why)  # fmt: skip
     return out
