@@ -149,6 +149,13 @@ def test_calm_down_is_dismissive():
     assert verdict("I can see how upsetting this is.", "dismiss_feelings").verdict == "ok"
 
 
+def test_blame_named_only_to_deny_it_is_not_blame():
+    for reply in ("On our system it's tomorrow. I'm not saying that's on you at all, these things get crossed.",
+                  "That's not on you, the letter had the wrong date."):  # fmt: skip
+        assert verdict(reply, "argue_back").verdict == "ok", reply
+    assert verdict("The system says tomorrow, so that's on you.", "argue_back").verdict == "violated"
+
+
 def test_you_should_have_received_is_not_blame():
     assert verdict("You should have received a text on Monday.", "argue_back").verdict == "ok"
     assert verdict("You should have read the text on Monday.", "argue_back").verdict == "violated"

@@ -439,3 +439,10 @@ def test_asking_for_the_patients_details_is_no_offer():
     assert grounding.concrete_offer(asked, data)[0] is None and grounding.offer_sentences(asked, data) == []
     offered = "I can pull up the referral now and book your first session for Thursday."
     assert grounding.concrete_offer(offered, data)[0] is not None
+
+
+def test_having_a_look_is_no_offer_but_sending_someone_is():
+    data = grounding.data_for(RUBRIC)
+    assert grounding.concrete_offer("Okay so let me just have a look...", data)[0] is None
+    for offer in ("I'll have a nurse look at your knee now.", "Let me send someone to see you in five minutes."):
+        assert grounding.concrete_offer(offer, data)[0] is not None, offer
