@@ -421,6 +421,10 @@ def test_a_rejected_remedy_is_what_the_patient_is_left_to_do_not_what_staff_do_f
     assert staff["offer_solution"].meets == "met" and staff["offer_solution"].remedy == "chase_referral_callback"
     told = "The quickest thing is for you to call your GP today and ask them to resend it, I'll give you the number."
     assert ground(told, given(offer_solution="demonstrated"), boyd)["offer_solution"].meets == "rejected"
+    yourself = "You will call your GP yourself, I'll note it on your file today."
+    assert ground(yourself, given(offer_solution="demonstrated"), boyd)["offer_solution"].meets == "rejected"
+    named = "Sandra is calling your GP this afternoon and she'll ring you at five with the date."
+    assert ground(named, given(offer_solution="demonstrated"), boyd)["offer_solution"].meets == "met"
 
 
 def test_an_offer_to_ask_who_knows_and_call_back_is_a_promise_to_find_out():
