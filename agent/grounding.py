@@ -76,6 +76,7 @@ def data_path(rubric: Rubric) -> Path | None:
 
 
 def many_in(raw: dict[str, list[str]], key: str) -> tuple[re.Pattern[str], ...]:
+    """The patterns listed under ``key`` of a YAML mapping (the file's top level or a nested group), compiled."""
     return tuple(re.compile(p, re.IGNORECASE) for p in raw.get(key, []))
 
 
