@@ -22,7 +22,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -83,10 +83,7 @@ def many_in(raw: dict[str, list[str]], key: str) -> tuple[re.Pattern[str], ...]:
 @cache
 def load_data(path: Path) -> GroundingData:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-
-    def many(key: str) -> tuple[re.Pattern[str], ...]:
-        return many_in(raw, key)
-
+    many = partial(many_in, raw)
     limits = raw["thresholds"]
     find_out_offer = raw.get("find_out_offer") or {}
     return GroundingData(
@@ -433,6 +430,7 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
     cosines = None
     if encoder is not None and clauses:
         cosines = VECTORS.get(encoder, clauses) @ VECTORS.get(encoder, [r.says for _, r in remedies]).T
+    remedy_words = [_said_words(spoken(remedy.says, data), data) for _, remedy in remedies]
     found: list[Match] = []
     for i, clause in enumerate(clauses):
         text = spoken(clause, data)
@@ -442,9 +440,9 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
             _, kind, remedy, cue = max(cued, key=lambda item: item[0])
             found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=f'cue "{cue}"'))
             continue
-        words = _said_words(clause, data)
-        shared = [(len(both), kind, remedy, both) for kind, remedy in remedies if kind != "rejects"
-                  and len(both := words & _said_words(remedy.says, data)) >= data.remedy_overlap]  # fmt: skip
+        words = _said_words(text, data)
+        shared = [(len(both), kind, remedy, both) for (kind, remedy), says in zip(remedies, remedy_words, strict=True)
+                  if kind != "rejects" and len(both := words & says) >= data.remedy_overlap]  # fmt: skip
         if shared:
             _, kind, remedy, both = max(shared, key=lambda item: item[0])
             by = "words " + ", ".join(f'"{w}"' for w in sorted(both))
@@ -464,8 +462,8 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
 
 
 def _said_words(text: str, data: GroundingData) -> set[str]:
-    """Content words of ``text`` as the cues read it (shorthand written out, synonyms as one word)."""
-    return content_words(_canon(spoken(text, data), data.synonyms), data)
+    """Content words of ``text`` (:func:`spoken`) as the cues read it (synonyms as one word)."""
+    return content_words(_canon(text, data.synonyms), data)
 
 
 def _is_offer(text: str, data: GroundingData) -> bool:
@@ -615,6 +613,9 @@ def release_guesses(
         v.evidence for step in CARE_STEPS if (v := verdicts.get(step)) and v.verdict == "demonstrated" and v.evidence
     ] + list(offers)
     out = dict(verdicts)
+    admitted = verdicts.get(ADMIT_STEP)
+    quoted = admitted is not None and admitted.verdict == "violated" and admitted.source == "check"
+    admission = admitted.evidence if quoted and admitted is not None else None
     for step in rubric.turn_steps():
         verdict = out.get(step.id)
         if step.kind != "dont" or verdict is None or verdict.verdict != "violated" or verdict.source != "learned":
@@ -623,12 +624,9 @@ def release_guesses(
         because = next((f"grounded care: {c}" for c in care if _same_sentence(sentence, c)), None)
         if because is None and step.id == "make_things_up" and sentence.rstrip().endswith("?"):
             because = "a question"
-        admitted = out.get(ADMIT_STEP)
-        if (because is None and step.id == "make_things_up" and admitted is not None
-                and admitted.verdict == "violated" and admitted.source == "check"
-                and _same_sentence(sentence, admitted.evidence or "")
+        if (because is None and step.id == "make_things_up" and admission and _same_sentence(sentence, admission)
                 and not (data is not None and _hit(data.hedges, plain(sentence)))):  # fmt: skip
-            because = f'an admission of not knowing ("{admitted.evidence}"), no claim'
+            because = f'an admission of not knowing ("{admission}"), no claim'
         if because is not None:
             why = f"the classifier's guess gave way to {because}"
             out[step.id] = StepVerdict(step_id=step.id, verdict="ok", confidence=verdict.confidence,
