@@ -445,7 +445,9 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
                   if kind != "rejects" and len(both := words & says) >= data.remedy_overlap]  # fmt: skip
         if shared:
             _, kind, remedy, both = max(shared, key=lambda item: item[0])
-            by = "words " + ", ".join(f'"{w}"' for w in sorted(both))
+            # the trainee's own words, not their stems ("chase", not "chas"), for the feedback
+            said = dict.fromkeys(w for w in WORD.findall(text) if stem(_canon(w, data.synonyms)) in both)
+            by = "words " + ", ".join(f'"{w}"' for w in (said or sorted(both)))
             found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=by))
         elif cosines is not None:
             # Similarity never says an offer is one the patient rejects: that takes the rejected remedy's

@@ -419,6 +419,7 @@ def test_a_rejected_remedy_is_what_the_patient_is_left_to_do_not_what_staff_do_f
     boyd = persona_context("abusive-caller")
     staff = ground("I'll ring your GP this morning to chase it.", given(offer_solution="demonstrated"), boyd)
     assert staff["offer_solution"].meets == "met" and staff["offer_solution"].remedy == "chase_referral_callback"
+    assert '"ring", "gp", "chase"' in (staff["offer_solution"].grounds or "")  # the trainee's words, not stems
     told = "The quickest thing is for you to call your GP today and ask them to resend it, I'll give you the number."
     assert ground(told, given(offer_solution="demonstrated"), boyd)["offer_solution"].meets == "rejected"
     yourself = "You will call your GP yourself, I'll note it on your file today."
