@@ -184,6 +184,19 @@ def test_set_boundary_applies_when_the_patient_is_abusive_by_flag_or_by_words():
     assert verdict(reply, "set_boundary", ctx(patient="You useless idiots.")).verdict == "missed"
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "I would ask that we keep the conversation civil so that I can help you.",
+        "I'd ask you to keep your voice down, please, so we can sort this out.",
+        "Let's keep this call civil and I'll get it done.",
+    ],
+)
+def test_a_request_to_keep_it_civil_is_a_boundary_in_other_words(reply):
+    assert verdict(reply, "set_boundary", ctx(patient_abusive=True)).verdict == "demonstrated"
+    assert verdict(reply, "argue_back", ctx(patient_abusive=True)).verdict == "ok"
+
+
 def test_explain_transfer_applies_when_transferring_by_flag_or_by_the_reply():
     assert verdict("Please hold.", "explain_transfer").verdict == "not_applicable"
     assert verdict("Please hold.", "explain_transfer", ctx(transferring=True)).verdict == "missed"
@@ -495,6 +508,17 @@ def test_feeling_words_about_the_writer_do_not_acknowledge_the_other_persons_fee
 
 @pytest.mark.parametrize("reply", ["That must be horrible for you.", "I would be upset too.", "It sounds so tough."])
 def test_feeling_words_about_the_other_person_still_count(reply):
+    assert verdict(reply, "empathize").verdict == "demonstrated"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "I appreciate that with your shoulder keeping you off work, every week of waiting is costing you.",
+        "I realise how much this wait has cost you.",
+    ],
+)
+def test_acknowledging_what_it_costs_the_patient_is_empathy(reply):
     assert verdict(reply, "empathize").verdict == "demonstrated"
 
 
