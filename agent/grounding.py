@@ -61,6 +61,8 @@ class GroundingData(BaseModel):
     staff_does: tuple[re.Pattern[str], ...] = ()
     find_out_offer: tuple[tuple[re.Pattern[str], ...], tuple[re.Pattern[str], ...]] = ((), ())
     hedges: tuple[re.Pattern[str], ...] = ()
+    # (how an offer names the remedy, what a conversation it belongs in talks about)
+    remedy_objects: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = ()
     cue_determiners: frozenset[str]
     synonyms: tuple[tuple[str, ...], ...]
     text_speak: tuple[tuple[str, str], ...] = ()
@@ -98,6 +100,7 @@ def load_data(path: Path) -> GroundingData:
         who=many("who"),
         find_out_topic=many("find_out_topic"),
         hedges=many("hedges"),
+        remedy_objects=tuple(_remedy_object(entry) for entry in raw.get("remedy_objects") or []),
         staff_does=many("staff_does"),
         find_out_offer=(many_in(find_out_offer, "ask"), many_in(find_out_offer, "back")),
         cue_determiners=frozenset(raw.get("cue_determiners", "").split()),
@@ -108,6 +111,11 @@ def load_data(path: Path) -> GroundingData:
         remedy_overlap=int(limits["remedy_overlap"]),
         remedy_cosine=float(limits["remedy_cosine"]),
     )
+
+
+def _remedy_object(entry: dict[str, str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    offer = re.compile(entry["offer"])
+    return offer, re.compile(entry["topic"]) if entry.get("topic") else offer
 
 
 def data_for(rubric: Rubric) -> GroundingData | None:
@@ -478,6 +486,24 @@ def offer_sentences(reply: str, data: GroundingData) -> list[str]:
     return [sentence for sentence in sentences(reply) if _is_offer(spoken(sentence, data), data)]
 
 
+def foreign_remedies(offers: Sequence[str], context: TurnContext, data: GroundingData) -> list[str]:
+    """The remedies the offers name (``remedy_objects``, the trainee's words) whose topic nothing in
+    this conversation is about: not the persona's facts, not its wants (what each says, its cues),
+    not what the patient has said. A remedy for someone else's problem: a catch-all list, not an answer."""
+    if not data.remedy_objects:
+        return []
+    wants = [text for _, remedy in context.wants.all() for text in (remedy.says, *remedy.cues)] if context.wants else []
+    patient = [m.content for m in context.history if m.role == "patient"]
+    conversation = spoken(" ".join([*context.facts, *wants, *patient]), data)
+    named: dict[str, None] = {}
+    for offer in offers:
+        text = spoken(offer, data)
+        for offered, topic in data.remedy_objects:
+            if (found := offered.search(text)) and not topic.search(conversation):
+                named[found.group(0)] = None
+    return list(named)
+
+
 def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: GroundingData,
                  encoder: embed.TextEncoder | None, offers: Sequence[str] | None = None) -> StepVerdict:  # fmt: skip
     """Demonstrated only when the offer is concrete; with the persona's wants, whether it meets them.
@@ -500,9 +526,14 @@ def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: G
                            grounds="not concrete: say " + " and ".join(missing))  # fmt: skip
     update: dict[str, object] = {"verdict": "demonstrated", "evidence": offer.sentence}
     if context.wants is not None:
-        offers = offer_sentences(reply, data) if offers is None else offers
-        match = match_wants(list(offers) or [offer.sentence], context.wants, data, encoder)
-        if match is None:
+        offers = list(offer_sentences(reply, data) if offers is None else offers) or [offer.sentence]
+        foreign = foreign_remedies(offers, context, data)
+        match = None if foreign else match_wants(offers, context.wants, data, encoder)
+        if foreign:
+            update |= {"meets": "none", "remedy": None,
+                       "grounds": f"concrete, but it offers {_listed(foreign)}, which nothing in this conversation "
+                       "is about: remedies for other problems read as a script, not an answer to this one"}  # fmt: skip
+        elif match is None:
             update |= {"meets": "none", "remedy": None,
                        "grounds": "concrete, but it meets none of the patient's needs: "
                        + "; ".join(r.says for r in context.wants.resolves)}  # fmt: skip
@@ -512,6 +543,11 @@ def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: G
     else:
         update["grounds"] = f"concrete: {offer.what}" + (f", {offer.when}" if offer.when else f", {offer.who}")
     return verdict.model_copy(update=update)
+
+
+def _listed(words: list[str]) -> str:
+    quoted = [f'"{w}"' for w in words]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 # -- find_out --------------------------------------------------------------------------------------

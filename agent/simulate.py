@@ -24,6 +24,9 @@ from agent.session import Session, TurnEvent
 
 SCRIPTED = ("good", "bad", "formula")
 FORMULA = "formula"
+# The same concrete list of remedies for every patient (personas/scripts/catchall.yaml): a trainee
+# gaming the grader with offers instead of phrases.
+CATCHALL = "catchall"
 
 
 def scripts_file() -> Path:
@@ -34,13 +37,18 @@ def formula_file() -> Path:
     return personas_dir() / "scripts" / "formula.yaml"
 
 
-def formula_scripts() -> dict[str, list[str]]:
-    """The formula trainees' scripts by name (``personas/scripts/formula.yaml``), the default first."""
-    path = formula_file()
+def catchall_file() -> Path:
+    return personas_dir() / "scripts" / "catchall.yaml"
+
+
+def formula_scripts(path: Path | None = None) -> dict[str, list[str]]:
+    """The formula trainees' scripts by name (``personas/scripts/formula.yaml``, or ``path``: another
+    file of scripts said the same to every patient, e.g. :func:`catchall_file`), the default first."""
+    path = path or formula_file()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        raise PersonaError([f"{path}: cannot read the formula scripts ({exc})"]) from exc
+        raise PersonaError([f"{path}: cannot read the scripts ({exc})"]) from exc
     if not isinstance(data, dict) or not data:
         raise PersonaError([f"{path}: expected a mapping of script name -> list of lines"])
     for name, lines in data.items():
@@ -70,15 +78,17 @@ def other_good_lines(persona: Persona, name: str) -> list[str]:
 
 def trainee_lines(persona: Persona, trainee: str) -> list[str]:
     """The scripted lines for ``trainee``: good | good:NAME (``personas/scripts/good_NAME.yaml``) |
-    bad | formula (the first formula script) | formula:NAME | a file (YAML list or one line per turn)."""
+    bad | formula (the first formula script) | formula:NAME | catchall | catchall:NAME
+    (``personas/scripts/catchall.yaml``) | a file (YAML list or one line per turn)."""
     if trainee.startswith("good:"):
         return other_good_lines(persona, trainee.partition(":")[2])
-    if trainee == FORMULA or trainee.startswith(f"{FORMULA}:"):
-        scripts = formula_scripts()
-        name = trainee.partition(":")[2] or next(iter(scripts))
-        if name not in scripts:
-            raise PersonaError([f"{formula_file()}: no formula script {name!r}; there are: {', '.join(scripts)}"])
-        return [persona.fill(line) for line in scripts[name]]
+    for kind, path in ((FORMULA, formula_file()), (CATCHALL, catchall_file())):
+        if trainee == kind or trainee.startswith(f"{kind}:"):
+            scripts = formula_scripts(path)
+            name = trainee.partition(":")[2] or next(iter(scripts))
+            if name not in scripts:
+                raise PersonaError([f"{path}: no {kind} script {name!r}; there are: {', '.join(scripts)}"])
+            return [persona.fill(line) for line in scripts[name]]
     if trainee in SCRIPTED:
         own = getattr(persona.script, trainee)
         if own:

@@ -1,6 +1,6 @@
 """Does the simulator reward substance, not form? Formula, good and bad trainees on every persona (issue 20).
 
-Usage: python bench/substance.py [--persona a,b] [--scripts formula,good,bad] [--turns 8] [--seed 7]
+Usage: python bench/substance.py [--persona a,b] [--scripts formula,catchall,good,bad] [--turns 8] [--seed 7]
        [--model default|small] [--patient model|fake] [--json]
 
 A formula trainee says the rubric's surface forms (an apology, empathy words, "so if I understand
@@ -17,6 +17,8 @@ offers so far, ``Mood.offers``). Then the totals against the goals, and the tran
 session that missed its goal (each turn's anger and what moved it; the JSON keeps every session's):
 
 * formula: 0 resolved over all personas x scripts, and anger never ends more than 2 below its start;
+* catchall (personas/scripts/catchall.yaml, a probe without a goal in the issue): the same concrete
+  list of remedies for every patient; the same two figures are printed;
 * good: resolves every persona; bad: escalates (a manager takes over) or leaves every persona;
 * unearned acceptance lines: 0.
 
@@ -50,9 +52,9 @@ from agent.patient import SENTENCE_END, patient_model, unearned_acceptance  # no
 from agent.personas import Persona, load_personas  # noqa: E402
 from agent.runtime import EmbeddedServer  # noqa: E402
 from agent.session import Turn  # noqa: E402
-from agent.simulate import FORMULA, formula_scripts, simulate  # noqa: E402
+from agent.simulate import CATCHALL, FORMULA, catchall_file, formula_scripts, simulate  # noqa: E402
 
-Kind = Literal["formula", "good", "bad"]
+Kind = Literal["formula", "catchall", "good", "bad"]
 LEAVES = ("escalated", "walked_out", "hung_up")
 FORMULA_MAX_CALM = 2.0  # goal: a formula trainee's anger never ends more than this below its start
 
@@ -91,7 +93,7 @@ class Row(BaseModel):
     def missed_goal(self) -> bool:
         """A formula trainee who resolved or calmed the patient too far; a good or bad script that
         did not end as it should."""
-        if self.kind == "formula":
+        if self.kind in ("formula", "catchall"):
             return self.outcome == "resolved" or self.anger_end < self.anger_start - FORMULA_MAX_CALM
         return self.outcome != "resolved" if self.kind == "good" else self.outcome not in LEAVES
 
@@ -105,21 +107,23 @@ class Goal(BaseModel):
 def scripts_to_play(wanted: list[str]) -> list[tuple[str, Kind, str]]:
     """(label, kind, simulate's trainee argument) for each script asked for: ``formula`` is every
     formula script, ``formula:NAME`` one of them, ``good`` and ``bad`` the persona's own."""
-    formulas = list(formula_scripts())
+    same_for_all: dict[Kind, list[str]] = {
+        "formula": list(formula_scripts()), "catchall": list(formula_scripts(catchall_file()))
+    }  # fmt: skip
     out: list[tuple[str, Kind, str]] = []
     for item in wanted:
-        if item == FORMULA:
-            out += [(f"formula:{name}", "formula", f"formula:{name}") for name in formulas]
-        elif item.startswith(f"{FORMULA}:"):
-            if item.partition(":")[2] not in formulas:
-                raise SystemExit(f"no formula script {item!r}; there are: {', '.join(formulas)}")
-            out.append((item, "formula", item))
+        kind, _, name = item.partition(":")
+        if kind in (FORMULA, CATCHALL):
+            names = same_for_all[kind]  # type: ignore[index]
+            if name and name not in names:
+                raise SystemExit(f"no {kind} script {item!r}; there are: {', '.join(names)}")
+            out += [(f"{kind}:{n}", kind, f"{kind}:{n}") for n in ([name] if name else names)]  # type: ignore[misc]
         elif item in ("good", "bad"):
             out.append((item, "good" if item == "good" else "bad", item))
         elif item.startswith("good:"):  # the persona's good trainee in other words (personas/scripts/good_NAME.yaml)
             out.append((item, "good", item))
         else:
-            raise SystemExit(f"unknown script {item!r}: formula, formula:NAME, good, good:NAME or bad")
+            raise SystemExit(f"unknown script {item!r}: formula[:NAME], catchall[:NAME], good, good:NAME or bad")
     return out
 
 
@@ -164,6 +168,13 @@ def goals(rows: list[Row]) -> list[Goal]:
         out.append(Goal(name="formula resolved (goal 0)", value=f"{resolved}/{len(formula)}", met=resolved == 0))
         out.append(Goal(name=f"formula anger ends > {FORMULA_MAX_CALM:g} below start (goal 0)",
                         value=f"{len(calmed)}/{len(formula)}", met=not calmed))  # fmt: skip
+    if catchall := [r for r in rows if r.kind == "catchall"]:
+        # No goal in issue 20: a list holding this patient's own remedy may rightly calm or settle it.
+        settled = sum(r.outcome == "resolved" for r in catchall)
+        calmed_too = sum(r.anger_end < r.anger_start - FORMULA_MAX_CALM for r in catchall)
+        out.append(Goal(name="catch-all resolved (probe)", value=f"{settled}/{len(catchall)}", met=None))
+        out.append(Goal(name=f"catch-all anger ends > {FORMULA_MAX_CALM:g} below start (probe)",
+                        value=f"{calmed_too}/{len(catchall)}", met=None))  # fmt: skip
     if good:
         out.append(Goal(name="good resolved (goal all)", value=f"{good_ok}/{len(good)}", met=good_ok == len(good)))
     if bad:
@@ -210,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         "the model (default) also counts unearned acceptance lines.",
     )
     parser.add_argument("--persona", default="", help="comma-separated persona ids (default: all)")
-    parser.add_argument("--scripts", default="formula,good,bad",
-                        help="comma-separated: formula (every formula script), formula:NAME, good, good:NAME "
+    parser.add_argument("--scripts", default="formula,catchall,good,bad",
+                        help="comma-separated: formula (every formula script), formula:NAME, catchall, catchall:NAME, "
+                        "good, good:NAME "
                         "(personas/scripts/good_NAME.yaml: the good trainee in other words), bad "
-                        "(default: formula,good,bad)")  # fmt: skip
+                        "(default: formula,catchall,good,bad)")  # fmt: skip
     parser.add_argument("--turns", type=int, default=8, help="trainee turns per session, fewer if it ends (default 8)")
     parser.add_argument("--seed", type=int, default=7, help="model seed; each turn adds its index (default 7)")
     parser.add_argument("--temperature", type=float, default=0.7, help="patient sampling temperature (app: 0.7)")

@@ -451,3 +451,24 @@ def test_having_a_look_is_no_offer_but_sending_someone_is():
     assert grounding.concrete_offer("Okay so let me just have a look...", data)[0] is None
     for offer in ("I'll have a nurse look at your knee now.", "Let me send someone to see you in five minutes."):
         assert grounding.concrete_offer(offer, data)[0] is not None, offer
+
+
+def test_an_offer_that_also_names_a_remedy_for_another_problem_meets_nothing():
+    """A catch-all list pasted for every patient: Mr. Carter has no referral and was never charged."""
+    same_day = "I'll book you a same-day appointment with the doctor today"
+    alone = ground(same_day + ".", given(offer_solution="demonstrated"))["offer_solution"]
+    assert (alone.meets, alone.remedy) == ("met", "same_day_slot")
+    listed = ground(same_day + ", process your referral now and refund the charge.",
+                    given(offer_solution="demonstrated"))["offer_solution"]  # fmt: skip
+    assert (listed.verdict, listed.meets, listed.remedy) == ("demonstrated", "none", None)
+    assert listed.grounds is not None and '"referral"' in listed.grounds and '"refund"' in listed.grounds
+
+
+def test_a_remedy_the_patient_brought_up_is_not_foreign_and_free_of_charge_is_no_bill():
+    said = context()
+    said.history.append(Message(role="patient", content="And I had to pay for parking all that time!"))
+    reply = "I'll book you a same-day appointment with the doctor today and refund your parking."
+    assert ground(reply, given(offer_solution="demonstrated"), said)["offer_solution"].meets == "met"
+    assert ground(reply, given(offer_solution="demonstrated"))["offer_solution"].meets == "none"
+    free = "I'll book you a same-day appointment with the doctor today, free of charge."
+    assert ground(free, given(offer_solution="demonstrated"))["offer_solution"].meets == "met"

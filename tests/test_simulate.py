@@ -22,7 +22,7 @@ from agent.cli import main
 from agent.patient import patient_model
 from agent.personas import PersonaError, Script, load_persona, load_personas
 from agent.session import Session
-from agent.simulate import formula_scripts, simulate, trainee_lines
+from agent.simulate import catchall_file, formula_scripts, simulate, trainee_lines
 from tests import role_checks
 from tests.fakes import FakeModel, letters
 
@@ -97,6 +97,18 @@ def test_a_formula_trainee_never_resolves_nor_calms_much(persona_id, formula):
     anger = session.summary()["anger"]
     assert session.summary()["outcome"] != "resolved", f"{persona_id} / {formula}: {anger}"
     assert anger[-1] >= anger[0] - 2, f"{persona_id} / {formula}: {anger}"
+
+
+@pytest.mark.parametrize("script", sorted(formula_scripts(catchall_file())))
+@pytest.mark.parametrize("persona_id", ["carter-wrong-day", "back-pain-wait"])
+def test_a_catch_all_list_that_holds_the_patients_remedy_beside_strangers_ones_does_not_settle_it(persona_id, script):
+    """The same list for every patient (personas/scripts/catchall.yaml) names Mr. Carter's same-day
+    appointment and Mr. Moreno's nurse, next to a referral and a refund neither has anything to do
+    with: a script, not an answer to them (before, both were resolved by it)."""
+    session = simulate(load_persona(persona_id), f"catchall:{script}", 8, FakeModel())
+    anger = session.summary()["anger"]
+    assert session.summary()["outcome"] != "resolved", f"{persona_id} / {script}: {anger}"
+    assert anger[-1] >= anger[0] - 2, f"{persona_id} / {script}: {anger}"
 
 
 @pytest.mark.parametrize("persona_id", PERSONAS)
