@@ -490,18 +490,15 @@ def foreign_remedies(offers: Sequence[str], context: TurnContext, data: Groundin
     """The remedies the offers name (``remedy_objects``, the trainee's words) whose topic nothing in
     this conversation is about: not the persona's facts, not its wants (what each says, its cues),
     not what the patient has said. A remedy for someone else's problem: a catch-all list, not an answer."""
-    if not data.remedy_objects:
+    texts = [spoken(offer, data) for offer in offers]
+    named = [(found.group(0), topic) for offered, topic in data.remedy_objects for text in texts
+             if (found := offered.search(text))]  # fmt: skip
+    if not named:
         return []
     wants = [text for _, remedy in context.wants.all() for text in (remedy.says, *remedy.cues)] if context.wants else []
     patient = [m.content for m in context.history if m.role == "patient"]
     conversation = spoken(" ".join([*context.facts, *wants, *patient]), data)
-    named: dict[str, None] = {}
-    for offer in offers:
-        text = spoken(offer, data)
-        for offered, topic in data.remedy_objects:
-            if (found := offered.search(text)) and not topic.search(conversation):
-                named[found.group(0)] = None
-    return list(named)
+    return list(dict.fromkeys(word for word, topic in named if not topic.search(conversation)))
 
 
 def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: GroundingData,

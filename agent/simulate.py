@@ -41,10 +41,18 @@ def catchall_file() -> Path:
     return personas_dir() / "scripts" / "catchall.yaml"
 
 
-def formula_scripts(path: Path | None = None) -> dict[str, list[str]]:
-    """The formula trainees' scripts by name (``personas/scripts/formula.yaml``, or ``path``: another
-    file of scripts said the same to every patient, e.g. :func:`catchall_file`), the default first."""
-    path = path or formula_file()
+def formula_scripts() -> dict[str, list[str]]:
+    """The formula trainees' scripts by name (``personas/scripts/formula.yaml``), the default first."""
+    return same_for_all(formula_file())
+
+
+def catchall_scripts() -> dict[str, list[str]]:
+    """The catch-all trainees' scripts by name (``personas/scripts/catchall.yaml``), the default first."""
+    return same_for_all(catchall_file())
+
+
+def same_for_all(path: Path) -> dict[str, list[str]]:
+    """Scripts said the same to every patient, by name, from ``path`` (templates not yet filled)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -84,7 +92,7 @@ def trainee_lines(persona: Persona, trainee: str) -> list[str]:
         return other_good_lines(persona, trainee.partition(":")[2])
     for kind, path in ((FORMULA, formula_file()), (CATCHALL, catchall_file())):
         if trainee == kind or trainee.startswith(f"{kind}:"):
-            scripts = formula_scripts(path)
+            scripts = same_for_all(path)
             name = trainee.partition(":")[2] or next(iter(scripts))
             if name not in scripts:
                 raise PersonaError([f"{path}: no {kind} script {name!r}; there are: {', '.join(scripts)}"])

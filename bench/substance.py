@@ -52,7 +52,7 @@ from agent.patient import SENTENCE_END, patient_model, unearned_acceptance  # no
 from agent.personas import Persona, load_personas  # noqa: E402
 from agent.runtime import EmbeddedServer  # noqa: E402
 from agent.session import Turn  # noqa: E402
-from agent.simulate import CATCHALL, FORMULA, catchall_file, formula_scripts, simulate  # noqa: E402
+from agent.simulate import CATCHALL, FORMULA, catchall_scripts, formula_scripts, simulate  # noqa: E402
 
 Kind = Literal["formula", "catchall", "good", "bad"]
 LEAVES = ("escalated", "walked_out", "hung_up")
@@ -91,8 +91,8 @@ class Row(BaseModel):
     lines: list[Line]
 
     def missed_goal(self) -> bool:
-        """A formula trainee who resolved or calmed the patient too far; a good or bad script that
-        did not end as it should."""
+        """A formula or catch-all trainee who resolved or calmed the patient too far; a good or bad
+        script that did not end as it should."""
         if self.kind in ("formula", "catchall"):
             return self.outcome == "resolved" or self.anger_end < self.anger_start - FORMULA_MAX_CALM
         return self.outcome != "resolved" if self.kind == "good" else self.outcome not in LEAVES
@@ -106,18 +106,19 @@ class Goal(BaseModel):
 
 def scripts_to_play(wanted: list[str]) -> list[tuple[str, Kind, str]]:
     """(label, kind, simulate's trainee argument) for each script asked for: ``formula`` is every
-    formula script, ``formula:NAME`` one of them, ``good`` and ``bad`` the persona's own."""
-    same_for_all: dict[Kind, list[str]] = {
-        "formula": list(formula_scripts()), "catchall": list(formula_scripts(catchall_file()))
+    formula script, ``formula:NAME`` one of them (``catchall`` likewise), ``good`` and ``bad`` the
+    persona's own, ``good:NAME`` the good trainee in other words."""
+    same: dict[str, tuple[Kind, list[str]]] = {
+        FORMULA: ("formula", list(formula_scripts())), CATCHALL: ("catchall", list(catchall_scripts()))
     }  # fmt: skip
     out: list[tuple[str, Kind, str]] = []
     for item in wanted:
-        kind, _, name = item.partition(":")
-        if kind in (FORMULA, CATCHALL):
-            names = same_for_all[kind]  # type: ignore[index]
+        prefix, _, name = item.partition(":")
+        if prefix in same:
+            kind, names = same[prefix]
             if name and name not in names:
-                raise SystemExit(f"no {kind} script {item!r}; there are: {', '.join(names)}")
-            out += [(f"{kind}:{n}", kind, f"{kind}:{n}") for n in ([name] if name else names)]  # type: ignore[misc]
+                raise SystemExit(f"no {prefix} script {item!r}; there are: {', '.join(names)}")
+            out += [(f"{prefix}:{n}", kind, f"{prefix}:{n}") for n in ([name] if name else names)]
         elif item in ("good", "bad"):
             out.append((item, "good" if item == "good" else "bad", item))
         elif item.startswith("good:"):  # the persona's good trainee in other words (personas/scripts/good_NAME.yaml)

@@ -22,7 +22,7 @@ from agent.cli import main
 from agent.patient import patient_model
 from agent.personas import PersonaError, Script, load_persona, load_personas
 from agent.session import Session
-from agent.simulate import catchall_file, formula_scripts, simulate, trainee_lines
+from agent.simulate import catchall_scripts, formula_scripts, simulate, trainee_lines
 from tests import role_checks
 from tests.fakes import FakeModel, letters
 
@@ -99,7 +99,7 @@ def test_a_formula_trainee_never_resolves_nor_calms_much(persona_id, formula):
     assert anger[-1] >= anger[0] - 2, f"{persona_id} / {formula}: {anger}"
 
 
-@pytest.mark.parametrize("script", sorted(formula_scripts(catchall_file())))
+@pytest.mark.parametrize("script", sorted(catchall_scripts()))
 @pytest.mark.parametrize("persona_id", ["carter-wrong-day", "back-pain-wait"])
 def test_a_catch_all_list_that_holds_the_patients_remedy_beside_strangers_ones_does_not_settle_it(persona_id, script):
     """The same list for every patient (personas/scripts/catchall.yaml) names Mr. Carter's same-day
