@@ -488,17 +488,29 @@ def offer_sentences(reply: str, data: GroundingData) -> list[str]:
 
 def foreign_remedies(offers: Sequence[str], context: TurnContext, data: GroundingData) -> list[str]:
     """The remedies the offers name (``remedy_objects``, the trainee's words) whose topic nothing in
-    this conversation is about: not the persona's facts, not its wants (what each says, its cues),
-    not what the patient has said. A remedy for someone else's problem: a catch-all list, not an answer."""
+    this conversation raised: not the persona's facts, not its wants (what each says, its cues), not
+    the patient, unless the trainee named it first ("I don't need a refund, a nurse" answers an offer,
+    it raises nothing). A remedy for someone else's problem: a catch-all list, not an answer."""
     texts = [spoken(offer, data) for offer in offers]
     named = [(found.group(0), topic) for offered, topic in data.remedy_objects for text in texts
              if (found := offered.search(text))]  # fmt: skip
     if not named:
         return []
     wants = [text for _, remedy in context.wants.all() for text in (remedy.says, *remedy.cues)] if context.wants else []
-    patient = [m.content for m in context.history if m.role == "patient"]
-    conversation = spoken(" ".join([*context.facts, *wants, *patient]), data)
-    return list(dict.fromkeys(word for word, topic in named if not topic.search(conversation)))
+    persona = spoken(" ".join([*context.facts, *wants]), data)
+    said: list[tuple[str, str]] = []  # each patient line, with what the trainee had said before it
+    trainee = ""
+    for message in context.history:
+        if message.role == "patient":
+            said.append((spoken(message.content, data), trainee))
+        else:
+            trainee += " " + spoken(message.content, data)
+
+    def raised(topic: re.Pattern[str]) -> bool:
+        return bool(topic.search(persona)) or any(topic.search(line) and not topic.search(before)
+                                                  for line, before in said)  # fmt: skip
+
+    return list(dict.fromkeys(word for word, topic in named if not raised(topic)))
 
 
 def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: GroundingData,

@@ -472,3 +472,15 @@ def test_a_remedy_the_patient_brought_up_is_not_foreign_and_free_of_charge_is_no
     assert ground(reply, given(offer_solution="demonstrated"))["offer_solution"].meets == "none"
     free = "I'll book you a same-day appointment with the doctor today, free of charge."
     assert ground(free, given(offer_solution="demonstrated"))["offer_solution"].meets == "met"
+
+
+def test_a_patient_who_turns_down_an_offered_remedy_has_not_raised_it():
+    """"I don't need a refund or a specialist" answers the trainee's list; it makes neither his topic."""
+    echoed = context()
+    echoed.history += [
+        Message(role="trainee", content="I can refund the charge or book you with a specialist."),
+        Message(role="patient", content="I don't need a refund or a specialist, I need to be seen today!"),
+    ]
+    reply = "I'll book you a same-day appointment with the doctor today, or a specialist this week."
+    verdict = ground(reply, given(offer_solution="demonstrated"), echoed)["offer_solution"]
+    assert (verdict.meets, verdict.remedy) == ("none", None) and '"specialist"' in (verdict.grounds or "")
