@@ -100,7 +100,7 @@ def load_data(path: Path) -> GroundingData:
         who=many("who"),
         find_out_topic=many("find_out_topic"),
         hedges=many("hedges"),
-        remedy_objects=tuple(_remedy_object(entry) for entry in raw.get("remedy_objects") or []),
+        remedy_objects=tuple(_remedy_object(path, i, entry) for i, entry in enumerate(raw.get("remedy_objects") or [])),
         staff_does=many("staff_does"),
         find_out_offer=(many_in(find_out_offer, "ask"), many_in(find_out_offer, "back")),
         cue_determiners=frozenset(raw.get("cue_determiners", "").split()),
@@ -113,9 +113,13 @@ def load_data(path: Path) -> GroundingData:
     )
 
 
-def _remedy_object(entry: dict[str, str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
-    offer = re.compile(entry["offer"])
-    return offer, re.compile(entry["topic"]) if entry.get("topic") else offer
+def _remedy_object(path: Path, index: int, entry: object) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """One ``remedy_objects`` entry: (how an offer names the remedy, the topic it belongs to)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("offer"), str):
+        raise ValueError(f"{path}: remedy_objects[{index}]: expected a mapping with an 'offer' pattern")
+    offer = re.compile(entry["offer"], re.IGNORECASE)
+    topic = entry.get("topic")
+    return offer, re.compile(topic, re.IGNORECASE) if isinstance(topic, str) and topic else offer
 
 
 def data_for(rubric: Rubric) -> GroundingData | None:

@@ -484,3 +484,13 @@ def test_a_patient_who_turns_down_an_offered_remedy_has_not_raised_it():
     reply = "I'll book you a same-day appointment with the doctor today, or a specialist this week."
     verdict = ground(reply, given(offer_solution="demonstrated"), echoed)["offer_solution"]
     assert (verdict.meets, verdict.remedy) == ("none", None) and '"specialist"' in (verdict.grounds or "")
+
+
+def test_a_remedy_object_without_an_offer_pattern_names_the_file_and_the_entry(tmp_path):
+    source = RUBRIC.source
+    assert source is not None
+    text = source.with_suffix(".grounding.yaml").read_text(encoding="utf-8")
+    broken = tmp_path / "broken.grounding.yaml"
+    broken.write_text(text.replace("remedy_objects:\n  - offer:", "remedy_objects:\n  - offr:", 1), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken.grounding.yaml: remedy_objects\[0\]: expected a mapping"):
+        grounding.load_data(broken)
