@@ -669,6 +669,37 @@ def lint(persona: Persona) -> list[LintNote]:
                 )
             )
         notes += _generic_cues(persona, named)
+        notes += _foreign_offers(persona)
+    return notes
+
+
+def _foreign_offers(persona: Persona) -> list[LintNote]:
+    """A good-script line whose offer names a remedy that nothing in this persona is about (its facts,
+    wants or opening line): the grader reads it as a remedy for another patient's problem and the
+    offer meets nothing (``agent.grounding.foreign_remedies``), so the good trainee may not resolve it."""
+    from agent import grounding
+    from agent.checks import TurnContext
+    from agent.rubrics import RubricError, load_rubric
+    from agent.transcript import Message
+
+    try:
+        data = grounding.data_for(load_rubric(persona.rubric))
+    except RubricError:
+        data = None
+    if data is None:
+        return []
+    context = TurnContext(persona_name=persona.name, facts=list(persona.facts), wants=persona.wants,
+                          history=[Message(role="patient", content=persona.opening_line)])  # fmt: skip
+    notes = []
+    for index, line in enumerate(persona.script.good):
+        foreign = grounding.foreign_remedies(grounding.offer_sentences(persona.fill(line), data), context, data)
+        if foreign:
+            words = ", ".join(repr(word) for word in foreign)
+            notes.append(LintNote(
+                level="warning", field=f"script.good[{index}]",
+                message=f"offers {words}, which nothing in this persona's facts, wants or opening line is about: "
+                "the grader reads it as a remedy for another patient's problem and it meets nothing; name it "
+                "in facts or in a remedy's says (remedy_objects in the rubric's grounding file)"))  # fmt: skip
     return notes
 
 

@@ -214,6 +214,21 @@ def test_lint_warns_on_a_cue_a_formula_trainee_names():
     ), warnings  # fmt: skip
 
 
+def test_lint_warns_when_the_good_script_offers_a_remedy_nothing_in_the_persona_is_about():
+    # Mr. Carter came about a wrong booking: a refund in his good script would meet nothing.
+    text = (personas_dir() / "carter-wrong-day.yaml").read_text(encoding="utf-8")
+    good = load_persona("carter-wrong-day").script.good
+    assert not any(w for w in lint_text(text, "carter-wrong-day.yaml")[1] if "script.good[" in w)
+    first = good[0].replace('"', '\\"')
+    changed = text.replace(first, first + " I'll also refund your parking today.", 1)
+    assert changed != text
+    _, warnings = lint_text(changed, "carter-wrong-day.yaml")
+    assert any(
+        re.match(r"carter-wrong-day\.yaml:\d+: warning: script\.good\[0\]: offers 'refund', 'parking', which", w)
+        for w in warnings
+    ), warnings  # fmt: skip
+
+
 def test_vague_says_are_remedies_with_fewer_than_two_words_that_name_something():
     from agent.personas import vague
 
