@@ -16,10 +16,13 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+if TYPE_CHECKING:  # grounding reads this module's models, so it is imported where it is used
+    from agent.grounding import GroundingData
 
 Channel = Literal["front_desk", "phone", "chat", "public_post"]
 Difficulty = Literal["easy", "medium", "hard"]
@@ -679,13 +682,9 @@ def _foreign_offers(persona: Persona) -> list[LintNote]:
     offer meets nothing (``agent.grounding.foreign_remedies``), so the good trainee may not resolve it."""
     from agent import grounding
     from agent.checks import TurnContext
-    from agent.rubrics import RubricError, load_rubric
     from agent.transcript import Message
 
-    try:
-        data = grounding.data_for(load_rubric(persona.rubric))
-    except RubricError:
-        data = None
+    data = _grounding_data(persona)
     if data is None:
         return []
     context = TurnContext(persona_name=persona.name, facts=list(persona.facts), wants=persona.wants,
@@ -711,15 +710,22 @@ def _cue_matcher(persona: Persona) -> CueMatcher:
     (``agent.grounding.cue_in``: synonyms, determiners, endings), or as plain words without the
     rubric's grounding data. (Imported here: grounding reads the persona models of this module.)"""
     from agent import grounding
-    from agent.rubrics import RubricError, load_rubric
 
-    try:
-        data = grounding.data_for(load_rubric(persona.rubric))
-    except RubricError:
-        data = None
+    data = _grounding_data(persona)
     if data is None:
         return lambda cue, line: cue.lower() in line.lower()
     return lambda cue, line: grounding.cue_in(cue, grounding.spoken(line, data), data)
+
+
+def _grounding_data(persona: Persona) -> GroundingData | None:
+    """The grounding data of the persona's rubric, or None (no such rubric, or it has none)."""
+    from agent import grounding
+    from agent.rubrics import RubricError, load_rubric
+
+    try:
+        return grounding.data_for(load_rubric(persona.rubric))
+    except RubricError:
+        return None
 
 
 def _generic_cues(persona: Persona, named: CueMatcher) -> list[LintNote]:

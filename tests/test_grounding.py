@@ -475,7 +475,7 @@ def test_a_remedy_the_patient_brought_up_is_not_foreign_and_free_of_charge_is_no
 
 
 def test_a_patient_who_turns_down_an_offered_remedy_has_not_raised_it():
-    """"I don't need a refund or a specialist" answers the trainee's list; it makes neither his topic."""
+    """The patient's "I don't need a refund or a specialist" answers the trainee's list: neither is his topic."""
     echoed = context()
     echoed.history += [
         Message(role="trainee", content="I can refund the charge or book you with a specialist."),
