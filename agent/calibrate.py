@@ -72,9 +72,7 @@ def persona_context(example: Example, rubric: Rubric, use_learned: bool = True) 
         raise CalibrationError(f"{example.id}: persona: {exc}") from exc
 
     def context(history: list[Message], earlier: dict[str, int]) -> TurnContext:
-        return TurnContext(persona_name=persona.name, channel=persona.channel, patient_abusive=persona.abusive,
-                           transferring=persona.transferring, history=history, facts=list(persona.facts),
-                           wants=persona.wants, earlier=dict(earlier))  # fmt: skip
+        return TurnContext.of_persona(persona, history, earlier=earlier)
 
     earlier: dict[str, int] = {}
     for index, message in enumerate(example.history):

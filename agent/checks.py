@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.personas import Wants
+from agent.personas import Persona, Wants
 from agent.rubrics import Rubric, Step, Verdict
 from agent.transcript import Message
 
@@ -305,6 +305,20 @@ class TurnContext(BaseModel):
     met: list[str] = Field(
         default_factory=list, description="ids of the persona's remedies the trainee has offered so far (Mood.met)"
     )
+
+    @classmethod
+    def of_persona(
+        cls, persona: Persona, history: list[Message], *, abusive: bool | None = None,
+        earlier: dict[str, int] | None = None, coached: list[str] | None = None, met: list[str] | None = None,
+    ) -> TurnContext:  # fmt: skip
+        """The context of a turn in ``persona``'s conversation: its name, channel, conditions, facts and
+        wants, and ``history`` so far; ``abusive`` when the patient is abusive only now (default: the
+        persona's flag), and what earlier turns of the session showed, were coached on and offered."""
+        return cls(persona_name=persona.name, channel=persona.channel,
+                   patient_abusive=persona.abusive if abusive is None else abusive,
+                   transferring=persona.transferring, history=history, facts=list(persona.facts),
+                   wants=persona.wants, earlier=dict(earlier or {}), coached=list(coached or []),
+                   met=list(met or []))  # fmt: skip
 
     def last_patient(self) -> str:
         return next((m.content for m in reversed(self.history) if m.role == "patient"), "")

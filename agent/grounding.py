@@ -540,13 +540,11 @@ def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: G
     update: dict[str, object] = {"verdict": "demonstrated", "evidence": offer.sentence}
     if context.wants is not None:
         offers = list(offer_sentences(reply, data) if offers is None else offers) or [offer.sentence]
-        foreign = foreign_remedies(offers, context, data)
-        match = None if foreign else match_wants(offers, context.wants, data, encoder)
-        if foreign:
+        if foreign := foreign_remedies(offers, context, data):
             update |= {"meets": "none", "remedy": None,
                        "grounds": f"concrete, but it offers {_listed(foreign)}, which nothing in this conversation "
                        "is about: remedies for other problems read as a script, not an answer to this one"}  # fmt: skip
-        elif match is None:
+        elif (match := match_wants(offers, context.wants, data, encoder)) is None:
             update |= {"meets": "none", "remedy": None,
                        "grounds": "concrete, but it meets none of the patient's needs: "
                        + "; ".join(r.says for r in context.wants.resolves)}  # fmt: skip

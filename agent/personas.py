@@ -687,8 +687,7 @@ def _foreign_offers(persona: Persona) -> list[LintNote]:
     data = _grounding_data(persona)
     if data is None:
         return []
-    context = TurnContext(persona_name=persona.name, facts=list(persona.facts), wants=persona.wants,
-                          history=[Message(role="patient", content=persona.opening_line)])  # fmt: skip
+    context = TurnContext.of_persona(persona, [Message(role="patient", content=persona.opening_line)])
     notes = []
     for index, line in enumerate(persona.script.good):
         foreign = grounding.foreign_remedies(grounding.offer_sentences(persona.fill(line), data), context, data)

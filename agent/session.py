@@ -211,18 +211,9 @@ class Session:
     def _context(self, index: int, coached: list[str]) -> TurnContext:
         mood = self.turns[index].mood_before if index < len(self.turns) else self.mood
         history = self.transcript.messages[: 1 + 2 * index]
-        return TurnContext(
-            persona_name=self.persona.name,
-            channel=self.persona.channel,
-            patient_abusive=self.persona.abusive and mood.anger >= 6,
-            transferring=self.persona.transferring,
-            history=[m.model_copy() for m in history],
-            facts=list(self.persona.facts),
-            wants=self.persona.wants,
-            earlier=dict(mood.counts),
-            coached=list(coached),
-            met=list(mood.met),
-        )
+        return TurnContext.of_persona(self.persona, [m.model_copy() for m in history],
+                                      abusive=self.persona.abusive and mood.anger >= 6, earlier=mood.counts,
+                                      coached=coached, met=mood.met)  # fmt: skip
 
     # -- the turn ----------------------------------------------------------------------------
 
