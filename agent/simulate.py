@@ -27,6 +27,10 @@ FORMULA = "formula"
 # The same concrete list of remedies for every patient (personas/scripts/catchall.yaml): a trainee
 # gaming the grader with offers instead of phrases.
 CATCHALL = "catchall"
+# Tricks a trainee might find after a few sessions (personas/scripts/gaming.yaml, written blind from the
+# scenario cards): routines said to everyone, and per-persona scripts that echo the patient's words and
+# then offer only hollow things (a call-back with no outcome, a form, a voucher).
+GAMING = "gaming"
 
 
 def scripts_file() -> Path:
@@ -41,6 +45,10 @@ def catchall_file() -> Path:
     return personas_dir() / "scripts" / "catchall.yaml"
 
 
+def gaming_file() -> Path:
+    return personas_dir() / "scripts" / "gaming.yaml"
+
+
 def formula_scripts() -> dict[str, list[str]]:
     """The formula trainees' scripts by name (``personas/scripts/formula.yaml``), the default first."""
     return same_for_all(formula_file())
@@ -49,6 +57,26 @@ def formula_scripts() -> dict[str, list[str]]:
 def catchall_scripts() -> dict[str, list[str]]:
     """The catch-all trainees' scripts by name (``personas/scripts/catchall.yaml``), the default first."""
     return same_for_all(catchall_file())
+
+
+def gaming_scripts(persona_id: str | None = None) -> dict[str, list[str]]:
+    """The gaming trainees' scripts by name (``personas/scripts/gaming.yaml``): the ``same_for_all``
+    routines, then, for ``persona_id``, that persona's own ``per_persona`` scripts."""
+    path = gaming_file()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise PersonaError([f"{path}: cannot read the scripts ({exc})"]) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("same_for_all"), dict):
+        raise PersonaError([f"{path}: same_for_all: expected a mapping of script name -> list of lines"])
+    own = (data.get("per_persona") or {}).get(persona_id, {}) if persona_id else {}
+    if not isinstance(own, dict):
+        raise PersonaError([f"{path}: per_persona.{persona_id}: expected a mapping of script name -> list of lines"])
+    scripts = {**data["same_for_all"], **own}
+    for name, lines in scripts.items():
+        if not isinstance(lines, list) or not lines or not all(isinstance(line, str) for line in lines):
+            raise PersonaError([f"{path}: {name}: expected a list of lines"])
+    return {str(name): list(lines) for name, lines in scripts.items()}
 
 
 def same_for_all(path: Path) -> dict[str, list[str]]:
@@ -87,12 +115,13 @@ def other_good_lines(persona: Persona, name: str) -> list[str]:
 def trainee_lines(persona: Persona, trainee: str) -> list[str]:
     """The scripted lines for ``trainee``: good | good:NAME (``personas/scripts/good_NAME.yaml``) |
     bad | formula (the first formula script) | formula:NAME | catchall | catchall:NAME
-    (``personas/scripts/catchall.yaml``) | a file (YAML list or one line per turn)."""
+    (``personas/scripts/catchall.yaml``) | gaming | gaming:NAME (``personas/scripts/gaming.yaml``: a
+    routine or one of this persona's own) | a file (YAML list or one line per turn)."""
     if trainee.startswith("good:"):
         return other_good_lines(persona, trainee.partition(":")[2])
-    for kind, path in ((FORMULA, formula_file()), (CATCHALL, catchall_file())):
+    for kind, path in ((FORMULA, formula_file()), (CATCHALL, catchall_file()), (GAMING, gaming_file())):
         if trainee == kind or trainee.startswith(f"{kind}:"):
-            scripts = same_for_all(path)
+            scripts = gaming_scripts(persona.id) if kind == GAMING else same_for_all(path)
             name = trainee.partition(":")[2] or next(iter(scripts))
             if name not in scripts:
                 raise PersonaError([f"{path}: no {kind} script {name!r}; there are: {', '.join(scripts)}"])

@@ -19,6 +19,10 @@ session that missed its goal (each turn's anger and what moved it; the JSON keep
 * formula: 0 resolved over all personas x scripts, and anger never ends more than 2 below its start;
 * catchall (personas/scripts/catchall.yaml, a probe without a goal in the issue): the same concrete
   list of remedies for every patient; the same two figures are printed;
+* gaming (personas/scripts/gaming.yaml, a probe written blind from the scenario cards): routines said
+  to everyone (named call-backs with no outcome, generic restatements, "exactly what you asked for",
+  claims that it is already done) and per-persona scripts that echo the patient's words and offer
+  only hollow things; the same two figures are printed;
 * good: resolves every persona; bad: escalates (a manager takes over) or leaves every persona;
 * unearned acceptance lines: 0.
 
@@ -52,9 +56,9 @@ from agent.patient import SENTENCE_END, patient_model, unearned_acceptance  # no
 from agent.personas import Persona, load_personas  # noqa: E402
 from agent.runtime import EmbeddedServer  # noqa: E402
 from agent.session import Turn  # noqa: E402
-from agent.simulate import CATCHALL, FORMULA, catchall_scripts, formula_scripts, simulate  # noqa: E402
+from agent.simulate import CATCHALL, FORMULA, GAMING, catchall_scripts, formula_scripts, gaming_scripts, simulate  # noqa: E402
 
-Kind = Literal["formula", "catchall", "good", "bad"]
+Kind = Literal["formula", "catchall", "gaming", "good", "bad"]
 LEAVES = ("escalated", "walked_out", "hung_up")
 FORMULA_MAX_CALM = 2.0  # goal: a formula trainee's anger never ends more than this below its start
 
@@ -91,9 +95,9 @@ class Row(BaseModel):
     lines: list[Line]
 
     def missed_goal(self) -> bool:
-        """A formula or catch-all trainee who resolved or calmed the patient too far; a good or bad
-        script that did not end as it should."""
-        if self.kind in ("formula", "catchall"):
+        """A formula, catch-all or gaming trainee who resolved or calmed the patient too far; a good or
+        bad script that did not end as it should."""
+        if self.kind in ("formula", "catchall", "gaming"):
             return self.outcome == "resolved" or self.anger_end < self.anger_start - FORMULA_MAX_CALM
         return self.outcome != "resolved" if self.kind == "good" else self.outcome not in LEAVES
 
@@ -104,12 +108,14 @@ class Goal(BaseModel):
     met: bool | None  # None: not measured here
 
 
-def scripts_to_play(wanted: list[str]) -> list[tuple[str, Kind, str]]:
+def scripts_to_play(wanted: list[str], persona_id: str | None = None) -> list[tuple[str, Kind, str]]:
     """(label, kind, simulate's trainee argument) for each script asked for: ``formula`` is every
-    formula script, ``formula:NAME`` one of them (``catchall`` likewise), ``good`` and ``bad`` the
-    persona's own, ``good:NAME`` the good trainee in other words."""
+    formula script, ``formula:NAME`` one of them (``catchall`` likewise; ``gaming`` every routine and
+    ``persona_id``'s own gaming scripts), ``good`` and ``bad`` the persona's own, ``good:NAME`` the
+    good trainee in other words."""
     same: dict[str, tuple[Kind, list[str]]] = {
-        FORMULA: ("formula", list(formula_scripts())), CATCHALL: ("catchall", list(catchall_scripts()))
+        FORMULA: ("formula", list(formula_scripts())), CATCHALL: ("catchall", list(catchall_scripts())),
+        GAMING: ("gaming", list(gaming_scripts(persona_id))),
     }  # fmt: skip
     out: list[tuple[str, Kind, str]] = []
     for item in wanted:
@@ -124,7 +130,7 @@ def scripts_to_play(wanted: list[str]) -> list[tuple[str, Kind, str]]:
         elif item.startswith("good:"):  # the persona's good trainee in other words (personas/scripts/good_NAME.yaml)
             out.append((item, "good", item))
         else:
-            raise SystemExit(f"unknown script {item!r}: formula[:NAME], catchall[:NAME], good, good:NAME or bad")
+            raise SystemExit(f"unknown script {item!r}: formula[:NAME], catchall[:NAME], gaming[:NAME], good, good:NAME or bad")
     return out
 
 
@@ -169,13 +175,15 @@ def goals(rows: list[Row]) -> list[Goal]:
         out.append(Goal(name="formula resolved (goal 0)", value=f"{resolved}/{len(formula)}", met=resolved == 0))
         out.append(Goal(name=f"formula anger ends > {FORMULA_MAX_CALM:g} below start (goal 0)",
                         value=f"{len(calmed)}/{len(formula)}", met=not calmed))  # fmt: skip
-    if catchall := [r for r in rows if r.kind == "catchall"]:
-        # No goal in issue 20: a list holding this patient's own remedy may rightly calm or settle it.
-        settled = sum(r.outcome == "resolved" for r in catchall)
-        calmed_too = sum(r.anger_end < r.anger_start - FORMULA_MAX_CALM for r in catchall)
-        out.append(Goal(name="catch-all resolved (probe)", value=f"{settled}/{len(catchall)}", met=None))
-        out.append(Goal(name=f"catch-all anger ends > {FORMULA_MAX_CALM:g} below start (probe)",
-                        value=f"{calmed_too}/{len(catchall)}", met=None))  # fmt: skip
+    for kind, name in (("catchall", "catch-all"), ("gaming", "gaming")):
+        # No goal in issue 20: a catch-all list holding this patient's own remedy, or a gaming script
+        # that stumbles on it, may rightly calm or settle the patient; the transcripts say which.
+        if probe := [r for r in rows if r.kind == kind]:
+            settled = sum(r.outcome == "resolved" for r in probe)
+            calmed_too = sum(r.anger_end < r.anger_start - FORMULA_MAX_CALM for r in probe)
+            out.append(Goal(name=f"{name} resolved (probe)", value=f"{settled}/{len(probe)}", met=None))
+            out.append(Goal(name=f"{name} anger ends > {FORMULA_MAX_CALM:g} below start (probe)",
+                            value=f"{calmed_too}/{len(probe)}", met=None))  # fmt: skip
     if good:
         out.append(Goal(name="good resolved (goal all)", value=f"{good_ok}/{len(good)}", met=good_ok == len(good)))
     if bad:
@@ -242,12 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     personas = [p for p in load_personas() if not wanted or p.id in wanted]
     if unknown := wanted - {p.id for p in personas}:
         parser.error(f"unknown persona(s) {sorted(unknown)}")
-    plays = scripts_to_play([s for s in args.scripts.split(",") if s])
+    wanted_scripts = [s for s in args.scripts.split(",") if s]
+    plays = {p.id: scripts_to_play(wanted_scripts, p.id) for p in personas}
     began = time.perf_counter()
     rows: list[Row] = []
     with patient_for(args) as patient:
         for persona in personas:
-            for label, kind, trainee in plays:
+            for label, kind, trainee in plays[persona.id]:
                 row = play(persona, label, kind, trainee, patient(), args)
                 rows.append(row)
                 print(f"{row.persona:26s} {row.script:20s} {row.outcome:11s} {row.turns} turns "
@@ -262,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**summary, "goals": [g.model_dump() for g in results],
                           "rows": [r.model_dump() for r in rows]}, indent=2))  # fmt: skip
         return 0
-    print(f"{len(rows)} sessions ({len(personas)} personas x {len(plays)} scripts, up to {args.turns} turns) "
+    print(f"{len(rows)} sessions ({len(personas)} personas, {len(rows) // max(len(personas), 1)} scripts each, up to {args.turns} turns) "
           f"on the {patient_name} patient in {seconds} s")  # fmt: skip
     print("\n".join(table(rows)))
     print()
