@@ -130,7 +130,9 @@ def scripts_to_play(wanted: list[str], persona_id: str | None = None) -> list[tu
         elif item.startswith("good:"):  # the persona's good trainee in other words (personas/scripts/good_NAME.yaml)
             out.append((item, "good", item))
         else:
-            raise SystemExit(f"unknown script {item!r}: formula[:NAME], catchall[:NAME], gaming[:NAME], good, good:NAME or bad")
+            raise SystemExit(
+                f"unknown script {item!r}: formula[:NAME], catchall[:NAME], gaming[:NAME], good, good:NAME or bad"
+            )
     return out
 
 
@@ -271,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**summary, "goals": [g.model_dump() for g in results],
                           "rows": [r.model_dump() for r in rows]}, indent=2))  # fmt: skip
         return 0
-    print(f"{len(rows)} sessions ({len(personas)} personas, {len(rows) // max(len(personas), 1)} scripts each, up to {args.turns} turns) "
+    print(f"{len(rows)} sessions ({len(personas)} personas, {len(rows) // max(len(personas), 1)} scripts each, "
+          f"up to {args.turns} turns) "
           f"on the {patient_name} patient in {seconds} s")  # fmt: skip
     print("\n".join(table(rows)))
     print()

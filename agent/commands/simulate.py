@@ -1,4 +1,4 @@
-"""`python -m agent simulate PERSONA --trainee good|bad|formula[:NAME]|catchall[:NAME]|FILE --turns N [--json]`:
+"""`python -m agent simulate PERSONA --trainee good|bad|formula[:NAME]|catchall[:NAME]|gaming[:NAME]|FILE --turns N [--json]`:
 test a persona."""
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="good | good:NAME (the persona's good trainee in other words, personas/scripts/good_NAME.yaml) | "
         "bad | formula (magic phrases, no substance; formula:NAME for another script in "
         "personas/scripts/formula.yaml) | catchall (the same list of remedies for every patient; catchall:NAME, "
-        "personas/scripts/catchall.yaml) | a file of trainee lines (one a line, or YAML)",
+        "personas/scripts/catchall.yaml) | gaming[:NAME] (tricks written blind: routines for everyone and this "
+        "persona's echo-then-hollow-offer scripts, personas/scripts/gaming.yaml) | a file of trainee lines "
+        "(one a line, or YAML)",
     )
     parser.add_argument("--turns", type=int, default=6, help="trainee turns (fewer if the session ends)")
     parser.add_argument("--seed", type=int, default=7, help="model seed (deterministic runs)")
