@@ -1,5 +1,5 @@
-"""`python -m agent simulate PERSONA --trainee good|bad|formula[:NAME]|catchall[:NAME]|gaming[:NAME]|FILE --turns N [--json]`:
-test a persona."""
+"""`python -m agent simulate PERSONA --trainee good|bad|formula[:NAME]|catchall[:NAME]|gaming[:NAME]|FILE
+--turns N [--json]`: test a persona."""
 
 from __future__ import annotations
 
