@@ -56,6 +56,7 @@ class GroundingData(BaseModel):
     promise: tuple[re.Pattern[str], ...]
     offer_what: tuple[re.Pattern[str], ...]
     when: tuple[re.Pattern[str], ...]
+    contact: tuple[re.Pattern[str], ...] = ()
     who: tuple[re.Pattern[str], ...]
     find_out_topic: tuple[re.Pattern[str], ...]
     staff_does: tuple[re.Pattern[str], ...] = ()
@@ -97,6 +98,7 @@ def load_data(path: Path) -> GroundingData:
         promise=many("promise"),
         offer_what=many("offer_what"),
         when=many("when"),
+        contact=many("contact"),
         who=many("who"),
         find_out_topic=many("find_out_topic"),
         hedges=many("hedges"),
@@ -442,17 +444,24 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
     cosines = None
     if encoder is not None and clauses:
         cosines = VECTORS.get(encoder, clauses) @ VECTORS.get(encoder, [r.says for _, r in remedies]).T
-    remedy_words = [_said_words(spoken(remedy.says, data), data) for _, remedy in remedies]
+    # shared words count only where they say what or how, not when ("today", "this afternoon")
+    remedy_words = [_said_words(_untimed(spoken(remedy.says, data), data), data) for _, remedy in remedies]
     found: list[Match] = []
     for i, clause in enumerate(clauses):
         text = spoken(clause, data)
         cued = [(len(cue), kind, remedy, cue) for kind, remedy in remedies for cue in remedy.cues
                 if (told_to if kind == "rejects" else cue_in)(cue, text, data)]  # fmt: skip
+        # A cue that says only when or how ("call you back by four") does not name a remedy that settles
+        # the complaint: the clause is a call or a time about something else, and neither the cue nor
+        # similarity decides it. (A partial remedy may be just that: "a call back at a stated time".)
+        bare = [item for item in cued if item[1] == "resolves" and _generic(item[3], data)
+                and not _names_what(text, item[2], data)]  # fmt: skip
+        cued = [item for item in cued if item not in bare]
         if cued:
             _, kind, remedy, cue = max(cued, key=lambda item: item[0])
             found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=f'cue "{cue}"'))
             continue
-        words = _said_words(text, data)
+        words = _said_words(_untimed(text, data), data)
         shared = [(len(both), kind, remedy, both) for (kind, remedy), says in zip(remedies, remedy_words, strict=True)
                   if kind != "rejects" and len(both := words & says) >= data.remedy_overlap]  # fmt: skip
         if shared:
@@ -461,7 +470,7 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
             said = dict.fromkeys(w for w in WORD.findall(text) if stem(_canon(w, data.synonyms)) in both)
             by = "words " + ", ".join(f'"{w}"' for w in (said or sorted(both)))
             found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=by))
-        elif cosines is not None:
+        elif cosines is not None and not bare:
             # Similarity never says an offer is one the patient rejects: that takes the rejected remedy's
             # own words (a cue). Measured on offers_dev.jsonl, the nearest remedy by cosine was a rejected
             # one for bookings and call-backs that met the patient's need ("keep waiting" for "booked in
@@ -473,6 +482,35 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
                 by = f"similarity {cosines[i, j]:.2f}"
                 found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=by))
     return min(found, key=lambda m: PRIORITY[m.meets]) if found else None
+
+
+def _untimed(text: str, data: GroundingData) -> str:
+    """``text`` (:func:`spoken`) without its times and dates (``data.when``)."""
+    for pattern in data.when:
+        text = pattern.sub(" ", text)
+    return text
+
+
+def _unspecific(text: str, data: GroundingData) -> str:
+    """``text`` (:func:`spoken`) without what an offer to any patient says: its times and dates and how
+    staff get back to the patient (``data.contact``: "call you back", "hear from me")."""
+    for pattern in data.contact:
+        text = pattern.sub(" ", text)
+    return _untimed(text, data)
+
+
+def _generic(cue: str, data: GroundingData) -> bool:
+    """Whether a cue says only when or how ("today", "by Friday", "call you back at", "hear from me"),
+    not what: it fits an offer to any patient, so it points to its remedy only beside what that is."""
+    return not _said_words(_unspecific(spoken(cue, data), data), data)
+
+
+def _names_what(text: str, remedy: Remedy, data: GroundingData) -> bool:
+    """Whether an offer's ``text`` names what ``remedy`` is, beyond when and how: a content word shared
+    with what the remedy says or with one of its specific cues. "I'll get that sorted for you today"
+    names only the time of Mr. Carter's same-day slot; "a doctor can see you this afternoon" names it."""
+    about = " ".join([remedy.says, *(cue for cue in remedy.cues if not _generic(cue, data))])
+    return bool(_said_words(_unspecific(text, data), data) & _said_words(_unspecific(spoken(about, data), data), data))
 
 
 def _said_words(text: str, data: GroundingData) -> set[str]:

@@ -494,3 +494,50 @@ def test_a_remedy_object_without_an_offer_pattern_names_the_file_and_the_entry(t
     broken.write_text(text.replace("remedy_objects:\n  - offer:", "remedy_objects:\n  - offr:", 1), encoding="utf-8")
     with pytest.raises(ValueError, match=r"broken.grounding.yaml: remedy_objects\[0\]: expected a mapping"):
         grounding.load_data(broken)
+
+
+def meets(reply: str, persona_id: str = "carter-wrong-day") -> tuple[str | None, str | None]:
+    """What the offer in ``reply`` meets for ``persona_id`` (the checks' verdict taken as demonstrated)."""
+    verdict = ground(reply, given(offer_solution="demonstrated"), persona_context(persona_id))["offer_solution"]
+    return verdict.meets, verdict.remedy
+
+
+@pytest.mark.parametrize(
+    ("persona_id", "hollow", "named"),
+    [
+        # the gaming probe (personas/scripts/gaming.yaml): a time is all these name of the remedy
+        ("carter-wrong-day", "I'll make sure that gets sorted properly for you today, and I'll keep you updated.",
+         "I can book you with a doctor at 3:30 this afternoon."),
+        ("carter-wrong-day", "I'll raise how our appointment confirmations are worded with the practice manager today.",
+         "We had a cancellation, so I can book you in with Dr. Patel at 3:30 this afternoon."),
+        # a call-back, with nothing about what it will bring
+        ("finance-wrong-department", "Let me find out for you, I'll arrange a call-back today.",
+         "Our orthopaedic specialist will call you back at one, in your lunch break."),
+        ("lopez-deployed-hinge", "Shall we agree on a call-back later today so we can resolve this as a team?",
+         "I'll ask our pediatric therapist whether we treat that and call you back after four."),
+        ("online-irate-patient", "I'll have the practice manager call you tomorrow.",
+         "Dr. Lee will ring you at six this evening to go over your results."),
+    ],
+)
+def test_a_cue_that_says_only_when_or_how_meets_a_need_only_beside_what_it_is(persona_id, hollow, named):
+    assert meets(hollow, persona_id)[0] != "met"
+    assert meets(named, persona_id)[0] == "met"
+
+
+def test_a_bare_call_back_is_still_the_partial_remedy_it_is_for_mr_carter():
+    # his `partly` remedy is "a call back at a stated time": the call is the remedy, nothing more to name
+    assert meets("I'll call you back within the hour.") == ("partly", "call_back_confirm")
+
+
+def test_a_generic_call_back_does_not_fall_through_to_similarity():
+    # "call you back" is a generic cue of Mr. Boyd's chase_referral_callback; the clause is about "an update"
+    # only, so neither the cue nor the nearest remedy by similarity decides it (was met by similarity)
+    reply = "What I'll do is pass it on to the team this afternoon and call you back by four."
+    assert meets(reply, "abusive-caller")[0] != "met"
+    assert meets("I'll chase your referral this afternoon and call you back by four with the date.",
+                 "abusive-caller") == ("met", "chase_referral_callback")  # fmt: skip
+
+
+def test_having_checked_with_someone_is_an_offer():
+    reply = "I've made a note to call you back at 5pm today; by then I'll have checked with our pediatric PT whether we treat that."
+    assert meets(reply, "lopez-deployed-hinge") == ("met", "find_out_call_back")
