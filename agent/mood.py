@@ -16,7 +16,8 @@ The rule, per trainee turn (every factor is a per-persona ``dynamics`` field a t
    when it partly does, ``miss_calm`` when it is concrete but misses; a rejected offer calms
    nothing and adds ``reject_anger``. Until the trainee has restated the complaint (summarize)
    or offered what meets a need, anger cannot fall more than ``unheard_calm`` below its start:
-   kind words alone do not settle a complaint nobody has engaged with.
+   kind words alone do not settle a complaint nobody has engaged with. Until an offer meets a need,
+   anger does not fall below ``unmet_anger``: heard but not helped, the patient still wants something.
 4. Vent first: during the first ``vent_turns`` turns calming works at ``vent_calm`` only (the
    seeds: let the patient say what is wrong), unless the trainee has already restated it.
 5. Escalate triggers fire on verdicts (default ``violated``) or phrases.
@@ -204,6 +205,9 @@ def update(
     if held and not restated and not _resolving(met, persona):
         # Nobody has engaged with the complaint yet: form alone calms at most unheard_calm.
         anger = max(anger, min(mood.anger, persona.anger - dyn.unheard_calm))
+    if held and not _resolving(met, persona):
+        # Heard but not helped: the patient wants something, and kind words do not stand in for it.
+        anger = max(anger, min(mood.anger, dyn.unmet_anger))
     anger = round(anger, 2)
     trust = round(_clamp(mood.trust + d_trust, 0, 10), 2)
     hot = mood.hot_turns + 1 if anger >= persona.thresholds.leave_anger else 0

@@ -179,6 +179,13 @@ class Dynamics(_Strict):
         description="how far below its start anger can fall before the trainee restated the complaint "
         "(summarize) or offered what meets a need: kind words alone calm only this much (10: no limit)",
     )
+    unmet_anger: float = Field(
+        default=4.0,
+        ge=0,
+        le=10,
+        description="the lowest anger while no offer has met one of the needs (wants.resolves): heard but not "
+        "helped, the patient stays this upset however kindly it is put (0: no floor)",
+    )
 
 
 REMEDY_ID = r"^[a-z][a-z0-9_]*$"

@@ -421,12 +421,39 @@ def test_kind_words_alone_calm_at_most_unheard_calm_below_the_start():
     ids=["restated", "met offer"],
 )
 def test_restating_the_complaint_or_meeting_the_need_lifts_the_limit(substance):
+    no_floor = held(unmet_anger=0)  # the unheard limit alone (the unmet floor is the next test's)
     start = M.Mood(anger=6, trust=5, turn=4, previous_anger=6, counts={"empathize": 1})
     form = v(empathize="demonstrated")
-    limited = M.update(start.model_copy(update={"anger": 4.2}), form, H)
+    limited = M.update(start.model_copy(update={"anger": 4.2}), form, no_floor)
     assert limited.anger == 4.0
-    lifted = M.update(start.model_copy(update={"anger": 4.2}), {**form, **substance}, H)
+    lifted = M.update(start.model_copy(update={"anger": 4.2}), {**form, **substance}, no_floor)
     assert lifted.anger < 4.0
+
+
+def test_heard_but_not_helped_anger_stays_at_unmet_anger_until_an_offer_meets_a_need():
+    """The gaming probe's echo-then-hollow-offer trainees: restating the facts lifts the unheard limit,
+    but empathy, apologies and offers that only partly help or meet nothing never take the patient
+    below ``unmet_anger``; an offer that meets a need does."""
+    patient = held(unmet_anger=3, unheard_calm=10)
+    kind = v(empathize="demonstrated", apologize="demonstrated", summarize="demonstrated")
+    current = M.initial(patient)
+    for hollow in (offer("none"), offer("partly", "call_back"), offer("none"), offer("partly", "call_back")):
+        current = M.update(current, {**kind, "offer_solution": hollow}, patient)
+        current = current.model_copy(update={"trust": 8.0})  # however trusting, not below the floor
+    assert current.anger == 3.0 and M.outcome(current, patient) is None
+    helped = M.update(current, {**kind, "offer_solution": offer("met", "same_day")}, patient)
+    assert helped.anger < 3.0 and helped.met == ["call_back", "same_day"]
+    after = M.update(helped, kind, patient)
+    assert after.anger < helped.anger  # the floor stays lifted once a need was met
+
+
+def test_unmet_anger_is_per_persona_and_zero_turns_it_off():
+    kind = v(empathize="demonstrated", summarize="demonstrated")
+    start = M.Mood(anger=4.2, trust=5, turn=4, previous_anger=4.5, counts={"summarize": 1})
+    assert M.update(start, kind, held(unmet_anger=4)).anger == 4.0
+    assert M.update(start, kind, held(unmet_anger=0)).anger < 4.0
+    below = start.model_copy(update={"anger": 2.0})  # already below the floor: it never pulls anger up
+    assert M.update(below, kind, held(unmet_anger=4)).anger == 2.0
 
 
 def test_unheard_calm_is_per_persona():
