@@ -539,5 +539,6 @@ def test_a_generic_call_back_does_not_fall_through_to_similarity():
 
 
 def test_having_checked_with_someone_is_an_offer():
-    reply = "I've made a note to call you back at 5pm today; by then I'll have checked with our pediatric PT whether we treat that."
+    reply = ("I've made a note to call you back at 5pm today; by then I'll have checked with our pediatric PT "
+             "whether we treat that.")
     assert meets(reply, "lopez-deployed-hinge") == ("met", "find_out_call_back")
