@@ -506,17 +506,32 @@ def meets(reply: str, persona_id: str = "carter-wrong-day") -> tuple[str | None,
     ("persona_id", "hollow", "named"),
     [
         # the gaming probe (personas/scripts/gaming.yaml): a time is all these name of the remedy
-        ("carter-wrong-day", "I'll make sure that gets sorted properly for you today, and I'll keep you updated.",
-         "I can book you with a doctor at 3:30 this afternoon."),
-        ("carter-wrong-day", "I'll raise how our appointment confirmations are worded with the practice manager today.",
-         "We had a cancellation, so I can book you in with Dr. Patel at 3:30 this afternoon."),
+        (
+            "carter-wrong-day",
+            "I'll make sure that gets sorted properly for you today, and I'll keep you updated.",
+            "I can book you with a doctor at 3:30 this afternoon.",
+        ),
+        (
+            "carter-wrong-day",
+            "I'll raise how our appointment confirmations are worded with the practice manager today.",
+            "We had a cancellation, so I can book you in with Dr. Patel at 3:30 this afternoon.",
+        ),
         # a call-back, with nothing about what it will bring
-        ("finance-wrong-department", "Let me find out for you, I'll arrange a call-back today.",
-         "Our orthopaedic specialist will call you back at one, in your lunch break."),
-        ("lopez-deployed-hinge", "Shall we agree on a call-back later today so we can resolve this as a team?",
-         "I'll ask our pediatric therapist whether we treat that and call you back after four."),
-        ("online-irate-patient", "I'll have the practice manager call you tomorrow.",
-         "Dr. Lee will ring you at six this evening to go over your results."),
+        (
+            "finance-wrong-department",
+            "Let me find out for you, I'll arrange a call-back today.",
+            "Our orthopaedic specialist will call you back at one, in your lunch break.",
+        ),
+        (
+            "lopez-deployed-hinge",
+            "Shall we agree on a call-back later today so we can resolve this as a team?",
+            "I'll ask our pediatric therapist whether we treat that and call you back after four.",
+        ),
+        (
+            "online-irate-patient",
+            "I'll have the practice manager call you tomorrow.",
+            "Dr. Lee will ring you at six this evening to go over your results.",
+        ),
     ],
 )
 def test_a_cue_that_says_only_when_or_how_meets_a_need_only_beside_what_it_is(persona_id, hollow, named):
@@ -539,6 +554,8 @@ def test_a_generic_call_back_does_not_fall_through_to_similarity():
 
 
 def test_having_checked_with_someone_is_an_offer():
-    reply = ("I've made a note to call you back at 5pm today; by then I'll have checked with our pediatric PT "
-             "whether we treat that.")
+    reply = (
+        "I've made a note to call you back at 5pm today; by then I'll have checked with our pediatric PT "
+        "whether we treat that."
+    )
     assert meets(reply, "lopez-deployed-hinge") == ("met", "find_out_call_back")
