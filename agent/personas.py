@@ -678,7 +678,7 @@ def lint(persona: Persona) -> list[LintNote]:
                     "meet this patient's need",
                 )
             )
-        notes += _generic_cues(persona, named)
+        notes += _generic_cues(persona)
         notes += _foreign_offers(persona)
     return notes
 
@@ -734,28 +734,36 @@ def _grounding_data(persona: Persona) -> GroundingData | None:
         return None
 
 
-def _generic_cues(persona: Persona, named: CueMatcher) -> list[LintNote]:
-    """A ``wants.resolves`` cue that a formula trainee's line names (``personas/scripts/formula.yaml``):
-    any trainee who says it meets the need, so a content-free script could resolve this patient.
-    A cue should name what is particular to the remedy ("manager", "make-up session"), not what every
-    call-back says ("phone you")."""
+def _generic_cues(persona: Persona) -> list[LintNote]:
+    """A ``wants.resolves`` remedy that a formula trainee's line meets (``personas/scripts/formula.yaml``:
+    no fact, no real offer), as the grader matches offers (``agent.grounding.match_wants``, without the
+    sentence encoder). Any trainee who says it meets the need, so a content-free script could resolve
+    this patient: a cue should name what is particular to the remedy ("make-up session"), not what a
+    call-back to anyone says ("call you back", "today", beside no word of what it is)."""
+    from agent import grounding
     from agent.simulate import formula_scripts
 
+    data = _grounding_data(persona)
+    if data is None:
+        return []
     try:
-        scripts = formula_scripts()
+        said = [(f"the formula trainee {name!r}", line) for name, lines in formula_scripts().items() for line in lines]
     except PersonaError:
         return []
-    notes = []
     assert persona.wants is not None
-    for index, remedy in enumerate(persona.wants.resolves):
-        for cue in remedy.cues:
-            said = next(((name, line) for name, lines in scripts.items() for line in lines
-                         if named(cue, persona.fill(line))), None)  # fmt: skip
-            if said is not None:
-                notes.append(LintNote(
-                    level="warning", field=f"wants.resolves[{index}].cues",
-                    message=f"cue {cue!r} is named by the formula trainee {said[0]!r} ({said[1]!r}): any "
-                    "trainee who says it meets this need; name what is particular to this remedy"))  # fmt: skip
+    notes, seen = [], set()
+    for who, line in said:
+        filled = persona.fill(line)
+        match = grounding.match_wants(grounding.offer_sentences(filled, data), persona.wants, data, None)
+        if match is None or match.meets != "met" or (match.remedy.id, match.by) in seen:
+            continue
+        seen.add((match.remedy.id, match.by))
+        index = persona.wants.resolves.index(match.remedy)
+        field = f"wants.resolves[{index}]." + ("cues" if match.by.startswith("cue") else "says")
+        notes.append(LintNote(
+            level="warning", field=field,
+            message=f"{who} meets this need by {match.by} ({filled!r}): any trainee who says it would; "
+            "name what is particular to this remedy"))  # fmt: skip
     return notes
 
 

@@ -202,16 +202,29 @@ def test_lint_fails_a_persona_without_its_own_good_script_and_warns_on_vague_rem
 
 
 def test_lint_warns_on_a_cue_a_formula_trainee_names():
-    # "phone you" was a cue of Ms. Whitfield's manager call: with the grader's synonyms, the formula
-    # trainee's "call you back within the hour" named it and met her need.
-    text = (personas_dir() / "facebook-review.yaml").read_text(encoding="utf-8")
-    text = text.replace("personally call]", "personally call, phone you]")
-    _, warnings = lint_text(text, "facebook-review.yaml")
+    # "first available slot" as a cue of Mr. Carter's same-day slot: the formula trainee's "I will book you
+    # the first available slot" would meet his need, so a content-free script could resolve him.
+    text = (personas_dir() / "carter-wrong-day.yaml").read_text(encoding="utf-8")
+    assert not any("formula trainee" in w for w in lint_text(text, "carter-wrong-day.yaml")[1])
+    changed = text.replace("cues: [today, this afternoon,", "cues: [first available slot, today, this afternoon,", 1)
+    assert changed != text
+    _, warnings = lint_text(changed, "carter-wrong-day.yaml")
     assert any(
-        re.match(r"facebook-review\.yaml:\d+: warning: wants\.resolves\[1\]\.cues: cue 'phone you' is named by "
-                 r"the formula trainee 'issue20'", w)
+        re.match(r"carter-wrong-day\.yaml:\d+: warning: wants\.resolves\[0\]\.cues: the formula trainee 'issue20' "
+                 r'meets this need by cue "first available slot"', w)
         for w in warnings
     ), warnings  # fmt: skip
+
+
+def test_lint_is_quiet_on_a_call_back_cue_the_grader_needs_more_than():
+    # "phone you" as a cue of Ms. Whitfield's manager call: the formula's "call you back within the hour"
+    # names it (the grader's synonyms), but a cue that says only how meets her need only beside a word of
+    # what the remedy is (agent.grounding: contact), so the grader does not meet it and the lint is quiet.
+    text = (personas_dir() / "facebook-review.yaml").read_text(encoding="utf-8")
+    changed = text.replace("personally call]", "personally call, phone you]")
+    assert changed != text
+    _, warnings = lint_text(changed, "facebook-review.yaml")
+    assert not any("formula trainee" in w for w in warnings), warnings
 
 
 def test_lint_warns_when_the_good_script_offers_a_remedy_nothing_in_the_persona_is_about():
