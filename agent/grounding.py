@@ -508,7 +508,7 @@ def _generic(cue: str, data: GroundingData) -> bool:
 def _names_what(text: str, remedy: Remedy, data: GroundingData) -> bool:
     """Whether an offer's ``text`` names what ``remedy`` is, beyond when and how: a content word shared
     with what the remedy says or with one of its specific cues. "I'll get that sorted for you today"
-    names only the time of Mr. Carter's same-day slot; "a doctor can see you this afternoon" names it."""
+    names only the time of Mr. Carter's same-day slot; "Dr. Patel can see you this afternoon" names it."""
     about = " ".join([remedy.says, *(cue for cue in remedy.cues if not _generic(cue, data))])
     return bool(_said_words(_unspecific(text, data), data) & _said_words(_unspecific(spoken(about, data), data), data))
 

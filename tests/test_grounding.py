@@ -559,3 +559,19 @@ def test_having_checked_with_someone_is_an_offer():
         "whether we treat that."
     )
     assert meets(reply, "lopez-deployed-hinge") == ("met", "find_out_call_back")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["Dr. Patel can see you at 3:30 this afternoon.", "I can get you in with Dr. Patel at 3:30 this afternoon."],
+)
+def test_a_named_clinician_seeing_the_patient_is_an_offer(reply):
+    # both were no offer at all before stop 28 ("Dr." kept its dot; "get you in" was not a booking)
+    assert meets(reply) == ("met", "same_day_slot")
+
+
+def test_a_restated_refusal_to_see_the_patient_is_no_offer():
+    verdict = ground(
+        "Nobody can see you today.", given(offer_solution="demonstrated"), persona_context("carter-wrong-day")
+    )
+    assert verdict["offer_solution"].verdict != "demonstrated"
