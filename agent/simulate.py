@@ -67,16 +67,13 @@ def gaming_scripts(persona_id: str | None = None) -> dict[str, list[str]]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise PersonaError([f"{path}: cannot read the scripts ({exc})"]) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("same_for_all"), dict):
-        raise PersonaError([f"{path}: same_for_all: expected a mapping of script name -> list of lines"])
+    if not isinstance(data, dict):
+        raise PersonaError([f"{path}: expected same_for_all and per_persona"])
     own = (data.get("per_persona") or {}).get(persona_id, {}) if persona_id else {}
-    if not isinstance(own, dict):
-        raise PersonaError([f"{path}: per_persona.{persona_id}: expected a mapping of script name -> list of lines"])
-    scripts = {**data["same_for_all"], **own}
-    for name, lines in scripts.items():
-        if not isinstance(lines, list) or not lines or not all(isinstance(line, str) for line in lines):
-            raise PersonaError([f"{path}: {name}: expected a list of lines"])
-    return {str(name): list(lines) for name, lines in scripts.items()}
+    return {
+        **_scripts(path, "same_for_all", data.get("same_for_all")),
+        **_scripts(path, f"per_persona.{persona_id}", own),
+    }
 
 
 def same_for_all(path: Path) -> dict[str, list[str]]:
@@ -85,11 +82,19 @@ def same_for_all(path: Path) -> dict[str, list[str]]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise PersonaError([f"{path}: cannot read the scripts ({exc})"]) from exc
-    if not isinstance(data, dict) or not data:
+    if not data:
         raise PersonaError([f"{path}: expected a mapping of script name -> list of lines"])
+    return _scripts(path, "", data)
+
+
+def _scripts(path: Path, where: str, data: object) -> dict[str, list[str]]:
+    """``data`` checked as a mapping of script name -> list of lines (``where``: its place in the file)."""
+    at = f"{where}: " if where else ""
+    if not isinstance(data, dict):
+        raise PersonaError([f"{path}: {at}expected a mapping of script name -> list of lines"])
     for name, lines in data.items():
         if not isinstance(lines, list) or not lines or not all(isinstance(line, str) for line in lines):
-            raise PersonaError([f"{path}: {name}: expected a list of lines"])
+            raise PersonaError([f"{path}: {at}{name}: expected a list of lines"])
     return {str(name): list(lines) for name, lines in data.items()}
 
 

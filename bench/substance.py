@@ -1,6 +1,6 @@
 """Does the simulator reward substance, not form? Formula, good and bad trainees on every persona (issue 20).
 
-Usage: python bench/substance.py [--persona a,b] [--scripts formula,catchall,good,bad] [--turns 8] [--seed 7]
+Usage: python bench/substance.py [--persona a,b] [--scripts formula,catchall,gaming,good,bad] [--turns 8] [--seed 7]
        [--model default|small] [--patient model|fake] [--json]
 
 A formula trainee says the rubric's surface forms (an apology, empathy words, "so if I understand
@@ -232,11 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         "the model (default) also counts unearned acceptance lines.",
     )
     parser.add_argument("--persona", default="", help="comma-separated persona ids (default: all)")
-    parser.add_argument("--scripts", default="formula,catchall,good,bad",
+    parser.add_argument("--scripts", default="formula,catchall,gaming,good,bad",
                         help="comma-separated: formula (every formula script), formula:NAME, catchall, catchall:NAME, "
-                        "good, good:NAME "
+                        "gaming, gaming:NAME, good, good:NAME "
                         "(personas/scripts/good_NAME.yaml: the good trainee in other words), bad "
-                        "(default: formula,catchall,good,bad)")  # fmt: skip
+                        "(default: formula,catchall,gaming,good,bad)")  # fmt: skip
     parser.add_argument("--turns", type=int, default=8, help="trainee turns per session, fewer if it ends (default 8)")
     parser.add_argument("--seed", type=int, default=7, help="model seed; each turn adds its index (default 7)")
     parser.add_argument("--temperature", type=float, default=0.7, help="patient sampling temperature (app: 0.7)")

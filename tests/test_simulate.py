@@ -22,7 +22,7 @@ from agent.cli import main
 from agent.patient import patient_model
 from agent.personas import PersonaError, Script, load_persona, load_personas
 from agent.session import Session
-from agent.simulate import catchall_scripts, formula_scripts, simulate, trainee_lines
+from agent.simulate import catchall_scripts, formula_scripts, gaming_scripts, simulate, trainee_lines
 from tests import role_checks
 from tests.fakes import FakeModel, letters
 
@@ -109,6 +109,38 @@ def test_a_catch_all_list_that_holds_the_patients_remedy_beside_strangers_ones_d
     anger = session.summary()["anger"]
     assert session.summary()["outcome"] != "resolved", f"{persona_id} / {script}: {anger}"
     assert anger[-1] >= anger[0] - 2, f"{persona_id} / {script}: {anger}"
+
+
+@pytest.mark.parametrize(
+    ("persona_id", "script"),
+    [
+        ("carter-wrong-day", "generic_restatement"),  # "sorted properly for you today"
+        ("carter-wrong-day", "keyword_stacking"),  # "a call-back later today"
+        ("carter-wrong-day", "parrot_and_raise_wording"),  # echoes his facts, "... with the practice manager today"
+        ("finance-wrong-department", "keyword_stacking"),  # "I'll arrange a call-back today"
+        ("lopez-deployed-hinge", "parrot_and_call_back"),  # "ask someone to give you a call back"
+    ],
+)
+def test_a_gaming_trainee_whose_offer_names_only_a_time_or_a_call_back_does_not_settle_the_patient(persona_id, script):
+    """The gaming probe (personas/scripts/gaming.yaml, written blind): each of these resolved its patient
+    before stop 28 (a cue that is only a time or a call-back met the need); heard but not helped, the
+    patient now stays at its ``unmet_anger``."""
+    persona = load_persona(persona_id)
+    session = simulate(persona, f"gaming:{script}", 8, FakeModel())
+    anger = session.summary()["anger"]
+    assert session.summary()["outcome"] != "resolved", f"{persona_id} / {script}: {anger}"
+    assert min(anger) >= min(anger[0], persona.dynamics.unmet_anger), f"{persona_id} / {script}: {anger}"
+
+
+def test_gaming_scripts_are_the_routines_and_this_personas_own():
+    routines = gaming_scripts()
+    carter = gaming_scripts("carter-wrong-day")
+    assert set(routines) < set(carter) and "parrot_and_raise_wording" in set(carter) - set(routines)
+    assert "parrot_and_raise_wording" not in gaming_scripts("back-pain-wait")
+    lines = trainee_lines(load_persona("carter-wrong-day"), "gaming:named_callback_no_action")
+    assert "Mr. Carter" in lines[0] and "{address}" not in lines[0]
+    with pytest.raises(PersonaError, match="no gaming script 'parrot_and_raise_wording'"):
+        trainee_lines(load_persona("back-pain-wait"), "gaming:parrot_and_raise_wording")
 
 
 @pytest.mark.parametrize("persona_id", PERSONAS)
