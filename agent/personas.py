@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 if TYPE_CHECKING:  # grounding reads this module's models, so it is imported where it is used
-    from agent.grounding import GroundingData
+    from agent.grounding import GroundingData, Match
 
 Channel = Literal["front_desk", "phone", "chat", "public_post"]
 Difficulty = Literal["easy", "medium", "hard"]
@@ -634,7 +634,7 @@ def lint(persona: Persona) -> list[LintNote]:
     resolved; generic good lines cannot restate this patient's complaint or offer one of its
     remedies, so they would only prove that a content-free formula works (issue 20). Warnings: no
     own ``script.bad`` (the generic hostile lines are used), a vague remedy, a good script in which
-    no line carries a cue of any ``wants.resolves`` remedy.
+    no line offers a ``wants.resolves`` remedy as the grader matches offers.
     """
     notes: list[LintNote] = []
     if not persona.script.good:
@@ -666,16 +666,15 @@ def lint(persona: Persona) -> list[LintNote]:
                             "'a same-day slot this afternoon'",
                         )
                     )
-        named = _cue_matcher(persona)
-        cues = [cue for remedy in persona.wants.resolves for cue in remedy.cues]
         good = [persona.fill(line) for line in persona.script.good]
-        if good and cues and not any(named(cue, line) for cue in cues for line in good):
+        if good and not any(_meets(persona, line) for line in good):
             notes.append(
                 LintNote(
                     level="warning",
                     field="script.good",
-                    message="no line carries a cue of any wants.resolves remedy; the good trainee may never "
-                    "meet this patient's need",
+                    message="no line offers a wants.resolves remedy as the grader matches offers (a cue, or the "
+                    "words of its says, beside what the remedy is); the good trainee may never meet this "
+                    "patient's need",
                 )
             )
         notes += _generic_cues(persona)
@@ -708,19 +707,26 @@ def _foreign_offers(persona: Persona) -> list[LintNote]:
     return notes
 
 
-CueMatcher = Callable[[str, str], bool]
-
-
-def _cue_matcher(persona: Persona) -> CueMatcher:
-    """``named(cue, line)``: whether a trainee line names a cue, as the grader matches offers
-    (``agent.grounding.cue_in``: synonyms, determiners, endings), or as plain words without the
-    rubric's grounding data. (Imported here: grounding reads the persona models of this module.)"""
+def _met(persona: Persona, line: str) -> Match | None:
+    """The remedy a trainee ``line`` offers, as the grader matches offers (``agent.grounding``: its
+    concrete offer sentences against the persona's wants, by cue or by the words of a remedy's says;
+    without the sentence encoder), or None. (Imported here: grounding reads this module's models.)"""
     from agent import grounding
 
     data = _grounding_data(persona)
-    if data is None:
-        return lambda cue, line: cue.lower() in line.lower()
-    return lambda cue, line: grounding.cue_in(cue, grounding.spoken(line, data), data)
+    if data is None or persona.wants is None:
+        return None
+    return grounding.match_wants(grounding.offer_sentences(line, data), persona.wants, data, None)
+
+
+def _meets(persona: Persona, line: str) -> bool:
+    """Whether ``line`` offers one of ``wants.resolves`` (:func:`_met`); without the rubric's grounding
+    data, whether it names one of their cues as plain words."""
+    if _grounding_data(persona) is None:
+        assert persona.wants is not None
+        return any(cue.lower() in line.lower() for remedy in persona.wants.resolves for cue in remedy.cues)
+    match = _met(persona, line)
+    return match is not None and match.meets == "met"
 
 
 def _grounding_data(persona: Persona) -> GroundingData | None:
@@ -740,11 +746,9 @@ def _generic_cues(persona: Persona) -> list[LintNote]:
     sentence encoder). Any trainee who says it meets the need, so a content-free script could resolve
     this patient: a cue should name what is particular to the remedy ("make-up session"), not what a
     call-back to anyone says ("call you back", "today", beside no word of what it is)."""
-    from agent import grounding
     from agent.simulate import formula_scripts
 
-    data = _grounding_data(persona)
-    if data is None:
+    if _grounding_data(persona) is None:
         return []
     try:
         said = [(f"the formula trainee {name!r}", line) for name, lines in formula_scripts().items() for line in lines]
@@ -754,7 +758,7 @@ def _generic_cues(persona: Persona) -> list[LintNote]:
     notes, seen = [], set()
     for who, line in said:
         filled = persona.fill(line)
-        match = grounding.match_wants(grounding.offer_sentences(filled, data), persona.wants, data, None)
+        match = _met(persona, filled)
         if match is None or match.meets != "met" or (match.remedy.id, match.by) in seen:
             continue
         seen.add((match.remedy.id, match.by))

@@ -504,3 +504,17 @@ def test_with_id_rejects_a_second_id_bad_yaml_and_a_bad_id():
         with_id("- a\n- b\n", "copy", "copy.yaml")
     with pytest.raises(PersonaError, match=r"copy\.yaml: id: '\.\./x' is not a persona id"):
         with_id(text, "../x", "copy.yaml")
+
+
+def test_lint_warns_when_the_good_script_offers_only_a_time_of_the_remedy():
+    # Mr. Carter's good script without its real offer: "I'll sort it all out for you today" names the cue
+    # "today" of his same-day slot, but says nothing of what it is, so the grader meets no need with it.
+    text = (personas_dir() / "carter-wrong-day.yaml").read_text(encoding="utf-8")
+    good = load_persona("carter-wrong-day").script.good
+    assert not any("script.good: no line" in w for w in lint_text(text, "carter-wrong-day.yaml")[1])
+    changed = text
+    for line in good[3:]:
+        changed = changed.replace(line.replace("Mr. Carter", "{address}"), "I'll sort it all out for you today.", 1)
+    assert changed != text
+    _, warnings = lint_text(changed, "carter-wrong-day.yaml")
+    assert any("script.good: no line offers a wants.resolves remedy" in w for w in warnings), warnings
