@@ -58,6 +58,8 @@ class GroundingData(BaseModel):
     when: tuple[re.Pattern[str], ...]
     contact: tuple[re.Pattern[str], ...] = ()
     who: tuple[re.Pattern[str], ...]
+    roles: tuple[re.Pattern[str], ...] = ()
+    failure: tuple[re.Pattern[str], ...] = ()
     find_out_topic: tuple[re.Pattern[str], ...]
     staff_does: tuple[re.Pattern[str], ...] = ()
     find_out_offer: tuple[tuple[re.Pattern[str], ...], tuple[re.Pattern[str], ...]] = ((), ())
@@ -100,6 +102,8 @@ def load_data(path: Path) -> GroundingData:
         when=many("when"),
         contact=many("contact"),
         who=many("who"),
+        roles=many("roles"),
+        failure=many("failure"),
         find_out_topic=many("find_out_topic"),
         hedges=many("hedges"),
         remedy_objects=tuple(_remedy_object(path, i, entry) for i, entry in enumerate(raw.get("remedy_objects") or [])),
@@ -362,7 +366,7 @@ def concrete_offer(reply: str, data: GroundingData, anchor: str | None = None) -
             continue
         what = _hit(data.offer_what, text)
         when = _hit(data.when, text)
-        who = _hit(data.who, text)
+        who = _who(text, data)
         has_what = has_what or what is not None
         has_when = has_when or when is not None or who is not None
         offered = who is not None or bool(anchor and (anchor in sentence or sentence in anchor))
@@ -373,6 +377,15 @@ def concrete_offer(reply: str, data: GroundingData, anchor: str | None = None) -
     if not has_when or has_what:
         missing.append("when (a time) or who (you, or a named person or role)")
     return None, missing
+
+
+def _who(text: str, data: GroundingData) -> re.Match[str] | None:
+    """Who commits to the offer: the speaker or a named person (``data.who``), or a named role
+    (``data.roles``) in a sentence that does not tell what went wrong (``data.failure``)."""
+    if found := _hit(data.who, text):
+        return found
+    role = _hit(data.roles, text)
+    return role if role is not None and not _hit(data.failure, text) else None
 
 
 class Match(BaseModel):
@@ -520,7 +533,7 @@ def _said_words(text: str, data: GroundingData) -> set[str]:
 
 def _is_offer(text: str, data: GroundingData) -> bool:
     """Something concrete offered by the speaker or a named role (see :func:`concrete_offer`)."""
-    return bool(_hit(data.offer_what, text) and _hit(data.who, text) and not _hit(data.asks, text))
+    return bool(_hit(data.offer_what, text) and _who(text, data) and not _hit(data.asks, text))
 
 
 def offer_sentences(reply: str, data: GroundingData) -> list[str]:

@@ -575,3 +575,15 @@ def test_a_restated_refusal_to_see_the_patient_is_no_offer():
         "Nobody can see you today.", given(offer_solution="demonstrated"), persona_context("carter-wrong-day")
     )
     assert verdict["offer_solution"].verdict != "demonstrated"
+
+
+def test_a_role_in_a_sentence_that_tells_what_went_wrong_offers_nothing():
+    # the gaming probe's public reply to Ms. Whitfield: a role ("a therapist") and a thing ("a session") in
+    # the restated complaint read as a concrete offer when the classifier anchored it there
+    told = "A session cut short, a therapist on her phone and nobody calling you back is not the experience we want."
+    data = grounding.data_for(RUBRIC)
+    offer, _ = grounding.concrete_offer(told, data, anchor=told)
+    assert offer is None
+    kept = "Your next session is on us, with a different therapist, at a time you pick."
+    offer, _ = grounding.concrete_offer(kept, data, anchor=kept)
+    assert offer is not None and offer.who == "therapist"
