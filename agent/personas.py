@@ -666,8 +666,9 @@ def lint(persona: Persona) -> list[LintNote]:
                             "'a same-day slot this afternoon'",
                         )
                     )
+        data = _grounding_data(persona)  # read once: every check below matches offers with it
         good = [persona.fill(line) for line in persona.script.good]
-        if good and not any(_meets(persona, line) for line in good):
+        if good and not any(_meets(persona, line, data) for line in good):
             notes.append(
                 LintNote(
                     level="warning",
@@ -677,12 +678,12 @@ def lint(persona: Persona) -> list[LintNote]:
                     "patient's need",
                 )
             )
-        notes += _generic_cues(persona)
-        notes += _foreign_offers(persona)
+        notes += _generic_cues(persona, data)
+        notes += _foreign_offers(persona, data)
     return notes
 
 
-def _foreign_offers(persona: Persona) -> list[LintNote]:
+def _foreign_offers(persona: Persona, data: GroundingData | None) -> list[LintNote]:
     """A good-script line whose offer names a remedy that nothing in this persona is about (its facts,
     wants or opening line): the grader reads it as a remedy for another patient's problem and the
     offer meets nothing (``agent.grounding.foreign_remedies``), so the good trainee may not resolve it."""
@@ -690,7 +691,6 @@ def _foreign_offers(persona: Persona) -> list[LintNote]:
     from agent.checks import TurnContext
     from agent.transcript import Message
 
-    data = _grounding_data(persona)
     if data is None:
         return []
     context = TurnContext.of_persona(persona, [Message(role="patient", content=persona.opening_line)])
@@ -707,25 +707,24 @@ def _foreign_offers(persona: Persona) -> list[LintNote]:
     return notes
 
 
-def _met(persona: Persona, line: str) -> Match | None:
+def _met(persona: Persona, line: str, data: GroundingData | None) -> Match | None:
     """The remedy a trainee ``line`` offers, as the grader matches offers (``agent.grounding``: its
     concrete offer sentences against the persona's wants, by cue or by the words of a remedy's says;
     without the sentence encoder), or None. (Imported here: grounding reads this module's models.)"""
     from agent import grounding
 
-    data = _grounding_data(persona)
     if data is None or persona.wants is None:
         return None
     return grounding.match_wants(grounding.offer_sentences(line, data), persona.wants, data, None)
 
 
-def _meets(persona: Persona, line: str) -> bool:
+def _meets(persona: Persona, line: str, data: GroundingData | None) -> bool:
     """Whether ``line`` offers one of ``wants.resolves`` (:func:`_met`); without the rubric's grounding
     data, whether it names one of their cues as plain words."""
-    if _grounding_data(persona) is None:
+    if data is None:
         assert persona.wants is not None
         return any(cue.lower() in line.lower() for remedy in persona.wants.resolves for cue in remedy.cues)
-    match = _met(persona, line)
+    match = _met(persona, line, data)
     return match is not None and match.meets == "met"
 
 
@@ -740,7 +739,7 @@ def _grounding_data(persona: Persona) -> GroundingData | None:
         return None
 
 
-def _generic_cues(persona: Persona) -> list[LintNote]:
+def _generic_cues(persona: Persona, data: GroundingData | None) -> list[LintNote]:
     """A ``wants.resolves`` remedy that a formula trainee's line meets (``personas/scripts/formula.yaml``:
     no fact, no real offer), as the grader matches offers (``agent.grounding.match_wants``, without the
     sentence encoder). Any trainee who says it meets the need, so a content-free script could resolve
@@ -748,7 +747,7 @@ def _generic_cues(persona: Persona) -> list[LintNote]:
     call-back to anyone says ("call you back", "today", beside no word of what it is)."""
     from agent.simulate import formula_scripts
 
-    if _grounding_data(persona) is None:
+    if data is None:
         return []
     try:
         said = [(f"the formula trainee {name!r}", line) for name, lines in formula_scripts().items() for line in lines]
@@ -758,7 +757,7 @@ def _generic_cues(persona: Persona) -> list[LintNote]:
     notes, seen = [], set()
     for who, line in said:
         filled = persona.fill(line)
-        match = _met(persona, filled)
+        match = _met(persona, filled, data)
         if match is None or match.meets != "met" or (match.remedy.id, match.by) in seen:
             continue
         seen.add((match.remedy.id, match.by))
