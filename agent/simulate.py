@@ -27,10 +27,12 @@ FORMULA = "formula"
 # The same concrete list of remedies for every patient (personas/scripts/catchall.yaml): a trainee
 # gaming the grader with offers instead of phrases.
 CATCHALL = "catchall"
-# Tricks a trainee might find after a few sessions (personas/scripts/gaming.yaml, written blind from the
-# scenario cards): routines said to everyone, and per-persona scripts that echo the patient's words and
-# then offer only hollow things (a call-back with no outcome, a form, a voucher).
+# Tricks a trainee might find after a few sessions, each file written blind from the scenario cards by
+# another author: routines said to everyone, and per-persona scripts that echo the patient's words and
+# then offer only hollow things (gaming.yaml: a call-back with no outcome, a form, a voucher; gaming2.yaml:
+# hedged, withdrawn, self-service and near-miss offers, stalling).
 GAMING = "gaming"
+GAMING_PROBES = (GAMING, "gaming2")
 
 
 def scripts_file() -> Path:
@@ -45,8 +47,8 @@ def catchall_file() -> Path:
     return personas_dir() / "scripts" / "catchall.yaml"
 
 
-def gaming_file() -> Path:
-    return personas_dir() / "scripts" / "gaming.yaml"
+def gaming_file(probe: str = GAMING) -> Path:
+    return personas_dir() / "scripts" / f"{probe}.yaml"
 
 
 def formula_scripts() -> dict[str, list[str]]:
@@ -59,10 +61,10 @@ def catchall_scripts() -> dict[str, list[str]]:
     return same_for_all(catchall_file())
 
 
-def gaming_scripts(persona_id: str | None = None) -> dict[str, list[str]]:
-    """The gaming trainees' scripts by name (``personas/scripts/gaming.yaml``): the ``same_for_all``
-    routines, then, for ``persona_id``, that persona's own ``per_persona`` scripts."""
-    path = gaming_file()
+def gaming_scripts(persona_id: str | None = None, probe: str = GAMING) -> dict[str, list[str]]:
+    """The gaming trainees' scripts by name (``personas/scripts/PROBE.yaml``, one of ``GAMING_PROBES``):
+    the ``same_for_all`` routines, then, for ``persona_id``, that persona's own ``per_persona`` scripts."""
+    path = gaming_file(probe)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -121,12 +123,14 @@ def trainee_lines(persona: Persona, trainee: str) -> list[str]:
     """The scripted lines for ``trainee``: good | good:NAME (``personas/scripts/good_NAME.yaml``) |
     bad | formula (the first formula script) | formula:NAME | catchall | catchall:NAME
     (``personas/scripts/catchall.yaml``) | gaming | gaming:NAME (``personas/scripts/gaming.yaml``: a
-    routine or one of this persona's own) | a file (YAML list or one line per turn)."""
+    routine or one of this persona's own; ``gaming2[:NAME]`` the second probe) | a file (YAML list or
+    one line per turn)."""
     if trainee.startswith("good:"):
         return other_good_lines(persona, trainee.partition(":")[2])
-    for kind, path in ((FORMULA, formula_file()), (CATCHALL, catchall_file()), (GAMING, gaming_file())):
+    probes = [(probe, gaming_file(probe)) for probe in GAMING_PROBES]
+    for kind, path in ((FORMULA, formula_file()), (CATCHALL, catchall_file()), *probes):
         if trainee == kind or trainee.startswith(f"{kind}:"):
-            scripts = gaming_scripts(persona.id) if kind == GAMING else same_for_all(path)
+            scripts = gaming_scripts(persona.id, kind) if kind in GAMING_PROBES else same_for_all(path)
             name = trainee.partition(":")[2] or next(iter(scripts))
             if name not in scripts:
                 raise PersonaError([f"{path}: no {kind} script {name!r}; there are: {', '.join(scripts)}"])

@@ -23,6 +23,8 @@ session that missed its goal (each turn's anger and what moved it; the JSON keep
   to everyone (named call-backs with no outcome, generic restatements, "exactly what you asked for",
   claims that it is already done) and per-persona scripts that echo the patient's words and offer
   only hollow things; the same two figures are printed;
+* gaming2 (personas/scripts/gaming2.yaml, a second blind probe by another author, not in the default
+  set): hedged, withdrawn, self-service, policy and near-miss offers, and stalling; counted as gaming;
 * good: resolves every persona; bad: escalates (a manager takes over) or leaves every persona;
 * unearned acceptance lines: 0.
 
@@ -56,7 +58,7 @@ from agent.patient import SENTENCE_END, patient_model, unearned_acceptance  # no
 from agent.personas import Persona, load_personas  # noqa: E402
 from agent.runtime import EmbeddedServer  # noqa: E402
 from agent.session import Turn  # noqa: E402
-from agent.simulate import CATCHALL, FORMULA, GAMING, catchall_scripts, formula_scripts, gaming_scripts, simulate  # noqa: E402
+from agent.simulate import CATCHALL, FORMULA, GAMING_PROBES, catchall_scripts, formula_scripts, gaming_scripts, simulate  # noqa: E402
 
 Kind = Literal["formula", "catchall", "gaming", "good", "bad"]
 LEAVES = ("escalated", "walked_out", "hung_up")
@@ -115,7 +117,7 @@ def scripts_to_play(wanted: list[str], persona_id: str | None = None) -> list[tu
     good trainee in other words."""
     same: dict[str, tuple[Kind, list[str]]] = {
         FORMULA: ("formula", list(formula_scripts())), CATCHALL: ("catchall", list(catchall_scripts())),
-        GAMING: ("gaming", list(gaming_scripts(persona_id))),
+        **{probe: ("gaming", list(gaming_scripts(persona_id, probe))) for probe in GAMING_PROBES},
     }  # fmt: skip
     out: list[tuple[str, Kind, str]] = []
     for item in wanted:
@@ -131,7 +133,8 @@ def scripts_to_play(wanted: list[str], persona_id: str | None = None) -> list[tu
             out.append((item, "good", item))
         else:
             raise SystemExit(
-                f"unknown script {item!r}: formula[:NAME], catchall[:NAME], gaming[:NAME], good, good:NAME or bad"
+                f"unknown script {item!r}: formula[:NAME], catchall[:NAME], gaming[:NAME], gaming2[:NAME], good, "
+                "good:NAME or bad"
             )
     return out
 
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--persona", default="", help="comma-separated persona ids (default: all)")
     parser.add_argument("--scripts", default="formula,catchall,gaming,good,bad",
                         help="comma-separated: formula (every formula script), formula:NAME, catchall, catchall:NAME, "
-                        "gaming, gaming:NAME, good, good:NAME "
+                        "gaming, gaming:NAME, gaming2, gaming2:NAME, good, good:NAME "
                         "(personas/scripts/good_NAME.yaml: the good trainee in other words), bad "
                         "(default: formula,catchall,gaming,good,bad)")  # fmt: skip
     parser.add_argument("--turns", type=int, default=8, help="trainee turns per session, fewer if it ends (default 8)")

@@ -1,4 +1,4 @@
-"""`python -m agent simulate PERSONA --trainee good|bad|formula[:NAME]|catchall[:NAME]|gaming[:NAME]|FILE
+"""`python -m agent simulate PERSONA --trainee good|bad|formula[:NAME]|catchall[:NAME]|gaming[:NAME]|gaming2[:NAME]|FILE
 --turns N [--json]`: test a persona."""
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bad | formula (magic phrases, no substance; formula:NAME for another script in "
         "personas/scripts/formula.yaml) | catchall (the same list of remedies for every patient; catchall:NAME, "
         "personas/scripts/catchall.yaml) | gaming[:NAME] (tricks written blind: routines for everyone and this "
-        "persona's echo-then-hollow-offer scripts, personas/scripts/gaming.yaml) | a file of trainee lines "
+        "persona's echo-then-hollow-offer scripts, personas/scripts/gaming.yaml) | gaming2[:NAME] (a second blind "
+        "probe by another author: hedged, withdrawn, self-service and near-miss offers, personas/scripts/gaming2.yaml) "
+        "| a file of trainee lines "
         "(one a line, or YAML)",
     )
     parser.add_argument("--turns", type=int, default=6, help="trainee turns (fewer if the session ends)")
