@@ -59,6 +59,7 @@ class GroundingData(BaseModel):
     contact: tuple[re.Pattern[str], ...] = ()
     who: tuple[re.Pattern[str], ...]
     roles: tuple[re.Pattern[str], ...] = ()
+    handoff: tuple[re.Pattern[str], ...] = ()
     failure: tuple[re.Pattern[str], ...] = ()
     find_out_topic: tuple[re.Pattern[str], ...]
     staff_does: tuple[re.Pattern[str], ...] = ()
@@ -101,6 +102,7 @@ def load_data(path: Path) -> GroundingData:
         offer_what=many("offer_what"),
         when=many("when"),
         contact=many("contact"),
+        handoff=many("handoff"),
         who=many("who"),
         roles=many("roles"),
         failure=many("failure"),
@@ -356,7 +358,8 @@ def concrete_offer(reply: str, data: GroundingData, anchor: str | None = None) -
     """The reply's first concrete offer (what, and when or who), or None and what was missing.
 
     What and a time alone make an offer only in the sentence the form checks or the classifier
-    quoted as one (``anchor``): "now you hear the appointment is tomorrow" names a thing and a time,
+    quoted as one (``anchor``), and only where that sentence does not tell what went wrong
+    (``data.failure``): "now you've been told the appointment is tomorrow" names a thing and a time,
     and offers nothing. Who (the speaker committing, or a named role) makes the sentence an offer.
     """
     has_what = has_when = False
@@ -369,7 +372,8 @@ def concrete_offer(reply: str, data: GroundingData, anchor: str | None = None) -
         who = _who(text, data)
         has_what = has_what or what is not None
         has_when = has_when or when is not None or who is not None
-        offered = who is not None or bool(anchor and (anchor in sentence or sentence in anchor))
+        anchored = bool(anchor and (anchor in sentence or sentence in anchor))
+        offered = who is not None or (anchored and not _hit(data.failure, text))
         if what is not None and offered and (when is not None or who is not None):
             return Offer(sentence=sentence, what=what.group(), when=when and when.group(),
                          who=who and who.group()), []  # fmt: skip
@@ -381,7 +385,8 @@ def concrete_offer(reply: str, data: GroundingData, anchor: str | None = None) -
 
 def _who(text: str, data: GroundingData) -> re.Match[str] | None:
     """Who commits to the offer: the speaker or a named person (``data.who``), or a named role
-    (``data.roles``) in a sentence that does not tell what went wrong (``data.failure``)."""
+    (``data.roles``) in a sentence that does not tell what went wrong (``data.failure``: "nobody
+    called you back", "your physio referral was sent two weeks ago and still hasn't been processed")."""
     if found := _hit(data.who, text):
         return found
     role = _hit(data.roles, text)
@@ -512,18 +517,31 @@ def _unspecific(text: str, data: GroundingData) -> str:
     return _untimed(text, data)
 
 
+def _unnamed(text: str, data: GroundingData) -> str:
+    """``text`` (:func:`spoken`) without its roles (``data.roles``: "the manager", "his therapist")."""
+    for pattern in data.roles:
+        text = pattern.sub(" ", text)
+    return text
+
+
 def _generic(cue: str, data: GroundingData) -> bool:
-    """Whether a cue says only when or how ("today", "by Friday", "call you back at", "hear from me"),
-    not what: it fits an offer to any patient, so it points to its remedy only beside what that is."""
-    return not _said_words(_unspecific(spoken(cue, data), data), data)
+    """Whether a cue says only when, how or who ("today", "by Friday", "call you back at", "hear from
+    me", "manager", "his therapist"), not what: it fits an offer to any patient ("I've passed this to
+    our clinic manager"), so it points to its remedy only beside what that is."""
+    return not _said_words(_unnamed(_unspecific(spoken(cue, data), data), data), data)
 
 
 def _names_what(text: str, remedy: Remedy, data: GroundingData) -> bool:
     """Whether an offer's ``text`` names what ``remedy`` is, beyond when and how: a content word shared
     with what the remedy says or with one of its specific cues. "I'll get that sorted for you today"
-    names only the time of Mr. Carter's same-day slot; "Dr. Patel can see you this afternoon" names it."""
+    names only the time of Mr. Carter's same-day slot; "Dr. Patel can see you this afternoon" names it.
+    A role the complaint is handed to (``data.handoff``: "I've passed this on to our clinic manager")
+    is who hears about it, not what the patient gets: it names nothing."""
+    said = _unspecific(text, data)
+    if _hit(data.handoff, text):
+        said = _unnamed(said, data)
     about = " ".join([remedy.says, *(cue for cue in remedy.cues if not _generic(cue, data))])
-    return bool(_said_words(_unspecific(text, data), data) & _said_words(_unspecific(spoken(about, data), data), data))
+    return bool(_said_words(said, data) & _said_words(_unspecific(spoken(about, data), data), data))
 
 
 def _said_words(text: str, data: GroundingData) -> set[str]:

@@ -680,6 +680,25 @@ def lint(persona: Persona) -> list[LintNote]:
             )
         notes += _generic_cues(persona, data)
         notes += _foreign_offers(persona, data)
+        notes += _dangling_cues(persona, data)
+    return notes
+
+
+def _dangling_cues(persona: Persona, data: GroundingData | None) -> list[LintNote]:
+    """A cue that ends in a determiner ("physio this"): the grader reads a determiner as any determiner
+    or none, so the cue is only the words before it ("physio", which names the physio team as well)."""
+    if data is None or persona.wants is None:
+        return []
+    notes = []
+    for kind in ("resolves", "partly", "rejects"):
+        for index, remedy in enumerate(getattr(persona.wants, kind)):
+            for cue in remedy.cues:
+                words = cue.lower().split()
+                if len(words) > 1 and words[-1] in data.cue_determiners:
+                    notes.append(LintNote(
+                        level="warning", field=f"wants.{kind}[{index}].cues",
+                        message=f"{cue!r} ends in {words[-1]!r}, which offers read as any determiner or none: "
+                        f"the cue is {' '.join(words[:-1])!r}; finish the phrase or drop the word"))  # fmt: skip
     return notes
 
 

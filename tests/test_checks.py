@@ -714,3 +714,8 @@ def test_no_good_example_of_any_step_reads_as_hostile():
         for example in step.good:
             verdicts = checks.run(RUBRIC, example, context_where_it_applies(step.id))
             assert [s for s in HOSTILITY if verdicts[s].verdict == "violated"] == [], (step.id, example)
+
+
+def test_what_the_speaker_sees_on_a_screen_is_not_empathy():
+    assert verdict("I can see your appointment is actually booked for tomorrow at 10.", "empathize").verdict == "missed"
+    assert verdict("I can see your frustration.", "empathize").verdict == "demonstrated"

@@ -587,3 +587,58 @@ def test_a_role_in_a_sentence_that_tells_what_went_wrong_offers_nothing():
     kept = "Your next session is on us, with a different therapist, at a time you pick."
     offer, _ = grounding.concrete_offer(kept, data, anchor=kept)
     assert offer is not None and offer.who == "therapist"
+
+
+# -- the second gaming probe (personas/scripts/gaming2.yaml, stop 29) ---------------------------------
+
+
+def anchored(step: str, sentence: str) -> dict[str, StepVerdict]:
+    """Verdicts with ``step`` demonstrated by the classifier, quoting ``sentence`` as its evidence."""
+    out = given()
+    out[step] = StepVerdict(step_id=step, verdict="demonstrated", evidence=sentence, source="learned")
+    return out
+
+
+@pytest.mark.parametrize(
+    "told",
+    [
+        "I'm looking at the system now, and I can see your appointment is actually booked for tomorrow at 10.",
+        "Forty minutes waiting, and now you've been told the appointment is tomorrow.",
+        "You've sat here for forty minutes, and then to find out the appointment is actually tomorrow.",
+    ],
+)
+def test_telling_the_patient_what_the_booking_says_is_no_offer(told):
+    # What the speaker sees on a screen ("I can see", "I'm looking at") commits to nothing, and a thing
+    # and a time in a sentence that tells what happened offer nothing even where the classifier quoted it.
+    verdict = ground(told, anchored("offer_solution", told))["offer_solution"]
+    assert verdict.verdict == "missed", verdict
+
+
+def test_a_role_in_a_restated_failure_is_no_offer_and_the_restatement_counts_as_a_summary():
+    told = "So your physio referral was sent two weeks ago and it still hasn't been processed."
+    asked = " Can I ask which doctor made the referral, and roughly what date it was?"
+    boyd = persona_context("abusive-caller")
+    boyd = boyd.model_copy(
+        update={"history": [Message(role="patient", content=load_persona("abusive-caller").opening_line)]}
+    )
+    verdicts = ground(told + asked, anchored("offer_solution", told), boyd)
+    assert verdicts["offer_solution"].verdict == "missed", verdicts["offer_solution"]
+    assert grounding.offer_sentences(told + asked, grounding.data_for(RUBRIC)) == []
+    summary = ground(told + asked, given(summarize="demonstrated"), boyd)["summarize"]
+    assert summary.verdict == "demonstrated" and summary.evidence == told
+
+
+def test_a_complaint_handed_to_a_manager_is_not_the_managers_call():
+    # Ms. Whitfield wants the clinic manager to call her; a bare role cue ("manager") met it wherever a
+    # manager was named, also where the complaint was only passed on to one.
+    whitfield = persona_context("facebook-review")
+    handed_on = (
+        "I've passed this on to our clinic manager, Helen Brooks.",
+        "I'm escalating it right now to our practice manager, Mr. Daniels, as a priority complaint.",
+    )
+    for handed in handed_on:
+        offer = ground(handed, anchored("offer_solution", handed), whitfield)["offer_solution"]
+        assert offer.meets != "met", (handed, offer)
+    call = "Our practice manager will phone you this afternoon at whatever time you tell us."
+    offer = ground(call, anchored("offer_solution", call), whitfield)["offer_solution"]
+    assert (offer.meets, offer.remedy) == ("met", "manager_call_remedy")

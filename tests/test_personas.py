@@ -227,6 +227,17 @@ def test_lint_is_quiet_on_a_call_back_cue_the_grader_needs_more_than():
     assert not any("formula trainee" in w for w in warnings), warnings
 
 
+def test_lint_warns_on_a_cue_that_ends_in_a_determiner():
+    # "physio this" read as "physio": it named "the physio team" in any sentence about the referral.
+    text = (personas_dir() / "abusive-caller.yaml").read_text(encoding="utf-8")
+    assert not any("ends in" in w for w in lint_text(text, "abusive-caller.yaml")[1])
+    changed = text.replace("physio this week,", "physio this,", 1)
+    assert changed != text
+    _, warnings = lint_text(changed, "abusive-caller.yaml")
+    assert any(re.search(r"wants\.resolves\[0\]\.cues: 'physio this' ends in 'this'.*the cue is 'physio'", w)
+               for w in warnings), warnings  # fmt: skip
+
+
 def test_lint_warns_when_the_good_script_offers_a_remedy_nothing_in_the_persona_is_about():
     # Mr. Carter came about a wrong booking: a refund in his good script would meet nothing.
     text = (personas_dir() / "carter-wrong-day.yaml").read_text(encoding="utf-8")

@@ -132,6 +132,24 @@ def test_a_gaming_trainee_whose_offer_names_only_a_time_or_a_call_back_does_not_
     assert min(anger) >= min(anger[0], persona.dynamics.unmet_anger), f"{persona_id} / {script}: {anger}"
 
 
+@pytest.mark.parametrize(
+    ("persona_id", "script"),
+    [
+        ("abusive-caller", "stall_checking_referrals"),  # "So your physio referral was sent ... hasn't been processed"
+        ("carter-wrong-day", "stall_checking_doctor_lists"),  # "now you've been told the appointment is tomorrow"
+        ("facebook-review", "stall_looking_into_it"),  # "I've passed this on to our clinic manager"
+        ("upset-relative", "near_miss_next_week_first_slot"),  # next Tuesday "with one of our senior therapists"
+    ],
+)
+def test_a_second_blind_probe_does_not_settle_the_patient_with_a_restatement_or_a_hand_off(persona_id, script):
+    """The second gaming probe (personas/scripts/gaming2.yaml, another author, stop 29): each of these
+    resolved its patient before (a restatement read as an offer, a role handed the complaint read as the
+    role's remedy, a bare role cue)."""
+    persona = load_persona(persona_id)
+    session = simulate(persona, f"gaming2:{script}", 8, FakeModel())
+    assert session.summary()["outcome"] != "resolved", f"{persona_id} / {script}: {session.summary()['anger']}"
+
+
 def test_gaming_scripts_are_the_routines_and_this_personas_own():
     routines = gaming_scripts()
     carter = gaming_scripts("carter-wrong-day")
