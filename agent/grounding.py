@@ -60,6 +60,7 @@ class GroundingData(BaseModel):
     who: tuple[re.Pattern[str], ...]
     roles: tuple[re.Pattern[str], ...] = ()
     handoff: tuple[re.Pattern[str], ...] = ()
+    readout: tuple[re.Pattern[str], ...] = ()
     failure: tuple[re.Pattern[str], ...] = ()
     find_out_topic: tuple[re.Pattern[str], ...]
     staff_does: tuple[re.Pattern[str], ...] = ()
@@ -103,6 +104,7 @@ def load_data(path: Path) -> GroundingData:
         when=many("when"),
         contact=many("contact"),
         handoff=many("handoff"),
+        readout=many("readout"),
         who=many("who"),
         roles=many("roles"),
         failure=many("failure"),
@@ -365,7 +367,8 @@ def concrete_offer(reply: str, data: GroundingData, anchor: str | None = None) -
     has_what = has_when = False
     for sentence in sentences(reply):
         text = spoken(sentence, data)
-        if _hit(data.asks, text):  # "Could you tell me what happened with your appointment so I can sort it out?"
+        # "Could you tell me what happened ... so I can sort it out?"; "The system shows you're booked for 3:15."
+        if _hit(data.asks, text) or _read_out(text, data):
             continue
         what = _hit(data.offer_what, text)
         when = _hit(data.when, text)
@@ -502,6 +505,26 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
     return min(found, key=lambda m: PRIORITY[m.meets]) if found else None
 
 
+def _with_told(match: Match | None, reply: str, offers: Sequence[str], wants: Wants,
+               data: GroundingData) -> Match | None:  # fmt: skip
+    """``match``, unless a sentence beside the offers tells the patient what they reject: "I'll refund
+    your parking ticket here now. The visit charge, though, you'll need to pay today and dispute
+    afterwards." offers the refund and tells her to pay first. What a patient is told to do or to wait
+    for is seldom an offer sentence, so the rejected remedies are read in every sentence; a rejected
+    remedy outranks a partial one (and none), not one that meets the need."""
+    if match is not None and PRIORITY[match.meets] <= PRIORITY["rejected"]:
+        return match
+    for sentence in sentences(reply):
+        if sentence in offers:
+            continue
+        for clause in _clauses(sentence):
+            text = spoken(clause, data)
+            for remedy in wants.rejects:
+                if cue := next((c for c in remedy.cues if told_to(c, text, data)), None):
+                    return Match(meets="rejected", remedy=remedy, clause=clause, by=f'cue "{cue}"')
+    return match
+
+
 def _untimed(text: str, data: GroundingData) -> str:
     """``text`` (:func:`spoken`) without its times and dates (``data.when``)."""
     for pattern in data.when:
@@ -551,7 +574,14 @@ def _said_words(text: str, data: GroundingData) -> set[str]:
 
 def _is_offer(text: str, data: GroundingData) -> bool:
     """Something concrete offered by the speaker or a named role (see :func:`concrete_offer`)."""
-    return bool(_hit(data.offer_what, text) and _who(text, data) and not _hit(data.asks, text))
+    return bool(_hit(data.offer_what, text) and _who(text, data) and not _hit(data.asks, text)
+                and not _read_out(text, data))  # fmt: skip
+
+
+def _read_out(text: str, data: GroundingData) -> bool:
+    """What the records say, or an offer hedged into a maybe, with no promise of the speaker's
+    (``data.readout``): "The system shows you're booked with Dr Stein at 3:15" offers nothing."""
+    return bool(_hit(data.readout, text) and not _hit(data.promise, text))
 
 
 def offer_sentences(reply: str, data: GroundingData) -> list[str]:
@@ -613,7 +643,8 @@ def ground_offer(verdict: StepVerdict, reply: str, context: TurnContext, data: G
             update |= {"meets": "none", "remedy": None,
                        "grounds": f"concrete, but it offers {_listed(foreign)}, which nothing in this conversation "
                        "is about: remedies for other problems read as a script, not an answer to this one"}  # fmt: skip
-        elif (match := match_wants(offers, context.wants, data, encoder)) is None:
+        elif (match := _with_told(match_wants(offers, context.wants, data, encoder), reply, offers, context.wants,
+                                  data)) is None:  # fmt: skip
             update |= {"meets": "none", "remedy": None,
                        "grounds": "concrete, but it meets none of the patient's needs: "
                        + "; ".join(r.says for r in context.wants.resolves)}  # fmt: skip

@@ -642,3 +642,58 @@ def test_a_complaint_handed_to_a_manager_is_not_the_managers_call():
     call = "Our practice manager will phone you this afternoon at whatever time you tell us."
     offer = ground(call, anchored("offer_solution", call), whitfield)["offer_solution"]
     assert (offer.meets, offer.remedy) == ("met", "manager_call_remedy")
+
+
+# -- the second author's grounded file (grounded/dev2.jsonl, stop 29) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "told",
+    [
+        "The system shows you're booked with Dr Stein at 3:15, and you checked in at 3:05.",
+        "It says you're registered with Dr Anand, and your last visit here was in March.",
+        "If something frees up this afternoon, maybe a doctor could squeeze you in.",
+    ],
+)
+def test_what_the_record_says_or_a_maybe_is_no_offer(told):
+    data = grounding.data_for(RUBRIC)
+    assert grounding.concrete_offer(told, data, anchor=told)[0] is None
+    assert grounding.offer_sentences(told, data) == []
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "Maybe I could book you in with Dr Lee at 3:30 today?",  # the speaker commits: a suggestion, not a maybe
+        "Let me grab you the padded chair from the staff room right now.",
+        "I'll put a note on your account today so billing knows to look at it.",
+        "I'll send you our shoulder treatment information this afternoon.",
+        "Let me give you the number for the children's therapy centre.",
+    ],
+)
+def test_offers_of_small_concrete_things_are_offers(offer):
+    assert grounding.concrete_offer(offer, grounding.data_for(RUBRIC))[0] is not None, offer
+
+
+def test_what_the_patient_is_told_to_do_beside_an_offer_is_a_rejected_remedy():
+    # The refund of her parking ticket partly helps Mrs. Nolan; "pay it and dispute afterwards" is what she
+    # rejects, and it is no offer sentence of the speaker's, so it was not read before.
+    nolan = persona_context("multiple-complaints")
+    reply = (
+        "I'll refund your parking ticket here now. The visit charge you'll need to pay today and dispute afterwards."
+    )
+    offer = ground(reply, given(offer_solution="demonstrated"), nolan)["offer_solution"]
+    assert (offer.meets, offer.remedy) == ("rejected", "pay_first"), offer
+    refund = ground("I'll refund your parking ticket here now.", given(offer_solution="demonstrated"), nolan)
+    assert refund["offer_solution"].meets == "partly"
+
+
+def test_a_restatement_answered_with_the_patients_own_part_is_no_summary():
+    whitfield = persona_context("facebook-review")
+    whitfield = whitfield.model_copy(
+        update={"history": [Message(role="patient", content=load_persona("facebook-review").opening_line)]}
+    )
+    blamed = "You say your session was cut short, but you came in twenty minutes late, so it ended on time."
+    assert ground(blamed, given(summarize="demonstrated"), whitfield)["summarize"].verdict == "missed"
+    heard = "Your session was cut short and the therapist was on her phone, and nobody called you back."
+    assert ground(heard, given(summarize="demonstrated"), whitfield)["summarize"].verdict == "demonstrated"
