@@ -180,10 +180,13 @@ def goals(rows: list[Row]) -> list[Goal]:
         out.append(Goal(name="formula resolved (goal 0)", value=f"{resolved}/{len(formula)}", met=resolved == 0))
         out.append(Goal(name=f"formula anger ends > {FORMULA_MAX_CALM:g} below start (goal 0)",
                         value=f"{len(calmed)}/{len(formula)}", met=not calmed))  # fmt: skip
-    for kind, name in (("catchall", "catch-all"), ("gaming", "gaming")):
+    probes = [("catch-all", [r for r in rows if r.kind == "catchall"])]
+    probes += [(name, [r for r in rows if r.kind == "gaming" and r.script.partition(":")[0] == name])
+               for name in GAMING_PROBES]  # fmt: skip
+    for name, probe in probes:
         # No goal in issue 20: a catch-all list holding this patient's own remedy, or a gaming script
         # that stumbles on it, may rightly calm or settle the patient; the transcripts say which.
-        if probe := [r for r in rows if r.kind == kind]:
+        if probe:
             settled = sum(r.outcome == "resolved" for r in probe)
             calmed_too = sum(r.anger_end < r.anger_start - FORMULA_MAX_CALM for r in probe)
             out.append(Goal(name=f"{name} resolved (probe)", value=f"{settled}/{len(probe)}", met=None))
