@@ -201,14 +201,22 @@ def test_lint_fails_a_persona_without_its_own_good_script_and_warns_on_vague_rem
     assert "script.good: missing" in out and "vague ('sort it out')" in out
 
 
+def lint_warnings_with(persona_id: str, old: str, new: str) -> tuple[list[str], list[str]]:
+    """The lint's warnings on a shipped persona file, and on the same file with ``old`` replaced by ``new``."""
+    name = f"{persona_id}.yaml"
+    text = (personas_dir() / name).read_text(encoding="utf-8")
+    changed = text.replace(old, new, 1)
+    assert changed != text, f"{old!r} is not in {name}"
+    return lint_text(text, name)[1], lint_text(changed, name)[1]
+
+
 def test_lint_warns_on_a_cue_a_formula_trainee_names():
     # "first available slot" as a cue of Mr. Carter's same-day slot: the formula trainee's "I will book you
     # the first available slot" would meet his need, so a content-free script could resolve him.
-    text = (personas_dir() / "carter-wrong-day.yaml").read_text(encoding="utf-8")
-    assert not any("formula trainee" in w for w in lint_text(text, "carter-wrong-day.yaml")[1])
-    changed = text.replace("cues: [today, this afternoon,", "cues: [first available slot, today, this afternoon,", 1)
-    assert changed != text
-    _, warnings = lint_text(changed, "carter-wrong-day.yaml")
+    shipped, warnings = lint_warnings_with(
+        "carter-wrong-day", "cues: [today, this afternoon,", "cues: [first available slot, today, this afternoon,"
+    )
+    assert not any("formula trainee" in w for w in shipped)
     assert any(
         re.match(r"carter-wrong-day\.yaml:\d+: warning: wants\.resolves\[0\]\.cues: the formula trainee 'issue20' "
                  r'meets this need by cue "first available slot"', w)
@@ -220,20 +228,14 @@ def test_lint_is_quiet_on_a_call_back_cue_the_grader_needs_more_than():
     # "phone you" as a cue of Ms. Whitfield's manager call: the formula's "call you back within the hour"
     # names it (the grader's synonyms), but a cue that says only how meets her need only beside a word of
     # what the remedy is (agent.grounding: contact), so the grader does not meet it and the lint is quiet.
-    text = (personas_dir() / "facebook-review.yaml").read_text(encoding="utf-8")
-    changed = text.replace("personally call]", "personally call, phone you]")
-    assert changed != text
-    _, warnings = lint_text(changed, "facebook-review.yaml")
+    _, warnings = lint_warnings_with("facebook-review", "personally call]", "personally call, phone you]")
     assert not any("formula trainee" in w for w in warnings), warnings
 
 
 def test_lint_warns_on_a_cue_that_ends_in_a_determiner():
     # "physio this" read as "physio": it named "the physio team" in any sentence about the referral.
-    text = (personas_dir() / "abusive-caller.yaml").read_text(encoding="utf-8")
-    assert not any("ends in" in w for w in lint_text(text, "abusive-caller.yaml")[1])
-    changed = text.replace("physio this week,", "physio this,", 1)
-    assert changed != text
-    _, warnings = lint_text(changed, "abusive-caller.yaml")
+    shipped, warnings = lint_warnings_with("abusive-caller", "physio this week,", "physio this,")
+    assert not any("ends in" in w for w in shipped)
     assert any(re.search(r"wants\.resolves\[0\]\.cues: 'physio this' ends in 'this'.*the cue is 'physio'", w)
                for w in warnings), warnings  # fmt: skip
 
