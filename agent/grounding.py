@@ -61,6 +61,12 @@ class GroundingData(BaseModel):
     roles: tuple[re.Pattern[str], ...] = ()
     handoff: tuple[re.Pattern[str], ...] = ()
     readout: tuple[re.Pattern[str], ...] = ()
+    # when a remedy is for, and what is later than that (see :func:`_too_late`)
+    for_today: tuple[re.Pattern[str], ...] = ()
+    for_this_week: tuple[re.Pattern[str], ...] = ()
+    open_day: tuple[re.Pattern[str], ...] = ()
+    later_than_today: tuple[re.Pattern[str], ...] = ()
+    later_than_this_week: tuple[re.Pattern[str], ...] = ()
     failure: tuple[re.Pattern[str], ...] = ()
     find_out_topic: tuple[re.Pattern[str], ...]
     staff_does: tuple[re.Pattern[str], ...] = ()
@@ -105,6 +111,11 @@ def load_data(path: Path) -> GroundingData:
         contact=many("contact"),
         handoff=many("handoff"),
         readout=many("readout"),
+        for_today=many("for_today"),
+        for_this_week=many("for_this_week"),
+        open_day=many("open_day"),
+        later_than_today=many("later_than_today"),
+        later_than_this_week=many("later_than_this_week"),
         who=many("who"),
         roles=many("roles"),
         failure=many("failure"),
@@ -461,6 +472,7 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
     to the patient (met, then rejected, then partly). "An exercise plan today" names the cue "today"
     of a same-day slot and the cue "exercise plan" of the exercise sheet: it offers the sheet."""
     clauses = [c for sentence in offers for c in _clauses(sentence)]
+    sentence_of = {c: sentence for sentence in offers for c in _clauses(sentence)}
     remedies = wants.all()
     cosines = None
     if encoder is not None and clauses:
@@ -470,8 +482,10 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
     found: list[Match] = []
     for i, clause in enumerate(clauses):
         text = spoken(clause, data)
+        late = {remedy.id for kind, remedy in remedies if kind != "rejects"
+                and _too_late(spoken(sentence_of[clause], data), remedy, data)}  # fmt: skip
         cued = [(len(cue), kind, remedy, cue) for kind, remedy in remedies for cue in remedy.cues
-                if (told_to if kind == "rejects" else cue_in)(cue, text, data)]  # fmt: skip
+                if remedy.id not in late and (told_to if kind == "rejects" else cue_in)(cue, text, data)]  # fmt: skip
         # A cue that says only when or how ("call you back by four") does not name a remedy that settles
         # the complaint: the clause is a call or a time about something else, and neither the cue nor
         # similarity decides it. (A partial remedy may be just that: "a call back at a stated time".)
@@ -484,7 +498,8 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
             continue
         words = _said_words(_untimed(text, data), data)
         shared = [(len(both), kind, remedy, both) for (kind, remedy), says in zip(remedies, remedy_words, strict=True)
-                  if kind != "rejects" and len(both := words & says) >= data.remedy_overlap]  # fmt: skip
+                  if kind != "rejects" and remedy.id not in late
+                  and len(both := words & says) >= data.remedy_overlap]  # fmt: skip
         if shared:
             _, kind, remedy, both = max(shared, key=lambda item: item[0])
             # the trainee's own words, not their stems ("chase", not "chas"), for the feedback
@@ -496,13 +511,29 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
             # own words (a cue). Measured on offers_dev.jsonl, the nearest remedy by cosine was a rejected
             # one for bookings and call-backs that met the patient's need ("keep waiting" for "booked in
             # with physio this Friday").
-            allowed = np.array([kind != "rejects" for kind, _ in remedies])
+            allowed = np.array([kind != "rejects" and remedy.id not in late for kind, remedy in remedies])
             j = int(np.argmax(np.where(allowed, cosines[i], -1.0)))
             if allowed[j] and cosines[i, j] >= data.remedy_cosine:
                 kind, remedy = remedies[j]
                 by = f"similarity {cosines[i, j]:.2f}"
                 found.append(Match(meets=KINDS[kind], remedy=remedy, clause=clause, by=by))
     return min(found, key=lambda m: PRIORITY[m.meets]) if found else None
+
+
+def _too_late(sentence: str, remedy: Remedy, data: GroundingData) -> bool:
+    """Whether an offer's ``sentence`` (:func:`spoken`) is for a later day than ``remedy`` is for: its
+    ``says`` for this week and the sentence only for next week or later, or for today ("now", "seen
+    next") and the sentence only for a later day. "Book him the first session next Tuesday at 8:30"
+    is a near miss of "her father is seen next"; a ``says`` with no time, one that is itself for later
+    ("the earliest appointment after he is back from his trip, booked now") or one that leaves the day
+    open (``data.open_day``: "with a date by which she hears the result") is never too late."""
+    says = spoken(remedy.says, data)
+    soon = (*data.for_today, *data.for_this_week)
+    if _hit(data.for_this_week, says):
+        return bool(_hit(data.later_than_this_week, sentence) and not _hit(soon, sentence))
+    if _hit(data.for_today, says) and not _hit((*data.later_than_today, *data.open_day), says):
+        return bool(_hit(data.later_than_today, sentence) and not _hit(soon, sentence))
+    return False
 
 
 def _with_told(match: Match | None, reply: str, offers: Sequence[str], wants: Wants,

@@ -697,3 +697,21 @@ def test_a_restatement_answered_with_the_patients_own_part_is_no_summary():
     assert ground(blamed, given(summarize="demonstrated"), whitfield)["summarize"].verdict == "missed"
     heard = "Your session was cut short and the therapist was on her phone, and nobody called you back."
     assert ground(heard, given(summarize="demonstrated"), whitfield)["summarize"].verdict == "demonstrated"
+
+
+def test_an_offer_only_for_a_later_day_does_not_meet_a_remedy_for_today():
+    # A near miss by time: the remedy is for now or today, the offer names only a later day.
+    hughes, carter = persona_context("finance-wrong-department"), persona_context("carter-wrong-day")
+    later = "I can book you an initial consultation at the orthopaedic clinic next Tuesday at 12:30."
+    assert ground(later, given(offer_solution="demonstrated"), hughes)["offer_solution"].meets == "none"
+    rebooked = "I'll cancel tomorrow's appointment so it isn't recorded as missed, and rebook you on Monday the 14th."
+    offer = ground(rebooked, given(offer_solution="demonstrated"), carter)["offer_solution"]
+    assert offer.remedy != "same_day_slot", offer  # it had met the same-day slot by similarity ("cancel")
+    # a remedy that is itself for later, or leaves the day open, is met by a later day
+    after_trip = "I'll reserve the first available appointment after your trip and text you the confirmation now."
+    offer = ground(after_trip, given(offer_solution="demonstrated"), carter)["offer_solution"]
+    assert (offer.meets, offer.remedy) == ("met", "slot_after_trip")
+    nolan = persona_context("multiple-complaints")
+    lodged = "I've lodged a billing query about that visit, and I'll phone you on Wednesday at 10 with the result."
+    offer = ground(lodged, given(offer_solution="demonstrated"), nolan)["offer_solution"]
+    assert (offer.meets, offer.remedy) == ("met", "billing_review_date")
