@@ -471,19 +471,21 @@ def match_wants(offers: list[str], wants: Wants, data: GroundingData,
     the remedy nearest by the encoder, if near enough); over the clauses, the one that matters most
     to the patient (met, then rejected, then partly). "An exercise plan today" names the cue "today"
     of a same-day slot and the cue "exercise plan" of the exercise sheet: it offers the sheet."""
-    clauses = [c for sentence in offers for c in _clauses(sentence)]
-    sentence_of = {c: sentence for sentence in offers for c in _clauses(sentence)}
     remedies = wants.all()
+    # each clause with the remedies its sentence's day is too late for (read once per sentence)
+    placed = [(clause, late) for sentence in offers
+              for late in [{remedy.id for kind, remedy in remedies
+                            if kind != "rejects" and _too_late(spoken(sentence, data), remedy, data)}]
+              for clause in _clauses(sentence)]  # fmt: skip
+    clauses = [clause for clause, _ in placed]
     cosines = None
     if encoder is not None and clauses:
         cosines = VECTORS.get(encoder, clauses) @ VECTORS.get(encoder, [r.says for _, r in remedies]).T
     # shared words count only where they say what or how, not when ("today", "this afternoon")
     remedy_words = [_said_words(_untimed(spoken(remedy.says, data), data), data) for _, remedy in remedies]
     found: list[Match] = []
-    for i, clause in enumerate(clauses):
+    for i, (clause, late) in enumerate(placed):
         text = spoken(clause, data)
-        late = {remedy.id for kind, remedy in remedies if kind != "rejects"
-                and _too_late(spoken(sentence_of[clause], data), remedy, data)}  # fmt: skip
         cued = [(len(cue), kind, remedy, cue) for kind, remedy in remedies for cue in remedy.cues
                 if remedy.id not in late and (told_to if kind == "rejects" else cue_in)(cue, text, data)]  # fmt: skip
         # A cue that says only when or how ("call you back by four") does not name a remedy that settles
