@@ -52,6 +52,9 @@ class Example(BaseModel):
     # offer_solution only: whether the offer meets the persona's wants, and which remedy.
     meets: Meets | None = None
     remedy: str | None = None
+    # Who wrote the reply, where a file mixes authors: ``learn-stance`` leaves whole authors out when it
+    # cross-validates (a reader must be judged on wording it never saw).
+    author: str | None = None
 
     def turn_context(self) -> TurnContext:
         return TurnContext(**self.context.model_dump(), history=self.history)

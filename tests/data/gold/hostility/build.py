@@ -6,10 +6,10 @@ dismiss_feelings, lose_cool they violate; controls violate none), each group is 
 seed and dealt alternately to train and held-out, so both halves hold every pattern in about equal
 numbers and the held-out half never changes between runs.
 
-The training-only additions, written after the split by three other authors (``source_extra.yaml``,
-``source_extra2.yaml``, ``source_extra3.yaml``), go to train.jsonl only, with ids ``hs-x-...``,
-``hs-b-...`` and ``hs-c-...``; they take no part in the split, so the held-out half is the same with or
-without them.
+The training-only additions, written after the split by other authors (``source_extra.yaml`` to
+``source_extra9.yaml``, one author each), go to train.jsonl only, with ids ``hs-x-...``, ``hs-b-...``,
+``hs-c-...``, ``hs-d-...`` to ``hs-i-...``; they take no part in the split, so the held-out half is the
+same with or without them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,20 @@ CODES = {"arg": "argue_back", "dis": "dismiss_feelings", "cool": "lose_cool"}
 VALUES = {"v": "violated", "o": "ok"}
 SEED = 20261204
 # Training-only replies written after the split, each file by another author: (file, id prefix).
-EXTRAS = [("source_extra.yaml", "hs-x"), ("source_extra2.yaml", "hs-b"), ("source_extra3.yaml", "hs-c")]
+EXTRAS = [
+    ("source_extra.yaml", "hs-x"),
+    ("source_extra2.yaml", "hs-b"),
+    ("source_extra3.yaml", "hs-c"),
+    ("source_extra4.yaml", "hs-d"),
+    ("source_extra5.yaml", "hs-e"),
+    ("source_extra6.yaml", "hs-f"),
+    ("source_extra7.yaml", "hs-g"),
+    ("source_extra8.yaml", "hs-h"),
+    ("source_extra9.yaml", "hs-i"),
+]
+# Who wrote each training reply (``author`` in train.jsonl): ``learn-stance`` leaves whole authors out
+# when it cross-validates. "A" wrote source.yaml; held-out rows carry no author (the file stays as split).
+AUTHOR_OF_SOURCE = "A"
 
 
 def examples(source: str = "source.yaml", prefix: str = "hs") -> list[dict]:
@@ -71,8 +84,10 @@ def split(items: list[dict]) -> dict[str, list[dict]]:
 def main() -> None:
     halves = split(examples())
     # Training-only additions, never held out: one file per author (see the headers of each file).
+    for item in halves["train"]:
+        item["author"] = AUTHOR_OF_SOURCE
     for source, prefix in EXTRAS:
-        halves["train"] += examples(source, prefix)
+        halves["train"] += [{**item, "author": prefix.removeprefix("hs-")} for item in examples(source, prefix)]
     for name, items in halves.items():
         items.sort(key=lambda e: e["id"])
         lines = [json.dumps({**e, "split": name}, ensure_ascii=False) for e in items]
