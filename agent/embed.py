@@ -260,12 +260,18 @@ class Encoder:
     @classmethod
     def load(cls, directory: Path | None = None, *, verify: bool = True, threads: int = 1) -> Encoder:
         """Verify the weights, build the graph around them and start a session with ``threads`` threads."""
-        ort = _runtime()
+        _runtime()  # say that ONNX Runtime is missing before reading and hashing the weights
         weights, tokenizer = load_weights(directory, verify=verify)
         model = build_graph(weights).SerializeToString()
         del weights
-        session = ort.InferenceSession(model, sess_options=session_options(threads),
-                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        return cls.from_graph(model, tokenizer, threads=threads)
+
+    @classmethod
+    def from_graph(cls, model: bytes, tokenizer: Any, *, threads: int = 1) -> Encoder:
+        """A session for a serialised graph from :func:`build_graph` (the stance reader builds one around
+        adapted weights, :mod:`agent.stance_reader`)."""
+        session = _runtime().InferenceSession(model, sess_options=session_options(threads),
+                                              providers=["CPUExecutionProvider"])  # fmt: skip
         return cls(session=session, tokenizer=tokenizer, threads=threads)
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from agent import checks, grounding, learned, stance
+from agent import checks, grounding, learned, stance, stance_reader
 from agent.checks import StepVerdict, TurnContext
 from agent.grades import TurnGrade
 from agent.rubrics import Rubric, Step
@@ -28,12 +28,19 @@ __all__ = ["grade_fast", "grade_session"]
 
 
 def grade_fast(
-    rubric: Rubric, reply: str, context: TurnContext | None = None, *, use_learned: bool = True
+    rubric: Rubric,
+    reply: str,
+    context: TurnContext | None = None,
+    *,
+    use_learned: bool = True,
+    use_reader: bool = True,
 ) -> TurnGrade:
-    """Verdicts only: the checks, then the learned classifier for what the patterns did not find.
+    """Verdicts only: the checks, then the learned classifier for what the patterns did not find, then
+    the stance reader for hostility none of them found (:mod:`agent.stance_reader`).
 
     No chat model, ~0.1 s on 2 cores, the same answer every time. ``use_learned=False`` (or
-    ``DEESCALATE_GRADER=checks``, or no encoder installed) leaves the checks alone.
+    ``DEESCALATE_GRADER=checks``, or no encoder installed) leaves the checks alone; ``use_reader=False``
+    leaves out the stance reader only (``learn-stance`` chooses its thresholds against that grader).
     """
     started = time.perf_counter()
     context = context or TurnContext()
@@ -52,6 +59,13 @@ def grade_fast(
             verdicts = learned.combine(rubric, verdicts, scores)
             components.append("learned")
     verdicts = _with_stance(rubric, reading, verdicts, checked)
+    # The reader reads what the classifier reads: a reply it left to the checks (unlike every training reply:
+    # other registers, other settings) is judged without either.
+    use = component is not None and component.ready and use_reader and not abstained
+    reader = stance_reader.reader_for(rubric) if use else None
+    if reader is not None:
+        verdicts = _with_violations(rubric, stance_reader.apply(reader, reading, verdicts), verdicts, checked)
+        components.append("stance_reader")
     # The content steps held against the conversation: facts restated, offers concrete and meeting a want.
     verdicts = grounding.ground(rubric, reading, context, verdicts, component.encoder if component else None)
     return TurnGrade(verdicts=verdicts, components=components, learned_abstained=abstained,
@@ -66,10 +80,27 @@ def _with_stance(
     (The classifier adds no do-step to a reply that violates a don't-step, :func:`learned.combine`; a
     violation found after it takes back what it added, back to the checks' verdict in ``checked``.)
     """
-    out = stance.apply_to_reading(rubric, reading, verdicts)
+    return _with_violations(rubric, stance.apply_to_reading(rubric, reading, verdicts), verdicts, checked)
+
+
+def _with_violations(
+    rubric: Rubric, out: dict[str, StepVerdict], verdicts: dict[str, StepVerdict], checked: dict[str, StepVerdict]
+) -> dict[str, StepVerdict]:
+    """``out`` (a later stage's verdicts); where it found a violation ``verdicts`` had not, the do-steps the
+    classifier demonstrated go back to the checks' verdicts in ``checked`` and the voids are applied again.
+
+    Only demonstrations: a ``missed`` the classifier's own violation caused (``find_out`` applies after a
+    made-up fact, :func:`agent.checks.apply_after_violations`) is not something it added to a hostile reply.
+    """
     if any(out[s].verdict != verdicts[s].verdict for s in out if s in verdicts):
         for step in rubric.turn_steps():
-            if step.kind == "do" and out[step.id].source == "learned" and step.id in checked:
+            current = out[step.id]
+            if (
+                step.kind == "do"
+                and current.verdict == "demonstrated"
+                and current.source == "learned"
+                and step.id in checked
+            ):
                 out[step.id] = checked[step.id]
         out = checks.apply_voids(rubric, out)
     return out

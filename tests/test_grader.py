@@ -140,3 +140,25 @@ def test_kind_replies_stay_ok_on_every_hostility_step_with_the_classifier_too(re
     # whether the patterns (rubric acts) or the learned classifier read it.
     verdicts = grade_fast(RUBRIC, reply, CONTEXT).verdicts
     assert [s for s in ("argue_back", "dismiss_feelings", "lose_cool") if verdicts[s].verdict != "ok"] == []
+
+
+def test_a_later_violation_takes_back_the_classifiers_demonstrations_not_its_misses():
+    """The stance acts or reader finding a violation undo what the classifier *added* to the reply (a
+    demonstrated do-step), not a ``missed`` its own finding caused (find_out applies after a made-up fact)."""
+    from agent.checks import StepVerdict
+    from agent.grader import _with_violations
+    from agent.rubrics import load_rubric
+
+    rubric = load_rubric("deescalation")
+    checked = {s.id: StepVerdict(step_id=s.id, verdict="ok" if s.kind == "dont" else "missed")
+               for s in rubric.turn_steps()}  # fmt: skip
+    checked["find_out"] = StepVerdict(step_id="find_out", verdict="not_applicable")
+    before = dict(checked)
+    before["empathize"] = StepVerdict(step_id="empathize", verdict="demonstrated", source="learned")
+    before["make_things_up"] = StepVerdict(step_id="make_things_up", verdict="violated", source="learned")
+    before["find_out"] = StepVerdict(step_id="find_out", verdict="missed", source="learned")
+    later = dict(before)
+    later["argue_back"] = StepVerdict(step_id="argue_back", verdict="violated", evidence="Rules are rules.")
+    out = _with_violations(rubric, later, before, checked)
+    assert out["empathize"].verdict == "missed"  # the classifier's credit goes
+    assert out["find_out"].verdict == "missed"  # still applies after the made-up fact

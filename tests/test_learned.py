@@ -122,7 +122,7 @@ def test_the_grader_uses_the_learned_part_and_can_be_told_not_to(monkeypatch):
     reply = "We'll look after you - you won't be forgotten out here."
     with_model = grade_fast(RUBRIC, reply)
     alone = grade_fast(RUBRIC, reply, use_learned=False)
-    assert with_model.components == ["checks", "learned"] and alone.components == ["checks"]
+    assert with_model.components == ["checks", "learned", "stance_reader"] and alone.components == ["checks"]
     assert alone.verdicts["reassure"].verdict == "missed"
     assert with_model.verdicts["reassure"].verdict == "demonstrated"
     assert with_model.verdicts["reassure"].source == "learned"
@@ -284,7 +284,7 @@ def test_the_shipped_grader_leaves_a_support_tweet_to_the_checks_but_scores_a_cl
     assert away.learned_abstained and away.components == ["checks"]
     assert away.verdicts == grade_fast(RUBRIC, tweet, use_learned=False).verdicts
     home = grade_fast(RUBRIC, clinic, TurnContext(persona_name="Mr. Carter"))
-    assert not home.learned_abstained and home.components == ["checks", "learned"]
+    assert not home.learned_abstained and home.components == ["checks", "learned", "stance_reader"]
 
 
 def test_a_model_that_abstains_needs_its_reference_file(tmp_path):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from agent import embed, learned, training
 from agent.rubrics import load_rubric_argument
@@ -41,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.set_defaults(handler=cmd_learn)
+    register_stance(subparsers)
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -77,3 +81,146 @@ def cmd_learn(args: argparse.Namespace) -> int:
         print(f"no classifier (too few examples of each label): {', '.join(skipped)}")
     print(f"wrote {out} ({len(rows)} replies, {len(model.steps)} steps)")
     return 0
+
+
+# -- learn-stance ------------------------------------------------------------------------------------
+
+STANCE_STEPS = ("argue_back", "dismiss_feelings", "lose_cool")
+DECIDED_STEPS = ("argue_back", "dismiss_feelings")
+KIND_STEPS = ("apologize", "empathize", "offer_solution", "reassure", "find_out", "ask_questions")
+
+
+def register_stance(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "learn-stance",
+        help="train the stance reader (MiniLM with a LoRA adapter) for the hostility don't-steps; needs PyTorch",
+        description=(
+            "Fine-tune a low-rank adapter of the grader's sentence encoder and a head per don't-step on labelled "
+            "replies, choose each step's thresholds on cross-validation folds that leave whole authors (or files) "
+            "out, and save the adapter beside the rubric (rubrics/<id>.stance_reader.json + .npz). PyTorch is "
+            "needed for training only: " + "pip install torch --index-url https://download.pytorch.org/whl/cpu. "
+            "Never train on the file you will report a score on."
+        ),
+    )
+    parser.add_argument("files", nargs="+", help="calibration JSONL files to learn from (rows may name an author)")
+    parser.add_argument("--rubric", default="deescalation", help="rubric name or YAML path")
+    parser.add_argument("--out", help="where to write the reader: OUT.json and OUT.npz (default: beside the rubric)")
+    parser.add_argument("--folds", type=int, default=4, help="cross-validation folds (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the replies (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    parser.add_argument(
+        "--decide",
+        default=",".join(DECIDED_STEPS),
+        metavar="STEP,...",
+        help="the steps whose verdicts the reader may change (all three are learned; default %(default)s: "
+        "lose_cool cost the plain replies most out of fold)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write the cross-validation figures and each reply's out-of-fold probabilities to this JSON file",
+    )
+    parser.add_argument(
+        "--cv-from",
+        type=Path,
+        metavar="JSON",
+        help="take the out-of-fold probabilities from an "
+        "earlier run's --json instead of training the folds again (the same files)",
+    )
+    parser.set_defaults(handler=cmd_learn_stance)
+
+
+def cmd_learn_stance(args: argparse.Namespace) -> int:
+    from agent import stance_reader, stance_training
+
+    try:
+        stance_training._torch()
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rubric = load_rubric_argument(args.rubric)
+    decides = [s.strip() for s in args.decide.split(",") if s.strip()]
+    if not decides or set(decides) - set(STANCE_STEPS):
+        print(f"error: --decide takes steps among {', '.join(STANCE_STEPS)}", file=sys.stderr)
+        return 2
+    log = stance_training.stderr_progress
+    log(f"reading {len(args.files)} files and grading each reply without the reader ...")
+    labelled = stance_training.rows_from(args.files, rubric, STANCE_STEPS, KIND_STEPS)
+    steps = len(STANCE_STEPS)
+    if args.cv_from:
+        probabilities = _out_of_fold_from(args.cv_from, labelled)
+    else:
+        probabilities = stance_training.out_of_fold(labelled, steps, args.folds, seed=args.seed,
+                                                    epochs=args.epochs, progress=log)  # fmt: skip
+    threshold: dict[str, float] = {}
+    kind_threshold: dict[str, float] = {}
+    for j, step in enumerate(STANCE_STEPS):
+        # A step the reader does not decide keeps its verdicts: a threshold above every probability.
+        chosen = stance_training.choose_thresholds(labelled, probabilities, j) if step in decides else (1.01, 1.01)
+        threshold[step], kind_threshold[step] = chosen
+    figures = _cross_validation_table(labelled, probabilities, threshold, kind_threshold)
+    if args.json:
+        rows = [{"group": item.row.group, "text": item.row.text, "labels": item.row.labels, "grader": item.violated,
+                 "kind": item.kind, "unfamiliar": item.unfamiliar,
+                 "out_of_fold": [round(float(p), 4) for p in probabilities[i]]}
+                for i, item in enumerate(labelled)]  # fmt: skip
+        report = {"thresholds": [threshold, kind_threshold], "figures": figures, "rows": rows}
+        args.json.write_text(json.dumps(report, indent=1).replace("NaN", "null"), encoding="utf-8")
+    log(f"training on all {len(labelled)} replies ...")
+    trained = stance_training.train([item.row for item in labelled], steps, seed=args.seed, epochs=args.epochs,
+                                    progress=log)  # fmt: skip
+    info = stance_reader.ReaderInfo(
+        rubric=rubric.id, steps=list(STANCE_STEPS), decides=decides, threshold=threshold,
+        kind_threshold=kind_threshold,
+        kind_steps=list(KIND_STEPS), rank=stance_training.RANK, alpha=stance_training.ALPHA,
+        trained_on=[f"{Path(f).parent.name}/{Path(f).name}" for f in args.files],
+        training={"epochs": args.epochs, "seed": args.seed, "learning_rate": stance_training.LEARNING_RATE,
+                  "replies": len(labelled), "folds": args.folds},
+        cross_validation=figures,
+    )  # fmt: skip
+    json_path, npz_path = stance_reader.paths(rubric)
+    if args.out:
+        json_path, npz_path = Path(f"{args.out}.json"), Path(f"{args.out}.npz")
+    np.savez_compressed(npz_path, **trained.arrays)
+    json_path.write_text(json.dumps(info.model_dump(), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {json_path} and {npz_path} ({len(labelled)} replies)")
+    return 0
+
+
+def _out_of_fold_from(path: Path, labelled: list) -> np.ndarray:
+    """The out-of-fold probabilities an earlier run saved with ``--json`` (the same files, in the same order)."""
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    if [r["text"] for r in rows] != [item.row.text for item in labelled]:
+        raise SystemExit(f"error: {path} was written for other replies than these files")
+    return np.array([r["out_of_fold"] for r in rows], dtype=float)
+
+
+def _cross_validation_table(labelled: list, probabilities: np.ndarray, threshold: dict[str, float],
+                            kind_threshold: dict[str, float]) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+    """Print and return, per group and over all rows, the grader's out-of-fold accuracy without and with the
+    reader at the chosen thresholds, then the mean over groups (what the thresholds were chosen by)."""
+    from agent import stance_training
+
+    groups = sorted({item.row.group for item in labelled})
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    print(f"{'out-of-fold accuracy':<40} " + " ".join(f"{s:>24}" for s in STANCE_STEPS))
+    before = [np.array([item.violated[j] for item in labelled]) for j in range(len(STANCE_STEPS))]
+    after = [stance_training.decide(labelled, probabilities, j, threshold[s], kind_threshold[s])
+             for j, s in enumerate(STANCE_STEPS)]  # fmt: skip
+    for group in [*groups, "all"]:
+        rows = None if group == "all" else [i for i, item in enumerate(labelled) if item.row.group == group]
+        cells = []
+        for j, step in enumerate(STANCE_STEPS):
+            a, n = stance_training.accuracy(labelled, before[j], j, rows)
+            b, _ = stance_training.accuracy(labelled, after[j], j, rows)
+            figures.setdefault(group, {})[step] = {"n": n, "grader": round(a, 4), "with_reader": round(b, 4)}
+            cells.append(f"{a:.3f} -> {b:.3f} ({n:>4})" if n else f"{'-':>24}")
+        print(f"{group:<40} " + " ".join(f"{c:>24}" for c in cells))
+    mean = stance_training.group_mean_accuracy
+    means = [(mean(labelled, before[j], j), mean(labelled, after[j], j)) for j in range(len(STANCE_STEPS))]
+    print(f"{'mean over groups':<40} " + " ".join(f"{f'{a:.3f} -> {b:.3f}':>24}" for a, b in means))
+    figures["mean_over_groups"] = {s: {"grader": round(a, 4), "with_reader": round(b, 4)}
+                                   for s, (a, b) in zip(STANCE_STEPS, means, strict=True)}  # fmt: skip
+    print("thresholds (no kind move / kind move): "
+          + ", ".join(f"{s} {threshold[s]:.2f}/{kind_threshold[s]:.2f}" for s in STANCE_STEPS))  # fmt: skip
+    return figures

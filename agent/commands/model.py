@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent import embed, runtime
+from agent import embed, runtime, stance_reader
+from agent.rubrics import load_rubric
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,6 +54,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"size:      {size} (expected {report.expected_size:,})")
         print(f"sha256_ok: {str(report.sha256_ok).lower()}")
         print(f"grader encoder: {embed.describe()}")
+        print(f"stance reader:  {stance_reader.describe(load_rubric())}")
     return 0 if report.sha256_ok else 1
 
 
