@@ -90,9 +90,10 @@ def test_verdicts_come_from_grade_fast_once_and_the_mood_is_updated_once(spies):
     session = Session(CARTER, model, seed=7)
     turn = session.turn(SORRY)
     assert len(spies["grade_fast"]) == 1 and len(spies["update"]) == 1
-    # The checks and the classifier (when this machine has the encoder), as grade_fast gives them.
+    # The checks, the classifier and the stance reader (when this machine has the encoder), as grade_fast gives them.
     component = learned.component_for(session.rubric)
-    expected = ["checks", "learned"] if component is not None and component.ready else ["checks"]
+    ready = component is not None and component.ready
+    expected = ["checks", "learned", "stance_reader"] if ready else ["checks"]
     assert turn.grade.components == expected
     fresh = grader.grade_fast(session.rubric, SORRY, session.context(0))
     assert turn.grade.labels() == fresh.labels()

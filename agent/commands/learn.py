@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -98,7 +99,7 @@ def register_stance(subparsers: argparse._SubParsersAction) -> None:
             "Fine-tune a low-rank adapter of the grader's sentence encoder and a head per don't-step on labelled "
             "replies, choose each step's thresholds on cross-validation folds that leave whole authors (or files) "
             "out, and save the adapter beside the rubric (rubrics/<id>.stance_reader.json + .npz). PyTorch is "
-            "needed for training only: " + "pip install torch --index-url https://download.pytorch.org/whl/cpu. "
+            "needed for training only: pip install torch --index-url https://download.pytorch.org/whl/cpu. "
             "Never train on the file you will report a score on."
         ),
     )
@@ -160,12 +161,15 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
         threshold[step], kind_threshold[step] = chosen
     figures = _cross_validation_table(labelled, probabilities, threshold, kind_threshold)
     if args.json:
-        rows = [{"group": item.row.group, "text": item.row.text, "labels": item.row.labels, "grader": item.violated,
+        rows = [{"group": item.row.group, "text_sha1": _digest(item.row.text), "labels": item.row.labels,
+                 "grader": item.violated,
                  "kind": item.kind, "unfamiliar": item.unfamiliar,
                  "out_of_fold": [round(float(p), 4) for p in probabilities[i]]}
                 for i, item in enumerate(labelled)]  # fmt: skip
         report = {"thresholds": [threshold, kind_threshold], "figures": figures, "rows": rows}
-        args.json.write_text(json.dumps(report, indent=1).replace("NaN", "null"), encoding="utf-8")
+        lines = ",\n".join(json.dumps(row) for row in rows)  # one reply per line
+        head = json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1)[:-2]
+        args.json.write_text(f'{head},\n "rows": [\n{lines}\n]}}\n'.replace("NaN", "null"), encoding="utf-8")
     log(f"training on all {len(labelled)} replies ...")
     trained = stance_training.train([item.row for item in labelled], steps, seed=args.seed, epochs=args.epochs,
                                     progress=log)  # fmt: skip
@@ -187,10 +191,15 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _digest(text: str) -> str:
+    """A reply's SHA-1 in the saved cross-validation rows (they say which reply without repeating the gold)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
 def _out_of_fold_from(path: Path, labelled: list) -> np.ndarray:
     """The out-of-fold probabilities an earlier run saved with ``--json`` (the same files, in the same order)."""
     rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
-    if [r["text"] for r in rows] != [item.row.text for item in labelled]:
+    if [r["text_sha1"] for r in rows] != [_digest(item.row.text) for item in labelled]:
         raise SystemExit(f"error: {path} was written for other replies than these files")
     return np.array([r["out_of_fold"] for r in rows], dtype=float)
 
