@@ -10,6 +10,11 @@ in :mod:`agent.coach`. A side effect is that the trainee's text cannot change a 
 to the model: the model never decides one; the classifier only embeds the text, and the 20
 injection tests pass through it too.
 
+After them, on the same reading: the stance acts (:mod:`agent.stance`, phrase shapes for a reply with no
+kind move), the stance reader (:mod:`agent.stance_reader`, the encoder with a learned adapter, for
+hostility said in words no pattern lists), then grounding (:mod:`agent.grounding`, the content steps held
+against the conversation).
+
 Session-level steps (let the patient vent, patience, simple to complex, agreed resolution) need the
 whole conversation and are scored at the end by :func:`grade_session`.
 """

@@ -274,3 +274,18 @@ def test_the_shipped_reader_decides_argue_back_and_dismiss_feelings_only():
     assert reader is not None
     assert reader.info.decides == ["argue_back", "dismiss_feelings"]
     assert "lose_cool" in reader.info.steps
+
+
+def test_the_reader_file_gives_the_trained_models_probabilities(tmp_path):
+    """What learn-stance saves, read by the app (ONNX, merged weights), scores as the torch model it came from.
+    Needs PyTorch (training only), so CI without it skips this; the NumPy reference test above still runs."""
+    pytest.importorskip("torch")
+    rows = [stance_training.Row(text=t, labels=[float(i % 2), math.nan, 0.0], group="g")
+            for i, t in enumerate(["Forty minutes is nothing.", "I'm so sorry about the wait.",
+                                   "Read the reminder next time.", "Let me check that for you."] * 4)]  # fmt: skip
+    trained = stance_training.train(rows, 3, epochs=1, threads=1)
+    reader_info = info(rank=stance_training.RANK, alpha=stance_training.ALPHA)
+    reader = stance_reader.load(*write_reader(tmp_path, reader_info, trained.arrays))
+    texts = ["Honestly, it's one day.", "I understand, and I'm sorry."]
+    np.testing.assert_allclose(reader.probabilities(texts), trained.probabilities(texts), atol=1e-4)
+    assert np.abs(trained.arrays["layer0.query.B"]).max() > 0  # it did learn something
