@@ -24,9 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(rubrics/<id>.learned.json). Never train on the file you will report a score on."
         ),
     )
-    parser.add_argument("files", nargs="+", help="calibration JSONL files to learn from")
-    parser.add_argument("--rubric", default="deescalation", help="rubric name or YAML path")
-    parser.add_argument("--out", help="where to write the model (default: beside the rubric)")
+    _files_rubric_out(parser, "calibration JSONL files to learn from",
+                      "where to write the model (default: beside the rubric)")  # fmt: skip
     parser.add_argument("--l2", type=float, default=training.L2, help="L2 penalty (default %(default)s)")
     parser.add_argument(
         "--familiar-at",
@@ -46,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.set_defaults(handler=cmd_learn)
     register_stance(subparsers)
+
+
+def _files_rubric_out(parser: argparse.ArgumentParser, files_help: str, out_help: str) -> None:
+    """The arguments both learning commands share: the labelled files, the rubric, where to write."""
+    parser.add_argument("files", nargs="+", help=files_help)
+    parser.add_argument("--rubric", default="deescalation", help="rubric name or YAML path")
+    parser.add_argument("--out", help=out_help)
 
 
 def cmd_learn(args: argparse.Namespace) -> int:
@@ -103,9 +109,8 @@ def register_stance(subparsers: argparse._SubParsersAction) -> None:
             "Never train on the file you will report a score on."
         ),
     )
-    parser.add_argument("files", nargs="+", help="calibration JSONL files to learn from (rows may name an author)")
-    parser.add_argument("--rubric", default="deescalation", help="rubric name or YAML path")
-    parser.add_argument("--out", help="where to write the reader: OUT.json and OUT.npz (default: beside the rubric)")
+    _files_rubric_out(parser, "calibration JSONL files to learn from (rows may name an author)",
+                      "where to write the reader: OUT.json and OUT.npz (default: beside the rubric)")  # fmt: skip
     parser.add_argument("--folds", type=int, default=4, help="cross-validation folds (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=10, help="passes over the replies (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
