@@ -30,8 +30,10 @@ A rubric without the files gets no reader; ``DEESCALATE_GRADER=checks`` turns it
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,8 +148,11 @@ def load(json_path: Path, npz_path: Path, *, threads: int = 1) -> Reader:
     ]
     if unscored:
         raise StanceReaderError(f"{json_path}: decides {unscored} without a score or thresholds for them")
-    with np.load(npz_path) as data:
-        arrays = {name: np.asarray(data[name], dtype=np.float32) for name in data.files}
+    try:
+        with np.load(npz_path) as data:
+            arrays = {name: np.asarray(data[name], dtype=np.float32) for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise StanceReaderError(f"{npz_path}: cannot read the arrays ({exc})") from exc
     try:
         head_weight, head_bias = arrays.pop("head.weight"), arrays.pop("head.bias")
     except KeyError as exc:
@@ -162,12 +167,13 @@ def load(json_path: Path, npz_path: Path, *, threads: int = 1) -> Reader:
 
 
 _lock = threading.Lock()
-_loaded: dict[str, tuple[float, Reader | None, str | None]] = {}
+_loaded: dict[str, tuple[float, Reader | None]] = {}
+log = logging.getLogger(__name__)
 
 
 def reader_for(rubric: Rubric) -> Reader | None:
-    """The rubric's reader, loaded once per file version; None when it has none, or it cannot be used
-    (the reason is kept in :func:`why_not` and the grader goes on without it)."""
+    """The rubric's reader, loaded once per file version; None when it has none, or when its files cannot
+    be used: then the reason is logged once and the grader goes on without the reader (fails closed)."""
     if os.environ.get("DEESCALATE_GRADER", "").lower() == "checks":
         return None
     json_path, npz_path = paths(rubric)
@@ -179,17 +185,12 @@ def reader_for(rubric: Rubric) -> Reader | None:
         cached = _loaded.get(rubric.id)
         if cached is None or cached[0] != stamp:
             try:
-                cached = (stamp, load(json_path, npz_path), None)
+                cached = (stamp, load(json_path, npz_path))
             except (StanceReaderError, embed.EncoderUnavailable) as exc:
-                cached = (stamp, None, str(exc))
+                log.warning("stance reader not used: %s", exc)
+                cached = (stamp, None)
             _loaded[rubric.id] = cached
         return cached[1]
-
-
-def why_not(rubric: Rubric) -> str | None:
-    """Why the rubric's reader is not used, if its files exist but could not be loaded."""
-    cached = _loaded.get(rubric.id)
-    return cached[2] if cached else None
 
 
 def kind_move(verdicts: dict[str, StepVerdict], kind_steps: list[str]) -> bool:

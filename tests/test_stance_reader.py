@@ -98,6 +98,18 @@ def test_a_reader_file_that_cannot_be_used_fails_closed_naming_the_file(tmp_path
     assert "r.stance_reader.json" in str(error.value)
 
 
+def test_a_broken_reader_file_is_not_used_and_says_why(tmp_path, monkeypatch, caplog):
+    """A trainer's damaged file: the grader goes on with the checks, classifier and acts, and the log names it."""
+    json_path, npz_path = write_reader(tmp_path, info(), random_adapter(info()))
+    npz_path.write_bytes(b"not a zip")
+    with pytest.raises(stance_reader.StanceReaderError, match="r.stance_reader.npz"):
+        stance_reader.load(json_path, npz_path)
+    broken = load_rubric("deescalation").model_copy(update={"id": "broken-reader-test"})
+    monkeypatch.setattr(stance_reader, "paths", lambda rubric: (json_path, npz_path))
+    assert stance_reader.reader_for(broken) is None
+    assert "stance reader not used" in caplog.text and "r.stance_reader.npz" in caplog.text
+
+
 def test_a_reader_without_its_head_fails_closed(tmp_path):
     with pytest.raises(stance_reader.StanceReaderError, match="head.weight"):
         stance_reader.load(*write_reader(tmp_path, info(), random_adapter(info())))
