@@ -48,7 +48,8 @@ class Row:
     group: str
 
 
-def _torch() -> Any:
+def require_torch() -> Any:
+    """PyTorch, or a RuntimeError that says how to install the CPU build (the app never needs it)."""
     try:
         import torch
     except ImportError as exc:
@@ -137,7 +138,7 @@ class Trained:
     tokenizer: Any
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        torch = _torch()
+        torch = require_torch()
         self.model.eval()
         out = []
         with torch.no_grad():
@@ -160,7 +161,7 @@ def train(
     progress: Callable[[str], None] | None = None,
 ) -> Trained:
     """Fit the adapter and head on ``rows`` (batches of similar length, AdamW, warm-up then linear decay)."""
-    torch = _torch()
+    torch = require_torch()
     torch.manual_seed(seed)
     shuffle = random.Random(seed)
     torch.set_num_threads(threads or embed.all_cores())

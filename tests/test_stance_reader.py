@@ -214,7 +214,7 @@ def test_learn_stance_without_pytorch_says_what_to_install(monkeypatch, capsys):
     def missing() -> None:
         raise RuntimeError(f"training the stance reader needs PyTorch: {stance_training.TORCH_HINT}")
 
-    monkeypatch.setattr(stance_training, "_torch", missing)
+    monkeypatch.setattr(stance_training, "require_torch", missing)
     assert cli.main(["learn-stance", "tests/data/gold/dev.jsonl"]) == 2
     assert "download.pytorch.org/whl/cpu" in capsys.readouterr().err
 

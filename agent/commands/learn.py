@@ -140,7 +140,7 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
     from agent import stance_reader, stance_training
 
     try:
-        stance_training._torch()
+        stance_training.require_torch()
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
