@@ -193,7 +193,7 @@ def reader_for(rubric: Rubric) -> Reader | None:
         return cached[1]
 
 
-def kind_move(verdicts: dict[str, StepVerdict], kind_steps: list[str]) -> bool:
+def shows_kind_step(verdicts: dict[str, StepVerdict], kind_steps: list[str]) -> bool:
     """Whether the grader found one of the kind do-steps demonstrated in the reply."""
     return any(verdicts.get(step) is not None and verdicts[step].verdict == "demonstrated" for step in kind_steps)
 
@@ -214,7 +214,7 @@ def apply(reader: Reader, reading: checks.Reading, verdicts: dict[str, StepVerdi
     parts = learned.sentences(reply)
     texts = learned.reply_texts(reply, parts)
     scored = reader.probabilities(texts)
-    kind = kind_move(verdicts, reader.info.kind_steps)
+    kind = shows_kind_step(verdicts, reader.info.kind_steps)
     out = dict(verdicts)
     for step in steps:
         column = reader.info.steps.index(step)

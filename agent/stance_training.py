@@ -238,7 +238,7 @@ def rows_from(paths: Sequence[str], rubric: Rubric, steps: Sequence[str], kind_s
             out.append(Labelled(
                 row=Row(text=text, labels=labels, group=group),
                 violated=[graded[s].verdict == "violated" if s in graded else False for s in steps],
-                kind=stance_reader.kind_move(graded, list(kind_steps)),
+                kind=stance_reader.shows_kind_step(graded, list(kind_steps)),
                 unfamiliar=grade.learned_abstained,
             ))  # fmt: skip
     return out

@@ -1,4 +1,4 @@
-"""`python -m agent learn FILE.jsonl ...`: train the grader's learned component on labelled replies."""
+"""`python -m agent learn FILE.jsonl ...` and `learn-stance`: train the grader's learned parts on labelled replies."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agent import embed, learned, training
 from agent.rubrics import load_rubric_argument
+
+if TYPE_CHECKING:  # stance_training (and what it imports) is loaded only when learn-stance runs
+    from agent.stance_training import Labelled
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -201,7 +205,7 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _out_of_fold_from(path: Path, labelled: list) -> np.ndarray:
+def _out_of_fold_from(path: Path, labelled: list[Labelled]) -> np.ndarray:
     """The out-of-fold probabilities an earlier run saved with ``--json`` (the same files, in the same order)."""
     rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
     if [r["text_sha1"] for r in rows] != [_digest(item.row.text) for item in labelled]:
@@ -209,7 +213,7 @@ def _out_of_fold_from(path: Path, labelled: list) -> np.ndarray:
     return np.array([r["out_of_fold"] for r in rows], dtype=float)
 
 
-def _cross_validation_table(labelled: list, probabilities: np.ndarray, threshold: dict[str, float],
+def _cross_validation_table(labelled: list[Labelled], probabilities: np.ndarray, threshold: dict[str, float],
                             kind_threshold: dict[str, float]) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
     """Print and return, per group and over all rows, the grader's out-of-fold accuracy without and with the
     reader at the chosen thresholds, then the mean over groups (what the thresholds were chosen by)."""
