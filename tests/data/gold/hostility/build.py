@@ -7,8 +7,8 @@ seed and dealt alternately to train and held-out, so both halves hold every patt
 numbers and the held-out half never changes between runs.
 
 The training-only additions, written after the split by other authors (``source_extra.yaml`` to
-``source_extra9.yaml``, one author each), go to train.jsonl only, with ids ``hs-x-...``, ``hs-b-...``,
-``hs-c-...``, ``hs-d-...`` to ``hs-i-...``; they take no part in the split, so the held-out half is the
+``source_extra15.yaml``, one author each), go to train.jsonl only, with ids ``hs-x-...``, ``hs-b-...``,
+``hs-c-...``, ``hs-d-...`` to ``hs-o-...``; they take no part in the split, so the held-out half is the
 same with or without them.
 """
 
@@ -35,6 +35,12 @@ EXTRAS = [
     ("source_extra7.yaml", "hs-g"),
     ("source_extra8.yaml", "hs-h"),
     ("source_extra9.yaml", "hs-i"),
+    ("source_extra10.yaml", "hs-j"),
+    ("source_extra11.yaml", "hs-k"),
+    ("source_extra12.yaml", "hs-l"),
+    ("source_extra13.yaml", "hs-m"),
+    ("source_extra14.yaml", "hs-n"),
+    ("source_extra15.yaml", "hs-o"),
 ]
 # Who wrote each training reply (``author`` in train.jsonl): ``learn-stance`` leaves whole authors out
 # when it cross-validates. "A" wrote source.yaml; held-out rows carry no author (the file stays as split).
