@@ -2,6 +2,7 @@
 
 Usage: python bench/turn_latency.py [--json] [--browser] [--persona ID] [--turns N] [--sessions K]
        [--model default|small] [--no-raw] [--pause S] [--settle S] [--busy N] [--type CPS]
+       [--paste-pause S]
 
 ``--busy N``: after the quiet sessions, the same sessions are played again beside N CPU hogs of
 the bench's own (:mod:`bench.busy`: spinning processes that stop by themselves), and the busy
@@ -12,6 +13,9 @@ prefill reads it while it is typed; without it the reply is pasted at once, as b
 ``--review S`` (with ``--type``): seconds between the last key and Send, as a trainee glances over
 the reply (default 0.5; 0 sends on the last key). A reply that ends a sentence is read whole
 during that pause, stage direction included (``Session.prefill_reply``), if the model is free.
+``--paste-pause S`` (without ``--type``): the reply is pasted into the box (one input event, as a
+paste makes) and Send is clicked S seconds later, as a trainee who pastes, then reaches for Send
+(default 0: Send at once, the worst case, which leaves the prefill no time).
 
 Starts the embedded llama.cpp server (:class:`agent.runtime.EmbeddedServer`, its own log file),
 builds the controller on it as ``make run`` does (``Practice`` with the embedded settings and that
@@ -431,6 +435,8 @@ class Driver:
 
     def type(self, session_id: str, text: str, speed: float) -> None: ...
 
+    def paste(self, session_id: str, text: str) -> None: ...
+
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
@@ -464,6 +470,10 @@ class HandlerDriver(Driver):
             time.sleep((len(word) + 1) / speed)
             # The space after each word is typed too; after the last one nothing is (Send is next).
             web.typing(self.practice, session_id, typed if number == len(words) else typed + " ", self.key)
+
+    def paste(self, session_id: str, text: str) -> None:
+        """What the page's input event does when the whole reply is pasted at once."""
+        web.typing(self.practice, session_id, text, self.key)
 
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]:
         marks: dict[str, Any] = {"t0": now()}
@@ -595,6 +605,10 @@ class BrowserDriver(Driver):
         """Type ``text`` into the reply box key by key, ``speed`` characters a second (the page's
         input events fire as they would for a trainee); Send is clicked afterwards."""
         self.page.locator("#message textarea").press_sequentially(text, delay=1000 / speed)
+
+    def paste(self, session_id: str, text: str) -> None:
+        """Put ``text`` into the reply box at once (one input event, as a paste makes)."""
+        self.page.fill("#message textarea", text)
 
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]:
         page = self.page
@@ -752,6 +766,9 @@ def play_phase(args: argparse.Namespace, driver: Driver, practice: Practice, rec
             if args.type:
                 driver.type(session_id, line, args.type)
                 time.sleep(args.review)
+            elif args.paste_pause:
+                driver.paste(session_id, line)
+                time.sleep(args.paste_pause)
             recorder.reset()
             offset = server_log.offset()
             marks = driver.send(session_id, line, number, args.turn_timeout)
@@ -850,6 +867,7 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], cold: dict[s
         "sessions": args.sessions,
         "typed_cps": args.type or None,
         "review_s": args.review if args.type else None,
+        "paste_pause_s": None if args.type else args.paste_pause,
         "spin_count": os.environ.get("GOMP_SPINCOUNT", "app default"),
         "evaluated_tokens": stats([r["evaluated_tokens"] for r in warm]),
         "new_trainee_tokens": stats([r["new_trainee_tokens"] for r in warm]),
@@ -942,6 +960,13 @@ def main() -> None:
         default=0.5,
         metavar="S",
         help="with --type: seconds between the last key and Send (default 0.5)",
+    )
+    parser.add_argument(
+        "--paste-pause",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="without --type: paste the reply, then Send S seconds later (default 0: at once)",
     )
     parser.add_argument(
         "--keep",
