@@ -181,8 +181,10 @@ def build_app(
         gr.on([send.click, message.submit], bind(web.send_spoken, practice), [session_id, message, key, voice_on],
               [*practice_out, patient_audio], api_name="ui_send", api_visibility="undocumented",
               **turn_queue)  # fmt: skip
-        # Each pause in typing hands the reply so far to the patient's slot (debounced on the server).
-        message.input(bind(web.typing, practice), [session_id, message, key], None, api_visibility="private",
+        # Each pause in typing hands the reply so far to the patient's slot (debounced on the server). `change`,
+        # not `input`: Gradio's Textbox fires `input` on key presses only, so a pasted reply (or a transcript
+        # put in the box) would reach the model only on Send.
+        message.change(bind(web.typing, practice), [session_id, message, key], None, api_visibility="private",
                       trigger_mode="always_last", show_progress="hidden", concurrency_id="typing",
                       concurrency_limit=None)  # fmt: skip
         voice_on.change(web.voice_toggle, voice_on, voice_box, api_visibility="private")

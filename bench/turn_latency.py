@@ -607,8 +607,12 @@ class BrowserDriver(Driver):
         self.page.locator("#message textarea").press_sequentially(text, delay=1000 / speed)
 
     def paste(self, session_id: str, text: str) -> None:
-        """Put ``text`` into the reply box at once (one input event, as a paste makes)."""
-        self.page.fill("#message textarea", text)
+        """Put ``text`` into the reply box at once: one input event with the whole text, as a paste makes
+        (Playwright's ``insert_text``, no key events)."""
+        box = self.page.locator("#message textarea")
+        box.fill("")
+        box.focus()
+        self.page.keyboard.insert_text(text)
 
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]:
         page = self.page

@@ -8,6 +8,7 @@ docs/screenshots/ with ``DEESCALATE_SCREENSHOTS=docs/screenshots`` (app_server.s
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,30 @@ def test_the_next_reply_goes_while_the_tip_is_on_its_way(browser, tmp_path):
             "() => (document.querySelector('#feedback')?.innerText ?? '').split('Try saying').length === 3"
         )  # both turns now show their better phrasing
         assert "on the way" not in page.inner_text("#feedback")
+
+
+def test_a_pasted_reply_is_read_before_send(browser, tmp_path):
+    """A reply pasted into the box (one input event, no key presses) goes to the patient's slot before
+    Send, as a typed one does: Gradio's Textbox fires ``input`` on key presses only, so the page listens
+    to ``change`` (with ``input`` this test finds no prefill of the pasted words)."""
+    fake = FakeModel()
+    settings = LLMSettings(backend=Backend.COMPATIBLE, base_url=REPLAY_BASE_URL, model="fake")
+    with running_app(settings, tmp_path / "paste.db", seed=3, patient=fake, coach=fake) as (url, _demo, _store):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.locator("#persona input").click()
+        page.get_by_role("option").filter(has_text="John Carter").first.click()
+        page.click("#start")
+        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('forty minutes')")
+
+        page.locator("#message textarea").focus()
+        page.keyboard.insert_text(APOLOGY)  # what a paste does: the whole text in one input event
+
+        def read_pasted() -> bool:
+            return any(APOLOGY in str(messages[-1].content) for messages in fake.prefills if messages)
+
+        deadline = time.monotonic() + 15
+        while not read_pasted() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert read_pasted(), [str(m[-1].content)[-80:] for m in fake.prefills if m]
+        page.close()
