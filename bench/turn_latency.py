@@ -462,7 +462,7 @@ class HandlerDriver(Driver):
         return str(view[0])
 
     def type(self, session_id: str, text: str, speed: float) -> None:
-        """What the page's input event does while the trainee types ``text`` at ``speed`` characters a second."""
+        """What the page's typing handler does while the trainee types ``text`` at ``speed`` characters a second."""
         typed = ""
         words = text.split(" ")
         for number, word in enumerate(words, start=1):
@@ -472,7 +472,7 @@ class HandlerDriver(Driver):
             web.typing(self.practice, session_id, typed if number == len(words) else typed + " ", self.key)
 
     def paste(self, session_id: str, text: str) -> None:
-        """What the page's input event does when the whole reply is pasted at once."""
+        """What the page's typing handler does when the whole reply is pasted at once (one change event)."""
         web.typing(self.practice, session_id, text, self.key)
 
     def send(self, session_id: str, text: str, number: int, timeout: float) -> dict[str, Any]:
