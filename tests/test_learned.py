@@ -111,8 +111,9 @@ def test_a_promise_found_outside_its_conditions_must_be_the_writers_own():
 
 def test_the_shipped_model_matches_the_rubric_and_never_saw_the_held_out_file():
     model = learned.load(learned.model_path(RUBRIC), RUBRIC)
-    assert "test11.jsonl" not in model.trained_on
-    assert {"train.jsonl", "dev.jsonl"} <= set(model.trained_on)
+    assert "gold/test11.jsonl" not in model.trained_on
+    assert not any(name.endswith("heldout.jsonl") for name in model.trained_on)  # questions/, human/, ...
+    assert {"gold/train.jsonl", "gold/dev.jsonl", "questions/train.jsonl"} <= set(model.trained_on)
     expected = {s.id for s in RUBRIC.turn_steps() if s.learned}
     assert set(model.steps) == expected
     assert all(c.positives >= 4 and c.negatives >= 4 for c in model.steps.values())
@@ -285,6 +286,37 @@ def test_the_shipped_grader_leaves_a_support_tweet_to_the_checks_but_scores_a_cl
     assert away.verdicts == grade_fast(RUBRIC, tweet, use_learned=False).verdicts
     home = grade_fast(RUBRIC, clinic, TurnContext(persona_name="Mr. Carter"))
     assert not home.learned_abstained and home.components == ["checks", "learned", "stance_reader"]
+
+
+# The rubric's own good question for ask_questions, and others like it that ask what the patient was told,
+# were read as argue_back by the classifier trained without questions/train.jsonl (stop 31): a trainee
+# asking the right question was told they had argued back, and the question itself went unrewarded.
+NEUTRAL_QUESTIONS = [
+    "Could you tell me which day you were given on the phone?",
+    "Which day were you told on the phone?",
+    "Do you remember what day they gave you when you called?",
+    "Could you tell me which day you were given?",
+]
+RHETORICAL_QUESTIONS = [
+    "Did you even read the reminder?",
+    "What do you want me to do about it?",
+    "Did you actually check your confirmation text?",
+]
+
+
+@pytest.mark.parametrize("question", NEUTRAL_QUESTIONS)
+def test_the_shipped_grader_credits_a_neutral_question_about_what_the_patient_was_told(question):
+    grade = grade_fast(RUBRIC, question, TurnContext(persona_name="Mr. Carter"))
+    assert "learned" in grade.components
+    assert grade.verdicts["argue_back"].verdict == "ok", grade.verdicts["argue_back"]
+    assert grade.verdicts["ask_questions"].verdict == "demonstrated"
+
+
+@pytest.mark.parametrize("question", RHETORICAL_QUESTIONS)
+def test_the_shipped_grader_still_reads_a_rhetorical_question_as_arguing_back(question):
+    grade = grade_fast(RUBRIC, question, TurnContext(persona_name="Mr. Carter"))
+    assert grade.verdicts["argue_back"].verdict == "violated"
+    assert grade.verdicts["ask_questions"].verdict == "missed"
 
 
 def test_a_model_that_abstains_needs_its_reference_file(tmp_path):

@@ -80,7 +80,7 @@ def test_learn_cli_trains_a_loadable_model(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}" in result.stdout
     model = learned.load(out, RUBRIC)
-    assert model.trained_on == ["dev.jsonl"] and "empathize" in model.steps
+    assert model.trained_on == ["gold/dev.jsonl"] and "empathize" in model.steps
 
 
 def test_learn_cli_cross_validates_leaving_each_file_out(tmp_path):
@@ -94,7 +94,7 @@ def test_learn_cli_cross_validates_leaving_each_file_out(tmp_path):
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("dev.jsonl", "test.jsonl"))]
     assert [r[0] for r in rows] == ["dev.jsonl", "test.jsonl"]
     assert all(0.0 <= float(value) <= 1.0 for r in rows for value in r[1:5])
-    assert learned.load(out, RUBRIC).trained_on == ["dev.jsonl", "test.jsonl"]
+    assert learned.load(out, RUBRIC).trained_on == ["gold/dev.jsonl", "gold/test.jsonl"]
 
 
 def test_memo_encoder_embeds_each_text_once():

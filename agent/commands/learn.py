@@ -75,8 +75,10 @@ def cmd_learn(args: argparse.Namespace) -> int:
                   f"{fold.checks_accuracy:>11.3f} {fold.learned_accuracy:>13.3f}")  # fmt: skip
         print("(a file the patterns were tuned on flatters the checks column)\n")
     rows = training.rows_from(args.files, rubric) + extra
-    model = training.fit(rubric, rows, encoder, trained_on=[Path(f).name for f in args.files], l2=args.l2,
-                        familiar_at=args.familiar_at, progress=sys.stderr.isatty())  # fmt: skip
+    # Folder and name: two gold folders hold a train.jsonl (the questions set's and the team's).
+    names = [f"{Path(f).parent.name}/{Path(f).name}" for f in args.files]
+    model = training.fit(rubric, rows, encoder, trained_on=names, l2=args.l2, familiar_at=args.familiar_at,
+                         progress=sys.stderr.isatty())  # fmt: skip
     if isinstance(encoder, training.VectorCache):
         encoder.save()
     out = Path(args.out) if args.out else learned.model_path(rubric)
