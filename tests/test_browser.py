@@ -72,6 +72,17 @@ def send(page, text: str, number: int, wait_ms: int) -> None:
     )
 
 
+def start_carter(browser, url: str):
+    """A new page on the app, Mr. Carter picked and started, his opening line shown."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.locator("#persona input").click()
+    page.get_by_role("option").filter(has_text="John Carter").first.click()
+    page.click("#start")
+    page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('forty minutes')")
+    return page
+
+
 @pytest.mark.vcr
 def test_a_trainee_practises_in_the_browser(browser, llm_settings, recording, tmp_path, monkeypatch):
     monkeypatch.setenv("TRAINER_PASSWORD", "s3cret")
@@ -141,12 +152,7 @@ def test_the_next_reply_goes_while_the_tip_is_on_its_way(browser, tmp_path):
     # at once, test_practice); never called: the fake answers.
     settings = LLMSettings(backend=Backend.COMPATIBLE, base_url=REPLAY_BASE_URL, model="fake")
     with running_app(settings, tmp_path / "fake.db", seed=3, patient=fake, coach=fake) as (url, _demo, store):
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        page.locator("#persona input").click()
-        page.get_by_role("option").filter(has_text="John Carter").first.click()
-        page.click("#start")
-        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('forty minutes')")
+        page = start_carter(browser, url)
 
         page.fill("#message textarea", APOLOGY)
         page.click("#send")
@@ -174,12 +180,7 @@ def test_a_pasted_reply_is_read_before_send(browser, tmp_path):
     fake = FakeModel()
     settings = LLMSettings(backend=Backend.COMPATIBLE, base_url=REPLAY_BASE_URL, model="fake")
     with running_app(settings, tmp_path / "paste.db", seed=3, patient=fake, coach=fake) as (url, _demo, _store):
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(url)
-        page.locator("#persona input").click()
-        page.get_by_role("option").filter(has_text="John Carter").first.click()
-        page.click("#start")
-        page.wait_for_function("() => document.querySelector('#chat')?.innerText.includes('forty minutes')")
+        page = start_carter(browser, url)
 
         page.locator("#message textarea").focus()
         page.keyboard.insert_text(APOLOGY)  # what a paste does: the whole text in one input event

@@ -57,18 +57,23 @@ def examples(source: str = "source.yaml", prefix: str = "hs") -> list[dict]:
         for token in (entry[2] if len(entry) > 2 else "").split():
             code, _, value = token.partition("=")
             labels[CODES[code]] = VALUES[value]
-        where = data["situations"][key]
         counters[key] = counters.get(key, 0) + 1
-        out.append({
-            "id": f"{prefix}-{where['situation']}-{counters[key]:02d}",
-            "rubric": "deescalation",
-            "situation": where["situation"],
-            "context": where["context"],
-            "history": [{"role": "patient", "content": where["patient"]}],
-            "reply": reply,
-            "labels": labels,
-        })  # fmt: skip
+        out.append(row(data["situations"][key], f"{prefix}-{data['situations'][key]['situation']}-{counters[key]:02d}",
+                       reply, labels))  # fmt: skip
     return out
+
+
+def row(where: dict, row_id: str, reply: str, labels: dict[str, str]) -> dict:
+    """One calibration row: the reply answering the situation's patient line (also used by ../questions/build.py)."""
+    return {
+        "id": row_id,
+        "rubric": "deescalation",
+        "situation": where["situation"],
+        "context": where["context"],
+        "history": [{"role": "patient", "content": where["patient"]}],
+        "reply": reply,
+        "labels": labels,
+    }
 
 
 def split(items: list[dict]) -> dict[str, list[dict]]:

@@ -8,12 +8,18 @@ keyword-free hostility set's (``../hostility/source.yaml``), so both sets ask th
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import yaml
 
 HERE = Path(__file__).resolve().parent
+# The hostility set's build script (a sibling folder, not a package): its situations and row format.
+_spec = importlib.util.spec_from_file_location("hostility_build", HERE.parent / "hostility" / "build.py")
+assert _spec is not None and _spec.loader is not None
+hostility = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hostility)
 CODES = {"arg": "argue_back", "dis": "dismiss_feelings", "cool": "lose_cool", "ask": "ask_questions"}
 VALUES = {"v": "violated", "d": "demonstrated", "m": "missed"}
 FILES = {"train.jsonl": ("source_q1.yaml", "q1"), "heldout.jsonl": ("source_q2.yaml", "q2")}
@@ -34,16 +40,9 @@ def examples(source: str, prefix: str, drop: tuple[str, ...] = ()) -> list[dict]
             labels[CODES[code]] = VALUES[value]
         where = situations[key]
         counters[key] = counters.get(key, 0) + 1
-        out.append({
-            "id": f"{prefix}-{where['situation']}-{counters[key]:02d}",
-            "rubric": "deescalation",
-            "situation": where["situation"],
-            "context": where["context"],
-            "history": [{"role": "patient", "content": where["patient"]}],
-            "reply": reply,
-            "labels": {step: value for step, value in labels.items() if step not in drop},
-            "author": prefix,
-        })  # fmt: skip
+        kept = {step: value for step, value in labels.items() if step not in drop}
+        out.append({**hostility.row(where, f"{prefix}-{where['situation']}-{counters[key]:02d}", reply, kept),
+                    "author": prefix})  # fmt: skip
     return out
 
 
