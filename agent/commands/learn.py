@@ -58,6 +58,12 @@ def _files_rubric_out(parser: argparse.ArgumentParser, files_help: str, out_help
     parser.add_argument("--out", help=out_help)
 
 
+def trained_on(files: list[str]) -> list[str]:
+    """Folder and name of each training file, as a model records them: two gold folders hold a
+    ``train.jsonl`` (the team's and the questions set's)."""
+    return [f"{Path(f).parent.name}/{Path(f).name}" for f in files]
+
+
 def cmd_learn(args: argparse.Namespace) -> int:
     rubric = load_rubric_argument(args.rubric)
     # Every core: learning embeds thousands of texts in batches (embed.batch_encoder).
@@ -75,10 +81,8 @@ def cmd_learn(args: argparse.Namespace) -> int:
                   f"{fold.checks_accuracy:>11.3f} {fold.learned_accuracy:>13.3f}")  # fmt: skip
         print("(a file the patterns were tuned on flatters the checks column)\n")
     rows = training.rows_from(args.files, rubric) + extra
-    # Folder and name: two gold folders hold a train.jsonl (the questions set's and the team's).
-    names = [f"{Path(f).parent.name}/{Path(f).name}" for f in args.files]
-    model = training.fit(rubric, rows, encoder, trained_on=names, l2=args.l2, familiar_at=args.familiar_at,
-                         progress=sys.stderr.isatty())  # fmt: skip
+    model = training.fit(rubric, rows, encoder, trained_on=trained_on(args.files), l2=args.l2,
+                         familiar_at=args.familiar_at, progress=sys.stderr.isatty())  # fmt: skip
     if isinstance(encoder, training.VectorCache):
         encoder.save()
     out = Path(args.out) if args.out else learned.model_path(rubric)
@@ -186,9 +190,8 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
                                     progress=log)  # fmt: skip
     info = stance_reader.ReaderInfo(
         rubric=rubric.id, steps=list(STANCE_STEPS), decides=decides, threshold=threshold,
-        kind_threshold=kind_threshold,
-        kind_steps=list(KIND_STEPS), rank=stance_training.RANK, alpha=stance_training.ALPHA,
-        trained_on=[f"{Path(f).parent.name}/{Path(f).name}" for f in args.files],
+        kind_threshold=kind_threshold, kind_steps=list(KIND_STEPS), rank=stance_training.RANK,
+        alpha=stance_training.ALPHA, trained_on=trained_on(args.files),
         training={"epochs": args.epochs, "seed": args.seed, "learning_rate": stance_training.LEARNING_RATE,
                   "replies": len(labelled), "folds": args.folds},
         cross_validation=figures,
