@@ -48,32 +48,32 @@ AUTHOR_OF_SOURCE = "A"
 
 
 def examples(source: str = "source.yaml", prefix: str = "hs") -> list[dict]:
-    data = yaml.safe_load((HERE / "source.yaml").read_text(encoding="utf-8"))
-    replies = yaml.safe_load((HERE / source).read_text(encoding="utf-8"))["replies"]
+    return rows(HERE / source, prefix, CODES, VALUES)
+
+
+def rows(path: Path, prefix: str, codes: dict[str, str], values: dict[str, str]) -> list[dict]:
+    """Calibration rows from a replies file (``[situation key, reply, "code=value ..."]``) answering the
+    situations of source.yaml; a step in ``codes`` with no label is ``ok`` (also used by ../questions/build.py)."""
+    situations = yaml.safe_load((HERE / "source.yaml").read_text(encoding="utf-8"))["situations"]
+    replies = yaml.safe_load(path.read_text(encoding="utf-8"))["replies"]
     out, counters = [], {}
-    for entry in replies:
-        key, reply = entry[0], entry[1]
-        labels = {step: "ok" for step in CODES.values()}
-        for token in (entry[2] if len(entry) > 2 else "").split():
+    for key, reply, *rest in replies:
+        labels = {step: "ok" for step in codes.values()}
+        for token in (rest[0] if rest else "").split():
             code, _, value = token.partition("=")
-            labels[CODES[code]] = VALUES[value]
+            labels[codes[code]] = values[value]
+        where = situations[key]
         counters[key] = counters.get(key, 0) + 1
-        out.append(row(data["situations"][key], f"{prefix}-{data['situations'][key]['situation']}-{counters[key]:02d}",
-                       reply, labels))  # fmt: skip
+        out.append({
+            "id": f"{prefix}-{where['situation']}-{counters[key]:02d}",
+            "rubric": "deescalation",
+            "situation": where["situation"],
+            "context": where["context"],
+            "history": [{"role": "patient", "content": where["patient"]}],
+            "reply": reply,
+            "labels": labels,
+        })  # fmt: skip
     return out
-
-
-def row(where: dict, row_id: str, reply: str, labels: dict[str, str]) -> dict:
-    """One calibration row: the reply answering the situation's patient line (also used by ../questions/build.py)."""
-    return {
-        "id": row_id,
-        "rubric": "deescalation",
-        "situation": where["situation"],
-        "context": where["context"],
-        "history": [{"role": "patient", "content": where["patient"]}],
-        "reply": reply,
-        "labels": labels,
-    }
 
 
 def split(items: list[dict]) -> dict[str, list[dict]]:

@@ -12,8 +12,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
 # The hostility set's build script (a sibling folder, not a package): its situations and row format.
 _spec = importlib.util.spec_from_file_location("hostility_build", HERE.parent / "hostility" / "build.py")
@@ -30,20 +28,11 @@ UNLABELLED_IN_TRAINING = ("lose_cool",)
 
 
 def examples(source: str, prefix: str, drop: tuple[str, ...] = ()) -> list[dict]:
-    situations = yaml.safe_load((HERE.parent / "hostility" / "source.yaml").read_text(encoding="utf-8"))["situations"]
-    replies = yaml.safe_load((HERE / source).read_text(encoding="utf-8"))["replies"]
-    out, counters = [], {}
-    for key, reply, *rest in replies:
-        labels = {"argue_back": "ok", "dismiss_feelings": "ok", "lose_cool": "ok"}
-        for token in (rest[0] if rest else "").split():
-            code, _, value = token.partition("=")
-            labels[CODES[code]] = VALUES[value]
-        where = situations[key]
-        counters[key] = counters.get(key, 0) + 1
-        kept = {step: value for step, value in labels.items() if step not in drop}
-        out.append({**hostility.row(where, f"{prefix}-{where['situation']}-{counters[key]:02d}", reply, kept),
-                    "author": prefix})  # fmt: skip
-    return out
+    """The hostility build's rows (same situations, same format), less the ``drop`` labels, with their author."""
+    out = hostility.rows(HERE / source, prefix, CODES, VALUES)
+    return [
+        {**row, "labels": {s: v for s, v in row["labels"].items() if s not in drop}, "author": prefix} for row in out
+    ]
 
 
 def main() -> None:
