@@ -45,8 +45,17 @@ from agent.checks import StepVerdict
 from agent.rubrics import Rubric, rubrics_dir
 
 FORMAT = 1
-# Projections of every layer the adapter changes (suffixes of ``encoder.layer.<i>.``).
-TARGETS = {"query": "attention.self.query", "value": "attention.self.value"}
+# Projections of a layer an adapter may change (suffixes of ``encoder.layer.<i>.``); a reader file names the
+# ones it changes (``targets``), :data:`DEFAULT_TARGETS` unless ``learn-stance --targets`` chose others.
+TARGETS = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "attention_output": "attention.output.dense",
+    "intermediate": "intermediate.dense",
+    "output": "output.dense",
+}
+DEFAULT_TARGETS = ("query", "value")
 # The head reads the unit-length sentence vector times this (the training recipe's logit scale).
 SCALE = 10.0
 
@@ -74,7 +83,7 @@ class ReaderInfo(BaseModel):
     rank: int
     alpha: float
     layers: int = embed.LAYERS
-    targets: list[str] = Field(default_factory=lambda: list(TARGETS))
+    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS))
     encoder_sha256: str = embed.WEIGHTS_SHA256
     trained_on: list[str] = Field(default_factory=list)
     training: dict[str, float | int | str] = Field(default_factory=dict)
@@ -160,7 +169,12 @@ def load(json_path: Path, npz_path: Path, *, threads: int = 1) -> Reader:
     if head_weight.shape != (len(info.steps), embed.DIMENSIONS) or head_bias.shape != (len(info.steps),):
         raise StanceReaderError(f"{npz_path}: head shapes {head_weight.shape}/{head_bias.shape} for {info.steps}")
     base, tokenizer = embed.load_weights()
-    graph = embed.build_graph(merged_weights(base, arrays, info)).SerializeToString()
+    try:
+        merged = merged_weights(base, arrays, info)
+    except StanceReaderError as exc:
+        raise StanceReaderError(f"{npz_path}: {exc}") from exc
+    graph = embed.build_graph(merged).SerializeToString()
+    del merged
     del base
     encoder = embed.Encoder.from_graph(graph, tokenizer, threads=threads)
     return Reader(info=info, encoder=encoder, head_weight=head_weight, head_bias=head_bias)

@@ -35,6 +35,7 @@ EPOCHS = 10
 LEARNING_RATE = 3e-3
 BATCH = 32
 WARMUP = 20  # optimiser steps with a rising learning rate
+DROPOUT = 0.0  # BERT's own recipe drops 0.1 of attention weights and sub-layer outputs while training
 TORCH_HINT = "pip install torch --index-url https://download.pytorch.org/whl/cpu (training only)"
 
 
@@ -57,7 +58,8 @@ def require_torch() -> Any:
     return torch
 
 
-def _model(torch: Any, base: dict[str, np.ndarray], steps: int, rank: int, alpha: float) -> Any:
+def _model(torch: Any, base: dict[str, np.ndarray], steps: int, rank: int, alpha: float,
+           targets: Sequence[str], dropout: float) -> Any:  # fmt: skip
     nn, functional = torch.nn, torch.nn.functional
     weights = {name: torch.tensor(np.asarray(value, dtype=np.float32)) for name, value in base.items()}
     heads, width = embed.HEADS, embed.DIMENSIONS // embed.HEADS
@@ -68,7 +70,8 @@ def _model(torch: Any, base: dict[str, np.ndarray], steps: int, rank: int, alpha
             self.a = nn.ParameterDict()
             self.b = nn.ParameterDict()
             for layer in range(embed.LAYERS):
-                for target, suffix in stance_reader.TARGETS.items():
+                for target in targets:
+                    suffix = stance_reader.TARGETS[target]
                     shape = weights[f"encoder.layer.{layer}.{suffix}.weight"].shape
                     key = f"{layer}_{target}"
                     self.a[key] = nn.Parameter(torch.randn(rank, shape[1]) * 0.01)
@@ -78,11 +81,14 @@ def _model(torch: Any, base: dict[str, np.ndarray], steps: int, rank: int, alpha
         def linear(self, x: Any, layer: int, part: str) -> Any:
             prefix = f"encoder.layer.{layer}.{part}"
             out = functional.linear(x, weights[prefix + ".weight"], weights[prefix + ".bias"])
-            for target, suffix in stance_reader.TARGETS.items():
-                if suffix == part:
+            for target in targets:
+                if stance_reader.TARGETS[target] == part:
                     key = f"{layer}_{target}"
                     out = out + (x @ self.a[key].T @ self.b[key].T) * (alpha / rank)
             return out
+
+        def drop(self, x: Any) -> Any:
+            return functional.dropout(x, dropout, self.training) if dropout else x
 
         def norm(self, x: Any, prefix: str) -> Any:
             return functional.layer_norm(x, (embed.DIMENSIONS,), weights[prefix + ".weight"],
@@ -104,13 +110,15 @@ def _model(torch: Any, base: dict[str, np.ndarray], steps: int, rank: int, alpha
                 q = split(self.linear(x, layer, "attention.self.query"))
                 k = split(self.linear(x, layer, "attention.self.key"))
                 v = split(self.linear(x, layer, "attention.self.value"))
-                attended = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(width) + blocked, -1) @ v
+                weights_ = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(width) + blocked, -1)
+                attended = self.drop(weights_) @ v
                 attended = attended.transpose(1, 2).reshape(batch, length, embed.DIMENSIONS)
                 x = self.norm(
-                    self.linear(attended, layer, "attention.output.dense") + x, p + ".attention.output.LayerNorm"
+                    self.drop(self.linear(attended, layer, "attention.output.dense")) + x,
+                    p + ".attention.output.LayerNorm",
                 )
                 hidden = functional.gelu(self.linear(x, layer, "intermediate.dense"))
-                x = self.norm(self.linear(hidden, layer, "output.dense") + x, p + ".output.LayerNorm")
+                x = self.norm(self.drop(self.linear(hidden, layer, "output.dense")) + x, p + ".output.LayerNorm")
             real = mask.float()[:, :, None]
             pooled = functional.normalize((x * real).sum(1) / real.sum(1), dim=-1)
             return self.head(pooled * stance_reader.SCALE)
@@ -154,6 +162,8 @@ def train(
     *,
     rank: int = RANK,
     alpha: float = ALPHA,
+    targets: Sequence[str] = stance_reader.DEFAULT_TARGETS,
+    dropout: float = DROPOUT,
     epochs: int = EPOCHS,
     learning_rate: float = LEARNING_RATE,
     seed: int = 0,
@@ -166,11 +176,12 @@ def train(
     shuffle = random.Random(seed)
     torch.set_num_threads(threads or embed.all_cores())
     base, tokenizer = embed.load_weights()
-    model = _model(torch, base, steps, rank, alpha)
+    model = _model(torch, base, steps, rank, alpha, targets, dropout)
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].text))
     batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
     total, done = epochs * len(batches), 0
+    model.train()
     for epoch in range(epochs):
         shuffle.shuffle(batches)
         loss_sum = 0.0
@@ -191,7 +202,7 @@ def train(
             progress(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / len(batches):.4f}")
     arrays: dict[str, np.ndarray] = {}
     for layer in range(embed.LAYERS):
-        for target in stance_reader.TARGETS:
+        for target in targets:
             key = f"{layer}_{target}"
             arrays[stance_reader.adapter_key(layer, target, "A")] = model.a[key].detach().numpy().astype(np.float32)
             arrays[stance_reader.adapter_key(layer, target, "B")] = model.b[key].detach().numpy().astype(np.float32)

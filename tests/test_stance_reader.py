@@ -30,11 +30,13 @@ def info(**changes: object) -> stance_reader.ReaderInfo:
 
 def random_adapter(reader_info: stance_reader.ReaderInfo, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
+    base, _ = embed.load_weights()
     arrays = {}
     for layer in range(embed.LAYERS):
         for target in reader_info.targets:
-            arrays[stance_reader.adapter_key(layer, target, "A")] = rng.normal(0, 0.05, (reader_info.rank, 384))
-            arrays[stance_reader.adapter_key(layer, target, "B")] = rng.normal(0, 0.05, (384, reader_info.rank))
+            out, into = base[f"encoder.layer.{layer}.{stance_reader.TARGETS[target]}.weight"].shape
+            arrays[stance_reader.adapter_key(layer, target, "A")] = rng.normal(0, 0.05, (reader_info.rank, into))
+            arrays[stance_reader.adapter_key(layer, target, "B")] = rng.normal(0, 0.05, (out, reader_info.rank))
     return {k: v.astype(np.float32) for k, v in arrays.items()}
 
 
@@ -61,10 +63,12 @@ def test_merged_weights_add_the_scaled_low_rank_change_and_copy_nothing_else():
         stance_reader.merged_weights(base, {}, reader_info)
 
 
-def test_the_reader_graph_is_the_numpy_forward_pass_over_the_merged_weights(tmp_path):
+@pytest.mark.parametrize("targets", [list(stance_reader.DEFAULT_TARGETS), list(stance_reader.TARGETS)])
+def test_the_reader_graph_is_the_numpy_forward_pass_over_the_merged_weights(tmp_path, targets):
     """The ONNX graph built around the adapted weights gives the plain NumPy BERT's vectors for them, and
-    the probabilities are the head over those vectors (an independent reading of the same arrays)."""
-    reader_info = info()
+    the probabilities are the head over those vectors (an independent reading of the same arrays), for the
+    default adapter and one that changes every projection."""
+    reader_info = info(targets=targets)
     arrays = random_adapter(reader_info, seed=1)
     head_weight = np.random.default_rng(2).normal(0, 0.3, (3, 384)).astype(np.float32)
     head_bias = np.array([0.1, -0.2, 0.0], dtype=np.float32)
@@ -86,7 +90,7 @@ def test_the_reader_graph_is_the_numpy_forward_pass_over_the_merged_weights(tmp_
     [
         ({"format": 9}, "format 9"),
         ({"encoder_sha256": "0" * 64}, "another encoder"),
-        ({"targets": ["key"]}, "key"),
+        ({"targets": ["gate"]}, "gate"),
         ({"decides": ["use_name"]}, "decides"),
     ],
 )
@@ -96,6 +100,14 @@ def test_a_reader_file_that_cannot_be_used_fails_closed_naming_the_file(tmp_path
     with pytest.raises(stance_reader.StanceReaderError, match=message) as error:
         stance_reader.load(json_path, npz_path)
     assert "r.stance_reader.json" in str(error.value)
+
+
+def test_a_reader_file_without_the_arrays_its_targets_name_fails_closed_naming_the_file(tmp_path):
+    head = {"head.weight": np.zeros((3, 384), np.float32), "head.bias": np.zeros(3, np.float32)}
+    json_path, npz_path = write_reader(tmp_path, info(targets=["query", "key"]), {**random_adapter(info()), **head})
+    with pytest.raises(stance_reader.StanceReaderError, match="layer0.key.A") as error:
+        stance_reader.load(json_path, npz_path)
+    assert "r.stance_reader.npz" in str(error.value)
 
 
 def test_a_broken_reader_file_is_not_used_and_says_why(tmp_path, monkeypatch, caplog):
@@ -288,15 +300,19 @@ def test_the_shipped_reader_decides_argue_back_and_dismiss_feelings_only():
     assert "lose_cool" in reader.info.steps
 
 
-def test_the_reader_file_gives_the_trained_models_probabilities(tmp_path):
-    """What learn-stance saves, read by the app (ONNX, merged weights), scores as the torch model it came from.
-    Needs PyTorch (training only), so CI without it skips this; the NumPy reference test above still runs."""
+@pytest.mark.parametrize(
+    ("targets", "dropout"), [(stance_reader.DEFAULT_TARGETS, 0.0), (tuple(stance_reader.TARGETS), 0.1)]
+)
+def test_the_reader_file_gives_the_trained_models_probabilities(tmp_path, targets, dropout):
+    """What learn-stance saves, read by the app (ONNX, merged weights), scores as the torch model it came from
+    (dropout is training only). Needs PyTorch (training only), so CI without it skips this; the NumPy
+    reference test above still runs."""
     pytest.importorskip("torch")
     rows = [stance_training.Row(text=t, labels=[float(i % 2), math.nan, 0.0], group="g")
             for i, t in enumerate(["Forty minutes is nothing.", "I'm so sorry about the wait.",
                                    "Read the reminder next time.", "Let me check that for you."] * 4)]  # fmt: skip
-    trained = stance_training.train(rows, 3, epochs=1, threads=1)
-    reader_info = info(rank=stance_training.RANK, alpha=stance_training.ALPHA)
+    trained = stance_training.train(rows, 3, epochs=1, threads=1, targets=targets, dropout=dropout)
+    reader_info = info(rank=stance_training.RANK, alpha=stance_training.ALPHA, targets=list(targets))
     reader = stance_reader.load(*write_reader(tmp_path, reader_info, trained.arrays))
     texts = ["Honestly, it's one day.", "I understand, and I'm sorry."]
     np.testing.assert_allclose(reader.probabilities(texts), trained.probabilities(texts), atol=1e-4)

@@ -108,6 +108,8 @@ KIND_STEPS = ("apologize", "empathize", "offer_solution", "reassure", "find_out"
 
 
 def register_stance(subparsers: argparse._SubParsersAction) -> None:
+    from agent.stance_reader import DEFAULT_TARGETS, TARGETS
+
     parser = subparsers.add_parser(
         "learn-stance",
         help="train the stance reader (MiniLM with a LoRA adapter) for the hostility don't-steps; needs PyTorch",
@@ -124,6 +126,18 @@ def register_stance(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--folds", type=int, default=4, help="cross-validation folds (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=10, help="passes over the replies (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    parser.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        metavar="NAME,...",
+        help=f"the projections of each layer the adapter changes, among {', '.join(TARGETS)} (default %(default)s)",
+    )
+    parser.add_argument(
+        "--dropout",
+        type=float,
+        default=0.0,
+        help="share of attention weights and sub-layer outputs dropped while training (default %(default)s)",
+    )
     parser.add_argument(
         "--decide",
         default=",".join(DECIDED_STEPS),
@@ -159,6 +173,14 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
     if not decides or set(decides) - set(STANCE_STEPS):
         print(f"error: --decide takes steps among {', '.join(STANCE_STEPS)}", file=sys.stderr)
         return 2
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets or set(targets) - set(stance_reader.TARGETS):
+        print(f"error: --targets takes names among {', '.join(stance_reader.TARGETS)}", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.dropout < 1.0:
+        print("error: --dropout takes a share from 0 up to (not including) 1", file=sys.stderr)
+        return 2
+    options = {"epochs": args.epochs, "targets": targets, "dropout": args.dropout}
     log = stance_training.stderr_progress
     log(f"reading {len(args.files)} files and grading each reply without the reader ...")
     labelled = stance_training.rows_from(args.files, rubric, STANCE_STEPS, KIND_STEPS)
@@ -166,8 +188,8 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
     if args.cv_from:
         probabilities = _out_of_fold_from(args.cv_from, labelled)
     else:
-        probabilities = stance_training.out_of_fold(labelled, steps, args.folds, seed=args.seed,
-                                                    epochs=args.epochs, progress=log)  # fmt: skip
+        probabilities = stance_training.out_of_fold(labelled, steps, args.folds, seed=args.seed, progress=log,
+                                                    **options)  # fmt: skip
     threshold: dict[str, float] = {}
     kind_threshold: dict[str, float] = {}
     for j, step in enumerate(STANCE_STEPS):
@@ -186,14 +208,14 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
         head = json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1)[:-2]
         args.json.write_text(f'{head},\n "rows": [\n{lines}\n]}}\n'.replace("NaN", "null"), encoding="utf-8")
     log(f"training on all {len(labelled)} replies ...")
-    trained = stance_training.train([item.row for item in labelled], steps, seed=args.seed, epochs=args.epochs,
-                                    progress=log)  # fmt: skip
+    trained = stance_training.train([item.row for item in labelled], steps, seed=args.seed, progress=log,
+                                    **options)  # fmt: skip
     info = stance_reader.ReaderInfo(
         rubric=rubric.id, steps=list(STANCE_STEPS), decides=decides, threshold=threshold,
         kind_threshold=kind_threshold, kind_steps=list(KIND_STEPS), rank=stance_training.RANK,
-        alpha=stance_training.ALPHA, trained_on=trained_on(args.files),
-        training={"epochs": args.epochs, "seed": args.seed, "learning_rate": stance_training.LEARNING_RATE,
-                  "replies": len(labelled), "folds": args.folds},
+        alpha=stance_training.ALPHA, targets=targets, trained_on=trained_on(args.files),
+        training={"epochs": args.epochs, "seed": args.seed, "dropout": args.dropout,
+                  "learning_rate": stance_training.LEARNING_RATE, "replies": len(labelled), "folds": args.folds},
         cross_validation=figures,
     )  # fmt: skip
     json_path, npz_path = stance_reader.paths(rubric)
