@@ -298,6 +298,7 @@ def test_the_shipped_reader_decides_argue_back_and_dismiss_feelings_only():
     assert reader is not None
     assert reader.info.decides == ["argue_back", "dismiss_feelings"]
     assert "lose_cool" in reader.info.steps
+    assert not any("heldout" in name or "test11" in name for name in reader.info.trained_on)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ numbers and the held-out half never changes between runs.
 The training-only additions, written after the split by other authors (``source_extra.yaml`` to
 ``source_extra15.yaml``, one author each), go to train.jsonl only, with ids ``hs-x-...``, ``hs-b-...``,
 ``hs-c-...``, ``hs-d-...`` to ``hs-o-...``; they take no part in the split, so the held-out half is the
-same with or without them.
+same with or without them. Two more authors' files (``source_heldout2.yaml``, ``source_heldout3.yaml``,
+ids ``hs-p-...``, ``hs-q-...``) are held out whole, as ``heldout2.jsonl`` and ``heldout3.jsonl``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ EXTRAS = [
     ("source_extra13.yaml", "hs-m"),
     ("source_extra14.yaml", "hs-n"),
     ("source_extra15.yaml", "hs-o"),
+]
+# Held out whole, each by another author who saw only the brief (stop 32): never trained or tuned on; a
+# second and third reading of the same goal beside heldout.jsonl, which earlier stops scored many times.
+HELDOUT_EXTRAS = [
+    ("source_heldout2.yaml", "hs-p", "heldout2"),
+    ("source_heldout3.yaml", "hs-q", "heldout3"),
 ]
 # Who wrote each training reply (``author`` in train.jsonl): ``learn-stance`` leaves whole authors out
 # when it cross-validates. "A" wrote source.yaml; held-out rows carry no author (the file stays as split).
@@ -99,6 +106,8 @@ def main() -> None:
         item["author"] = AUTHOR_OF_SOURCE
     for source, prefix in EXTRAS:
         halves["train"] += [{**item, "author": prefix.removeprefix("hs-")} for item in examples(source, prefix)]
+    for source, prefix, name in HELDOUT_EXTRAS:
+        halves[name] = examples(source, prefix)
     for name, items in halves.items():
         items.sort(key=lambda e: e["id"])
         lines = [json.dumps({**e, "split": name}, ensure_ascii=False) for e in items]
