@@ -32,17 +32,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent import checks, embed, learned, stance
+from agent import checks, embed, learned
 from agent.checks import StepVerdict
 from agent.rubrics import Rubric, rubrics_dir
 
@@ -82,11 +80,6 @@ class ReaderInfo(BaseModel):
         description="per step: the probability needed when the grader found a kind move in the reply"
     )
     kind_steps: list[str] = Field(description="do-steps whose demonstration counts as a kind move")
-    after_kind: Literal["reply", "rest"] = Field(
-        default="reply",
-        description="after a kind move, what the reader scores: the whole reply, or the rest of it "
-        "(:func:`rest_after_kind`); readers written before stop 32 read the whole reply",
-    )
     rank: int
     alpha: float
     layers: int = embed.LAYERS
@@ -219,48 +212,6 @@ def shows_kind_step(verdicts: dict[str, StepVerdict], kind_steps: list[str]) -> 
     return any(verdicts.get(step) is not None and verdicts[step].verdict == "demonstrated" for step in kind_steps)
 
 
-# Where a sentence that holds a kind move turns ("I'm sorry about the wait, but ..."): what follows is read.
-TURN = re.compile(r"\b(?:but|however|though|although|that said|even so|mind you)\b[\s,;:]*", re.IGNORECASE)
-
-
-def _locate(text: str, quote: str) -> int | None:
-    """Where a do-step's quoted evidence starts in ``text`` (case aside; None: not found)."""
-    needle = quote.strip().lower()
-    at = text.lower().find(needle) if needle else -1
-    return at if at >= 0 else None
-
-
-def rest_after_kind(text: str, verdicts: dict[str, StepVerdict], kind_steps: list[str]) -> str | None:
-    """The reply without its kind moves: each sentence that holds a kind step's quoted evidence is set aside,
-    except what it says after a turn that follows the evidence's start ("I'm sorry about the wait, but if you'd
-    checked your text you'd have known." keeps "if you'd checked your text you'd have known.").
-
-    Why: a courtesy in front of hostility pulls the whole reply's probability down, and a kind refusal and a
-    kind-wrapped put-down differ in what follows the courtesy. None when too little is left to judge (the
-    reply was all kindness); the whole text when no evidence can be found in it.
-    """
-    quotes = [verdicts[s].evidence or "" for s in kind_steps if s in verdicts and verdicts[s].verdict == "demonstrated"]
-    starts = [at for at in (_locate(text, q) for q in quotes) if at is not None]
-    if not starts:
-        return text
-    kept = []
-    for start, end in stance.sentences(text):
-        inside = [at for at in starts if start <= at < end]
-        if not inside:
-            kept.append(text[start:end])
-            continue
-        turn = TURN.search(text, min(inside), end)
-        if turn:
-            kept.append(text[turn.end() : end])
-    rest = " ".join(part.strip() for part in kept if part.strip())
-    return rest if len(rest.split()) >= learned.MIN_REPLY_WORDS else None
-
-
-def read_after_kind(info: ReaderInfo, text: str, verdicts: dict[str, StepVerdict]) -> str | None:
-    """What the reader scores in a reply where the grader found a kind move (None: nothing)."""
-    return rest_after_kind(text, verdicts, info.kind_steps) if info.after_kind == "rest" else text
-
-
 def apply(reader: Reader, reading: checks.Reading, verdicts: dict[str, StepVerdict]) -> dict[str, StepVerdict]:
     """Don't-steps the earlier stages left ``ok`` and the reader scores at or above their threshold become
     ``violated``, quoting the sentence it scores highest; every other verdict is returned as it was.
@@ -274,13 +225,10 @@ def apply(reader: Reader, reading: checks.Reading, verdicts: dict[str, StepVerdi
     steps = [s for s in reader.info.decides if s in verdicts and verdicts[s].verdict == "ok"]
     if not steps:
         return verdicts
-    kind = shows_kind_step(verdicts, reader.info.kind_steps)
-    read = read_after_kind(reader.info, reply, verdicts) if kind else reply
-    if read is None:
-        return verdicts
-    parts = learned.sentences(read)
-    texts = learned.reply_texts(read, parts)
+    parts = learned.sentences(reply)
+    texts = learned.reply_texts(reply, parts)
     scored = reader.probabilities(texts)
+    kind = shows_kind_step(verdicts, reader.info.kind_steps)
     out = dict(verdicts)
     for step in steps:
         column = reader.info.steps.index(step)

@@ -228,11 +228,6 @@ class Labelled:
     violated: list[bool]  # per step: the grader without the reader already calls it violated
     kind: bool  # the grader found a kind move (a kind do-step demonstrated)
     unfamiliar: bool = False  # the classifier left the reply to the checks, and so does the reader
-    rest: str | None = None  # with a kind move: the reply without it (stance_reader.rest_after_kind)
-
-    def read(self, after_kind: str) -> str | None:
-        """What the reader scores for this row, as :func:`agent.stance_reader.apply` does (None: nothing)."""
-        return self.rest if self.kind and after_kind == "rest" else self.row.text
 
 
 def rows_from(paths: Sequence[str], rubric: Rubric, steps: Sequence[str], kind_steps: Sequence[str]) -> list[Labelled]:
@@ -251,13 +246,11 @@ def rows_from(paths: Sequence[str], rubric: Rubric, steps: Sequence[str], kind_s
             graded = grade.verdicts
             name = f"{Path(path).parent.name}/{Path(path).name}"  # human/train.jsonl is not train.jsonl
             group = f"{name}:{example.author}" if example.author else name
-            kind = stance_reader.shows_kind_step(graded, list(kind_steps))
             out.append(Labelled(
                 row=Row(text=text, labels=labels, group=group),
                 violated=[graded[s].verdict == "violated" if s in graded else False for s in steps],
-                kind=kind,
+                kind=stance_reader.shows_kind_step(graded, list(kind_steps)),
                 unfamiliar=grade.learned_abstained,
-                rest=stance_reader.rest_after_kind(text, graded, list(kind_steps)) if kind else None,
             ))  # fmt: skip
     return out
 
@@ -277,10 +270,9 @@ def folds_of(groups: Sequence[str], count: int) -> list[int]:
     return [fold_of[g] for g in groups]
 
 
-def out_of_fold(labelled: Sequence[Labelled], steps: int, folds: int, *, seed: int = 0, after_kind: str = "rest",
+def out_of_fold(labelled: Sequence[Labelled], steps: int, folds: int, *, seed: int = 0,
                 progress: Callable[[str], None] | None = None, **options: Any) -> np.ndarray:  # fmt: skip
-    """Each row's probabilities from a reader trained on the other folds, for what the reader scores in it
-    (``after_kind``: a reply with a kind move is read whole, or its rest; a row with nothing to read gets 0)."""
+    """Each row's probabilities from a reader trained on the other folds."""
     fold = folds_of([item.row.group for item in labelled], folds)
     probabilities = np.zeros((len(labelled), steps))
     for k in range(folds):
@@ -289,9 +281,7 @@ def out_of_fold(labelled: Sequence[Labelled], steps: int, folds: int, *, seed: i
         if progress:
             progress(f"fold {k + 1}/{folds}: training on {len(train_rows)} replies, scoring {len(test)}")
         trained = train(train_rows, steps, seed=seed, progress=progress, **options)
-        read = [(i, labelled[i].read(after_kind)) for i in test]
-        scored = [(i, text) for i, text in read if text is not None]
-        probabilities[[i for i, _ in scored]] = trained.probabilities([text for _, text in scored])
+        probabilities[test] = trained.probabilities([labelled[i].row.text for i in test])
     return probabilities
 
 

@@ -168,57 +168,6 @@ def test_after_a_kind_move_the_reader_needs_the_higher_threshold():
     assert out["argue_back"].verdict == "violated"  # 0.95 >= 0.9
 
 
-def kind(step: str, evidence: str) -> dict[str, StepVerdict]:
-    return {**verdicts(), step: StepVerdict(step_id=step, verdict="demonstrated", evidence=evidence)}
-
-
-@pytest.mark.parametrize(
-    ("reply", "step", "evidence", "rest"),
-    [
-        # the courtesy and the turn in one sentence: read from the turn on
-        ("I'm sorry about the wait, but if you'd checked your text you'd have known.", "apologize",
-         "I'm sorry about the wait", "if you'd checked your text you'd have known."),
-        # the classifier quotes its whole sentence: still read from the turn on
-        ("We're sorry you didn't enjoy it, however two hours is hardly a scandal.", "apologize",
-         "We're sorry you didn't enjoy it, however two hours is hardly a scandal.", "two hours is hardly a scandal."),
-        # the kind sentence goes, the next one is read
-        ("I can see you've had a long day. So have the rest of us.", "empathize", "I can see you've had a long day",
-         "So have the rest of us."),
-        ("I'm so sorry about the wait. Let me check now.", "apologize", "I'm so sorry", "Let me check now."),
-        # all kindness: nothing left to read
-        ("I'm so sorry about the wait, Mr. Carter.", "apologize", "I'm so sorry", None),
-        # evidence the text does not hold (the checks quote what they read): the whole reply is read
-        ("Honestly, that is how it works here.", "reassure", "not in the reply",
-         "Honestly, that is how it works here."),
-    ],
-)  # fmt: skip
-def test_the_rest_after_a_kind_move_is_the_reply_less_the_kindness(reply, step, evidence, rest):
-    assert stance_reader.rest_after_kind(reply, kind(step, evidence), KIND + ["reassure"]) == rest
-
-
-def test_a_reader_that_reads_the_rest_after_a_kind_move_scores_that_against_the_kind_threshold():
-    """A put-down behind a courtesy is judged on its own; the whole reply, diluted by the courtesy, is not read;
-    a reader file from before (``after_kind`` absent) still reads the whole reply."""
-    reply = "I'm sorry about the wait, but some people wait all afternoon."
-    rest = "some people wait all afternoon."
-    found = kind("apologize", "I'm sorry about the wait")
-    reader = ScriptedReader({reply: [0.3, 0.5, 0.0], rest: [0.2, 0.93, 0.0]}, info(after_kind="rest"))
-    out = stance_reader.apply(reader, checks.read(reply, STEPS), found)
-    assert out["dismiss_feelings"].verdict == "violated" and out["dismiss_feelings"].evidence == rest
-    assert out["argue_back"].verdict == "ok"
-    assert reply not in reader.seen
-    whole = ScriptedReader({reply: [0.3, 0.5, 0.0], rest: [0.2, 0.93, 0.0]}, info())
-    assert stance_reader.apply(whole, checks.read(reply, STEPS), found)["dismiss_feelings"].verdict == "ok"
-    assert whole.seen == [reply]
-    # nothing but kindness: the reader reads nothing
-    kind_only = ScriptedReader({}, info(after_kind="rest"))
-    sorry = "I'm so sorry about the wait, Mr. Carter."
-    assert stance_reader.apply(kind_only, checks.read(sorry, STEPS), kind("apologize", "I'm so sorry")) == kind(
-        "apologize", "I'm so sorry"
-    )
-    assert kind_only.seen == []
-
-
 def test_a_step_the_reader_does_not_decide_keeps_its_verdict_whatever_the_score():
     reader = ScriptedReader({REPLY: [0.99, 0.99, 0.99]}, info(decides=["argue_back"]))
     out = stance_reader.apply(reader, checks.read(REPLY, STEPS), verdicts())
@@ -263,17 +212,6 @@ def test_thresholds_are_the_most_accurate_and_after_a_kind_move_only_where_preci
     probabilities = np.array([[0.72], [0.55], [0.99], [0.99], [0.97], [0.9]])
     assert stance_training.choose_thresholds([*plain, *precise], probabilities, 0) == (0.7, 0.95)
     assert stance_training.accuracy(plain, np.array([True, True, True]), 0) == (0.5, 2)
-
-
-def test_training_scores_what_the_live_reader_reads():
-    """Out of fold, a reply with a kind move is scored on its rest (or whole, with ``--after-kind reply``), as
-    :func:`stance_reader.apply` reads it; a row with nothing left to read is not scored."""
-    row = stance_training.Row(text="I'm sorry, but read the text next time.", labels=[1.0], group="g")
-    rest = stance_training.Labelled(row=row, violated=[False], kind=True, rest="read the text next time.")
-    assert rest.read("rest") == "read the text next time." and rest.read("reply") == row.text
-    plain = stance_training.Labelled(row=row, violated=[False], kind=False, rest=None)
-    assert plain.read("rest") == row.text
-    assert stance_training.Labelled(row=row, violated=[False], kind=True, rest=None).read("rest") is None
 
 
 def test_an_unfamiliar_reply_is_never_read_whatever_its_score():

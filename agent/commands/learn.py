@@ -139,13 +139,6 @@ def register_stance(subparsers: argparse._SubParsersAction) -> None:
         help="share of attention weights and sub-layer outputs dropped while training (default %(default)s)",
     )
     parser.add_argument(
-        "--after-kind",
-        choices=("rest", "reply"),
-        default="rest",
-        help="after a kind move, score the reply without it (rest: 'I'm sorry, but ...' is read from 'but') or "
-        "the whole reply, as readers before stop 32 did (default %(default)s)",
-    )
-    parser.add_argument(
         "--decide",
         default=",".join(DECIDED_STEPS),
         metavar="STEP,...",
@@ -193,10 +186,10 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
     labelled = stance_training.rows_from(args.files, rubric, STANCE_STEPS, KIND_STEPS)
     steps = len(STANCE_STEPS)
     if args.cv_from:
-        probabilities = _out_of_fold_from(args.cv_from, labelled, args.after_kind)
+        probabilities = _out_of_fold_from(args.cv_from, labelled)
     else:
         probabilities = stance_training.out_of_fold(labelled, steps, args.folds, seed=args.seed, progress=log,
-                                                    after_kind=args.after_kind, **options)  # fmt: skip
+                                                    **options)  # fmt: skip
     threshold: dict[str, float] = {}
     kind_threshold: dict[str, float] = {}
     for j, step in enumerate(STANCE_STEPS):
@@ -210,8 +203,7 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
                  "kind": item.kind, "unfamiliar": item.unfamiliar,
                  "out_of_fold": [round(float(p), 4) for p in probabilities[i]]}
                 for i, item in enumerate(labelled)]  # fmt: skip
-        report = {"thresholds": [threshold, kind_threshold], "after_kind": args.after_kind, "figures": figures,
-                  "rows": rows}  # fmt: skip
+        report = {"thresholds": [threshold, kind_threshold], "figures": figures, "rows": rows}
         lines = ",\n".join(json.dumps(row) for row in rows)  # one reply per line
         head = json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1)[:-2]
         args.json.write_text(f'{head},\n "rows": [\n{lines}\n]}}\n'.replace("NaN", "null"), encoding="utf-8")
@@ -220,8 +212,7 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
                                     **options)  # fmt: skip
     info = stance_reader.ReaderInfo(
         rubric=rubric.id, steps=list(STANCE_STEPS), decides=decides, threshold=threshold,
-        kind_threshold=kind_threshold, kind_steps=list(KIND_STEPS), after_kind=args.after_kind,
-        rank=stance_training.RANK,
+        kind_threshold=kind_threshold, kind_steps=list(KIND_STEPS), rank=stance_training.RANK,
         alpha=stance_training.ALPHA, targets=targets, trained_on=trained_on(args.files),
         training={"epochs": args.epochs, "seed": args.seed, "dropout": args.dropout,
                   "learning_rate": stance_training.LEARNING_RATE, "replies": len(labelled), "folds": args.folds},
@@ -241,16 +232,11 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _out_of_fold_from(path: Path, labelled: list[Labelled], after_kind: str) -> np.ndarray:
-    """The out-of-fold probabilities an earlier run saved with ``--json`` (the same files, in the same order,
-    read the same way after a kind move; files from before stop 32 read the whole reply)."""
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    rows = saved["rows"]
+def _out_of_fold_from(path: Path, labelled: list[Labelled]) -> np.ndarray:
+    """The out-of-fold probabilities an earlier run saved with ``--json`` (the same files, in the same order)."""
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
     if [r["text_sha1"] for r in rows] != [_digest(item.row.text) for item in labelled]:
         raise SystemExit(f"error: {path} was written for other replies than these files")
-    if saved.get("after_kind", "reply") != after_kind:
-        raise SystemExit(f"error: {path} scored {saved.get('after_kind', 'reply')!r} after a kind move, not "
-                         f"{after_kind!r} (--after-kind)")  # fmt: skip
     return np.array([r["out_of_fold"] for r in rows], dtype=float)
 
 
