@@ -466,7 +466,8 @@ def test_unheard_calm_is_per_persona():
 # -- hostility moves the mood (issue 20): every persona, every hostility step, every held-out hostile reply --
 
 HOSTILITY = ("argue_back", "dismiss_feelings", "lose_cool")
-HOSTILITY_GOLD = Path(__file__).resolve().parent / "data" / "gold" / "hostility" / "heldout.jsonl"
+HOSTILITY_GOLD = [Path(__file__).resolve().parent / "data" / "gold" / "hostility" / name
+                  for name in ("heldout.jsonl", "heldout2.jsonl", "heldout3.jsonl")]  # fmt: skip
 PERSONA_IDS = [p.id for p in load_personas()]
 
 
@@ -485,7 +486,7 @@ def graded_held_out_hostile() -> list[tuple[calibrate.Example, dict[str, StepVer
     """Each held-out hostile reply with the grader's verdicts, its hostility steps set to the gold labels."""
     rubric = load_rubric()
     graded = []
-    for example in calibrate.load_examples(HOSTILITY_GOLD, rubric):
+    for example in (e for path in HOSTILITY_GOLD for e in calibrate.load_examples(path, rubric)):
         if any(example.labels[s] == "violated" for s in HOSTILITY):
             verdicts = grade_fast(rubric, example.reply, example.turn_context()).verdicts
             graded.append((example, {**verdicts, **v(**{s: example.labels[s] for s in HOSTILITY})}))
