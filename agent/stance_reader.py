@@ -64,6 +64,24 @@ class StanceReaderError(ValueError):
     """A stance reader file that cannot be used (wrong format, other encoder, missing arrays)."""
 
 
+class Gate(BaseModel):
+    """The hostility gate: one decision for "is this reply hostile at all", then which steps.
+
+    Why: out of fold the reader tells hostile from polite replies far better than it tells which don't-step
+    an author meant (stop 32: any-hostility AUC 0.99 against 0.93 per step on the authors it never saw),
+    and a kind move followed by hostility is hostile whichever step the author wrote down. So a reply none of
+    the earlier stages found hostile is hostile when its highest decided-step probability reaches
+    ``threshold`` (``kind_threshold`` after a kind move); that step is violated, and so is every other
+    decided step at or above ``floor``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float
+    kind_threshold: float
+    floor: float
+
+
 class ReaderInfo(BaseModel):
     """What the JSON beside the arrays records: how to apply them and where they came from."""
 
@@ -80,6 +98,9 @@ class ReaderInfo(BaseModel):
         description="per step: the probability needed when the grader found a kind move in the reply"
     )
     kind_steps: list[str] = Field(description="do-steps whose demonstration counts as a kind move")
+    gate: Gate | None = Field(
+        default=None, description="when set, the hostility gate decides instead of the per-step thresholds"
+    )
     rank: int
     alpha: float
     layers: int = embed.LAYERS
@@ -214,7 +235,8 @@ def shows_kind_step(verdicts: dict[str, StepVerdict], kind_steps: list[str]) -> 
 
 def apply(reader: Reader, reading: checks.Reading, verdicts: dict[str, StepVerdict]) -> dict[str, StepVerdict]:
     """Don't-steps the earlier stages left ``ok`` and the reader scores at or above their threshold become
-    ``violated``, quoting the sentence it scores highest; every other verdict is returned as it was.
+    ``violated``, quoting the sentence it scores highest; every other verdict is returned as it was. With a
+    :class:`Gate`, only a reply no earlier stage found hostile is read, and the gate decides (:func:`_findings`).
 
     A reply of fewer than :data:`agent.learned.MIN_REPLY_WORDS` words is left to the checks (as the
     classifier leaves it), and so is the text the reply addresses to the grader (``for_classifier``).
@@ -225,22 +247,39 @@ def apply(reader: Reader, reading: checks.Reading, verdicts: dict[str, StepVerdi
     steps = [s for s in reader.info.decides if s in verdicts and verdicts[s].verdict == "ok"]
     if not steps:
         return verdicts
+    if reader.info.gate is not None and any(verdicts[s].verdict == "violated" for s in reader.info.steps
+                                             if s in verdicts):  # fmt: skip
+        return verdicts  # the gate reads only replies no earlier stage found hostile
     parts = learned.sentences(reply)
     texts = learned.reply_texts(reply, parts)
     scored = reader.probabilities(texts)
     kind = shows_kind_step(verdicts, reader.info.kind_steps)
     out = dict(verdicts)
-    for step in steps:
+    for step, needed in _findings(reader.info, steps, scored[0], kind):
         column = reader.info.steps.index(step)
         probability = float(scored[0, column])
-        needed = reader.info.kind_threshold[step] if kind else reader.info.threshold[step]
-        if probability < needed:
-            continue
         sentence = parts[int(np.argmax(scored[1:, column]))] if len(texts) > 1 else parts[0]
         grounds = f"stance reader: {probability:.2f} (needs {needed:.2f})"
         out[step] = StepVerdict(step_id=step, verdict="violated", evidence=sentence, confidence=round(probability, 3),
                                 source="learned", grounds=grounds)  # fmt: skip
     return out
+
+
+def _findings(info: ReaderInfo, steps: list[str], scores: np.ndarray, kind: bool) -> list[tuple[str, float]]:
+    """(step, the probability it needed) for each of ``steps`` the reader calls violated: each step at its
+    own threshold, or with a gate: the highest step at the gate's threshold, then the others at its floor."""
+
+    def score(step: str) -> float:
+        return float(scores[info.steps.index(step)])
+
+    if info.gate is None:
+        needs = {s: info.kind_threshold[s] if kind else info.threshold[s] for s in steps}
+        return [(s, need) for s, need in needs.items() if score(s) >= need]
+    best = max(steps, key=score)
+    top = info.gate.kind_threshold if kind else info.gate.threshold
+    if score(best) < top:
+        return []
+    return [(best, top)] + [(s, info.gate.floor) for s in steps if s != best and score(s) >= info.gate.floor]
 
 
 def describe(rubric: Rubric) -> str:
@@ -253,6 +292,9 @@ def describe(rubric: Rubric) -> str:
     except (OSError, ValueError) as exc:
         return f"{json_path} is unusable ({exc.__class__.__name__}); the grader goes on without it"
     thresholds = ", ".join(f"{s} {info.threshold[s]:.2f}/{info.kind_threshold[s]:.2f}" for s in info.decides)
+    if info.gate is not None:
+        gate, steps = info.gate, ", ".join(info.decides)
+        thresholds = f"gate {gate.threshold:.2f}/{gate.kind_threshold:.2f} over {steps}, floor {gate.floor:.2f}"
     replies = info.training.get("replies", "?")
     return (
         f"{json_path.name}: LoRA rank {info.rank}, {replies} replies; thresholds (plain/after a kind move) {thresholds}"

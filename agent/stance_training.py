@@ -346,3 +346,56 @@ def choose_thresholds(labelled: Sequence[Labelled], probabilities: np.ndarray, s
             best = key
     assert best is not None
     return best[1], max(best[1], kind_threshold)
+
+
+# -- the hostility gate (stance_reader.Gate) ---------------------------------------------------------
+
+GATE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 1.01)
+GATE_FLOORS = (0.5, 0.8, 1.01)
+
+
+def decide_gate(labelled: Sequence[Labelled], probabilities: np.ndarray, columns: Sequence[int],
+                gate: stance_reader.Gate) -> np.ndarray:  # fmt: skip
+    """Per row and step (all columns): violated by the grader, or by the gate over ``columns`` (the decided
+    steps) on a row the grader found no hostility in, as :func:`agent.stance_reader.apply` decides live."""
+    predicted = np.array([item.violated for item in labelled], dtype=bool)
+    for i, item in enumerate(labelled):
+        if item.unfamiliar or any(item.violated):
+            continue
+        scores = probabilities[i, list(columns)]
+        best = int(np.argmax(scores))
+        if scores[best] < (gate.kind_threshold if item.kind else gate.threshold):
+            continue
+        for k, column in enumerate(columns):
+            predicted[i, column] |= k == best or scores[k] >= gate.floor
+    return predicted
+
+
+def gate_kind_precision(labelled: Sequence[Labelled], probabilities: np.ndarray, columns: Sequence[int],
+                        threshold: float) -> float:  # fmt: skip
+    """Of the replies with a kind move and no hostility found that the gate would call hostile at
+    ``threshold``, the share labelled hostile on any step (NaN when it would call none)."""
+    hits = [max((v for v in item.row.labels if not math.isnan(v)), default=math.nan)
+            for item, p in zip(labelled, probabilities[:, list(columns)].max(axis=1), strict=True)
+            if item.kind and not item.unfamiliar and not any(item.violated) and p >= threshold]  # fmt: skip
+    hits = [h for h in hits if not math.isnan(h)]
+    return sum(hits) / len(hits) if hits else math.nan
+
+
+def choose_gate(labelled: Sequence[Labelled], probabilities: np.ndarray, columns: Sequence[int]) -> stance_reader.Gate:
+    """After a kind move, the lowest threshold whose new findings are hostile at least
+    :data:`PRECISION_AFTER_KIND` of the time out of fold (none: never); then the threshold and floor with the
+    best mean over the decided steps of :func:`group_mean_accuracy`, the highest among ties."""
+    precise = (t for t in GATE_THRESHOLDS
+               if gate_kind_precision(labelled, probabilities, columns, t) >= PRECISION_AFTER_KIND)  # fmt: skip
+    kind_threshold = next(precise, GATE_THRESHOLDS[-1])
+    best: tuple[float, float, float] | None = None
+    for threshold in GATE_THRESHOLDS:
+        for floor in GATE_FLOORS:
+            gate = stance_reader.Gate(threshold=threshold, kind_threshold=max(threshold, kind_threshold), floor=floor)
+            predicted = decide_gate(labelled, probabilities, columns, gate)
+            score = float(np.mean([group_mean_accuracy(labelled, predicted[:, c], c) for c in columns]))
+            if best is None or (score, threshold, floor) > best:
+                best = (score, threshold, floor)
+    assert best is not None
+    return stance_reader.Gate(threshold=best[1], kind_threshold=max(best[1], kind_threshold), floor=best[2])

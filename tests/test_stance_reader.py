@@ -168,6 +168,56 @@ def test_after_a_kind_move_the_reader_needs_the_higher_threshold():
     assert out["argue_back"].verdict == "violated"  # 0.95 >= 0.9
 
 
+GATE = stance_reader.Gate(threshold=0.9, kind_threshold=0.95, floor=0.8)
+
+
+def test_the_gate_calls_a_reply_hostile_on_its_highest_step_then_adds_the_others_at_the_floor():
+    reader = ScriptedReader({REPLY: [0.91, 0.85, 0.99], "Forty minutes is nothing.": [0.5, 0.9, 0.0]},
+                            info(gate=GATE, decides=["argue_back", "dismiss_feelings"]))  # fmt: skip
+    out = stance_reader.apply(reader, checks.read(REPLY, STEPS), verdicts())
+    assert out["argue_back"].verdict == "violated" and out["argue_back"].grounds == "stance reader: 0.91 (needs 0.90)"
+    assert out["dismiss_feelings"].verdict == "violated"  # 0.85 >= the floor
+    assert out["dismiss_feelings"].grounds == "stance reader: 0.85 (needs 0.80)"
+    assert out["lose_cool"].verdict == "ok"  # not decided, whatever its score
+
+
+@pytest.mark.parametrize(
+    ("scores", "found", "expected"),
+    [
+        ([0.89, 0.85, 0.0], {}, []),  # below the gate: nothing, although 0.85 is above the floor
+        ([0.5, 0.93, 0.0], {}, ["dismiss_feelings"]),  # the highest alone (0.5 is under the floor)
+        ([0.5, 0.93, 0.0], {"empathize": "demonstrated"}, []),  # after a kind move the gate needs 0.95
+        ([0.5, 0.96, 0.0], {"empathize": "demonstrated"}, ["dismiss_feelings"]),
+    ],
+)
+def test_the_gate_needs_its_threshold_and_more_after_a_kind_move(scores, found, expected):
+    reader = ScriptedReader({REPLY: scores}, info(gate=GATE, decides=["argue_back", "dismiss_feelings"]))
+    out = stance_reader.apply(reader, checks.read(REPLY, STEPS), verdicts(**found))
+    assert [s for s in STEPS if out[s].verdict == "violated"] == expected
+
+
+def test_a_reader_file_with_a_gate_loads_and_says_so(tmp_path, monkeypatch):
+    reader_info = info(gate=GATE, decides=["argue_back", "dismiss_feelings"])
+    head = {"head.weight": np.zeros((3, 384), np.float32), "head.bias": np.zeros(3, np.float32)}
+    json_path, npz_path = write_reader(tmp_path, reader_info, {**random_adapter(reader_info), **head})
+    assert stance_reader.load(json_path, npz_path).info.gate == GATE
+    monkeypatch.setattr(stance_reader, "paths", lambda rubric: (json_path, npz_path))
+    line = stance_reader.describe(load_rubric("deescalation"))
+    assert "gate 0.90/0.95 over argue_back, dismiss_feelings, floor 0.80" in line
+
+
+def test_the_gate_reads_only_replies_no_earlier_stage_found_hostile():
+    """A reply a check already found curt keeps its verdicts: the gate decides whether a reply is hostile at
+    all, so it has nothing to add to one that is (the per-step rule would still add its own)."""
+    before = verdicts()
+    before["lose_cool"] = StepVerdict(step_id="lose_cool", verdict="violated", evidence="Right. Next.")
+    reader = ScriptedReader({REPLY: [0.99, 0.99, 0.0]}, info(gate=GATE, decides=["argue_back", "dismiss_feelings"]))
+    assert stance_reader.apply(reader, checks.read(REPLY, STEPS), before) == before
+    assert reader.seen == []
+    per_step = ScriptedReader({REPLY: [0.99, 0.99, 0.0]}, info(decides=["argue_back", "dismiss_feelings"]))
+    assert stance_reader.apply(per_step, checks.read(REPLY, STEPS), before)["argue_back"].verdict == "violated"
+
+
 def test_a_step_the_reader_does_not_decide_keeps_its_verdict_whatever_the_score():
     reader = ScriptedReader({REPLY: [0.99, 0.99, 0.99]}, info(decides=["argue_back"]))
     out = stance_reader.apply(reader, checks.read(REPLY, STEPS), verdicts())
@@ -212,6 +262,38 @@ def test_thresholds_are_the_most_accurate_and_after_a_kind_move_only_where_preci
     probabilities = np.array([[0.72], [0.55], [0.99], [0.99], [0.97], [0.9]])
     assert stance_training.choose_thresholds([*plain, *precise], probabilities, 0) == (0.7, 0.95)
     assert stance_training.accuracy(plain, np.array([True, True, True]), 0) == (0.5, 2)
+
+
+def gated(labels: list[float], violated: list[bool], kind: bool) -> stance_training.Labelled:
+    return stance_training.Labelled(row=stance_training.Row(text="x", labels=labels, group="g"),
+                                    violated=violated, kind=kind)  # fmt: skip
+
+
+def test_the_gate_out_of_fold_decides_as_the_live_reader_does():
+    rows = [gated([1.0, 0.0, 0.0], [False] * 3, False), gated([0.0, 1.0, 0.0], [False, False, True], False),
+            gated([1.0, 1.0, 0.0], [False] * 3, True), gated([0.0, 0.0, 0.0], [False] * 3, False)]  # fmt: skip
+    probabilities = np.array([[0.92, 0.85, 0.0], [0.1, 0.99, 0.0], [0.93, 0.97, 0.0], [0.3, 0.2, 0.0]])
+    predicted = stance_training.decide_gate(rows, probabilities, [0, 1], GATE)
+    assert predicted.tolist() == [
+        [True, True, False],  # hostile at 0.92; dismiss at the floor too
+        [False, False, True],  # the grader found it hostile already: left as it was
+        [True, True, False],  # after a kind move: 0.97 >= 0.95, and 0.93 >= the floor
+        [False, False, False],
+    ]
+
+
+def test_the_gate_after_a_kind_move_is_the_lowest_threshold_precise_enough():
+    """Its findings after a kind move must be hostile (any step) at least 0.9 of the time out of fold; the gate
+    itself is the most accurate threshold (the highest among ties), never above the one after a kind move."""
+    hostile, polite = gated([1.0, 0.0, 0.0], [False] * 3, True), gated([0.0, 0.0, 0.0], [False] * 3, True)
+    plain = [gated([1.0, 1.0, 0.0], [False] * 3, False), gated([0.0, 0.0, 0.0], [False] * 3, False)]
+    rows = [hostile] * 9 + [polite] * 2 + plain
+    # nine hostile kind replies at 0.99, two polite ones at 0.96: 9 of 11 at 0.95 (not precise), 9 of 9 at 0.98
+    probabilities = np.array([[0.99, 0.1, 0.0]] * 9 + [[0.96, 0.1, 0.0]] * 2 + [[0.97, 0.91, 0.0], [0.4, 0.1, 0.0]])
+    assert stance_training.gate_kind_precision(rows, probabilities, [0, 1], 0.95) == pytest.approx(9 / 11)
+    assert stance_training.gate_kind_precision(rows, probabilities, [0, 1], 0.98) == 1.0
+    gate = stance_training.choose_gate(rows, probabilities, [0, 1])
+    assert (gate.threshold, gate.kind_threshold) == (0.95, 0.98)
 
 
 def test_an_unfamiliar_reply_is_never_read_whatever_its_score():

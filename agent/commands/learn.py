@@ -139,6 +139,14 @@ def register_stance(subparsers: argparse._SubParsersAction) -> None:
         help="share of attention weights and sub-layer outputs dropped while training (default %(default)s)",
     )
     parser.add_argument(
+        "--rule",
+        choices=("steps", "gate"),
+        default="steps",
+        help="how the reader decides: steps (each step at its own threshold, as the shipped reader) or gate "
+        "(is the reply hostile at all, then which steps; measured at stop 32, not shipped: tests/data/gold/"
+        "README.md) (default %(default)s)",
+    )
+    parser.add_argument(
         "--decide",
         default=",".join(DECIDED_STEPS),
         metavar="STEP,...",
@@ -196,14 +204,24 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
         # A step the reader does not decide keeps its verdicts: a threshold above every probability.
         chosen = stance_training.choose_thresholds(labelled, probabilities, j) if step in decides else (1.01, 1.01)
         threshold[step], kind_threshold[step] = chosen
-    figures = _cross_validation_table(labelled, probabilities, threshold, kind_threshold)
+    columns = [STANCE_STEPS.index(s) for s in decides]
+    gate = stance_training.choose_gate(labelled, probabilities, columns) if args.rule == "gate" else None
+    if gate is None:
+        after = np.stack([stance_training.decide(labelled, probabilities, j, threshold[s], kind_threshold[s])
+                          for j, s in enumerate(STANCE_STEPS)], axis=1)  # fmt: skip
+    else:
+        after = stance_training.decide_gate(labelled, probabilities, columns, gate)
+        log(f"gate: hostile at {gate.threshold:.3f} ({gate.kind_threshold:.3f} after a kind move), other steps at "
+            f"{gate.floor:.2f}")  # fmt: skip
+    figures = _cross_validation_table(labelled, after, threshold, kind_threshold)
     if args.json:
         rows = [{"group": item.row.group, "text_sha1": _digest(item.row.text), "labels": item.row.labels,
                  "grader": item.violated,
                  "kind": item.kind, "unfamiliar": item.unfamiliar,
                  "out_of_fold": [round(float(p), 4) for p in probabilities[i]]}
                 for i, item in enumerate(labelled)]  # fmt: skip
-        report = {"thresholds": [threshold, kind_threshold], "figures": figures, "rows": rows}
+        report = {"thresholds": [threshold, kind_threshold], "gate": gate.model_dump() if gate else None,
+                  "figures": figures, "rows": rows}  # fmt: skip
         lines = ",\n".join(json.dumps(row) for row in rows)  # one reply per line
         head = json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1)[:-2]
         args.json.write_text(f'{head},\n "rows": [\n{lines}\n]}}\n'.replace("NaN", "null"), encoding="utf-8")
@@ -212,7 +230,7 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
                                     **options)  # fmt: skip
     info = stance_reader.ReaderInfo(
         rubric=rubric.id, steps=list(STANCE_STEPS), decides=decides, threshold=threshold,
-        kind_threshold=kind_threshold, kind_steps=list(KIND_STEPS), rank=stance_training.RANK,
+        kind_threshold=kind_threshold, kind_steps=list(KIND_STEPS), gate=gate, rank=stance_training.RANK,
         alpha=stance_training.ALPHA, targets=targets, trained_on=trained_on(args.files),
         training={"epochs": args.epochs, "seed": args.seed, "dropout": args.dropout,
                   "learning_rate": stance_training.LEARNING_RATE, "replies": len(labelled), "folds": args.folds},
@@ -240,29 +258,28 @@ def _out_of_fold_from(path: Path, labelled: list[Labelled]) -> np.ndarray:
     return np.array([r["out_of_fold"] for r in rows], dtype=float)
 
 
-def _cross_validation_table(labelled: list[Labelled], probabilities: np.ndarray, threshold: dict[str, float],
+def _cross_validation_table(labelled: list[Labelled], after: np.ndarray, threshold: dict[str, float],
                             kind_threshold: dict[str, float]) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
     """Print and return, per group and over all rows, the grader's out-of-fold accuracy without and with the
-    reader at the chosen thresholds, then the mean over groups (what the thresholds were chosen by)."""
+    reader (``after``: rows x steps, as the chosen rule decides), then the mean over groups (what the
+    thresholds were chosen by)."""
     from agent import stance_training
 
     groups = sorted({item.row.group for item in labelled})
     figures: dict[str, dict[str, dict[str, float]]] = {}
     print(f"{'out-of-fold accuracy':<40} " + " ".join(f"{s:>24}" for s in STANCE_STEPS))
     before = [np.array([item.violated[j] for item in labelled]) for j in range(len(STANCE_STEPS))]
-    after = [stance_training.decide(labelled, probabilities, j, threshold[s], kind_threshold[s])
-             for j, s in enumerate(STANCE_STEPS)]  # fmt: skip
     for group in [*groups, "all"]:
         rows = None if group == "all" else [i for i, item in enumerate(labelled) if item.row.group == group]
         cells = []
         for j, step in enumerate(STANCE_STEPS):
             a, n = stance_training.accuracy(labelled, before[j], j, rows)
-            b, _ = stance_training.accuracy(labelled, after[j], j, rows)
+            b, _ = stance_training.accuracy(labelled, after[:, j], j, rows)
             figures.setdefault(group, {})[step] = {"n": n, "grader": round(a, 4), "with_reader": round(b, 4)}
             cells.append(f"{a:.3f} -> {b:.3f} ({n:>4})" if n else f"{'-':>24}")
         print(f"{group:<40} " + " ".join(f"{c:>24}" for c in cells))
     mean = stance_training.group_mean_accuracy
-    means = [(mean(labelled, before[j], j), mean(labelled, after[j], j)) for j in range(len(STANCE_STEPS))]
+    means = [(mean(labelled, before[j], j), mean(labelled, after[:, j], j)) for j in range(len(STANCE_STEPS))]
     print(f"{'mean over groups':<40} " + " ".join(f"{f'{a:.3f} -> {b:.3f}':>24}" for a, b in means))
     figures["mean_over_groups"] = {s: {"grader": round(a, 4), "with_reader": round(b, 4)}
                                    for s, (a, b) in zip(STANCE_STEPS, means, strict=True)}  # fmt: skip
