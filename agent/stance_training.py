@@ -110,8 +110,8 @@ def _model(torch: Any, base: dict[str, np.ndarray], steps: int, rank: int, alpha
                 q = split(self.linear(x, layer, "attention.self.query"))
                 k = split(self.linear(x, layer, "attention.self.key"))
                 v = split(self.linear(x, layer, "attention.self.value"))
-                weights_ = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(width) + blocked, -1)
-                attended = self.drop(weights_) @ v
+                attention = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(width) + blocked, -1)
+                attended = self.drop(attention) @ v
                 attended = attended.transpose(1, 2).reshape(batch, length, embed.DIMENSIONS)
                 x = self.norm(
                     self.drop(self.linear(attended, layer, "attention.output.dense")) + x,

@@ -280,6 +280,15 @@ def test_the_gate_out_of_fold_decides_as_the_live_reader_does():
         [True, True, False],  # after a kind move: 0.97 >= 0.95, and 0.93 >= the floor
         [False, False, False],
     ]
+    # the live reader, given the same verdicts and probabilities, decides the same
+    live = info(gate=GATE, decides=["argue_back", "dismiss_feelings"])
+    for row, scores, expected in zip(rows, probabilities, predicted, strict=True):
+        before = verdicts(empathize="demonstrated") if row.kind else verdicts()
+        for step, found in zip(STEPS, row.violated, strict=True):
+            if found:
+                before[step] = StepVerdict(step_id=step, verdict="violated", evidence="a check")
+        out = stance_reader.apply(ScriptedReader({REPLY: list(scores)}, live), checks.read(REPLY, STEPS), before)
+        assert [out[s].verdict == "violated" for s in STEPS] == list(expected)
 
 
 def test_the_gate_after_a_kind_move_is_the_lowest_threshold_precise_enough():
