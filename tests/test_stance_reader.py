@@ -311,6 +311,19 @@ def test_an_unfamiliar_reply_is_never_read_whatever_its_score():
     assert not stance_training.decide([row], np.array([[1.0]]), 0, 0.5, 0.5)[0]
 
 
+def test_learn_stance_refuses_a_json_that_the_reader_would_overwrite_before_any_work(monkeypatch, capsys, tmp_path):
+    from agent import cli
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("no reply should be read")
+
+    monkeypatch.setattr(stance_training, "require_torch", lambda: None)
+    monkeypatch.setattr(stance_training, "rows_from", never)
+    out = str(tmp_path / "reader")
+    assert cli.main(["learn-stance", "tests/data/gold/dev.jsonl", "--out", out, "--json", out + ".json"]) == 2
+    assert "the reader's own JSON" in capsys.readouterr().err
+
+
 def test_learn_stance_without_pytorch_says_what_to_install(monkeypatch, capsys):
     from agent import cli
 

@@ -189,6 +189,12 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
         print("error: --dropout takes a share from 0 up to (not including) 1", file=sys.stderr)
         return 2
     options = {"epochs": args.epochs, "targets": targets, "dropout": args.dropout}
+    json_path, npz_path = stance_reader.paths(rubric)
+    if args.out:
+        json_path, npz_path = Path(f"{args.out}.json"), Path(f"{args.out}.npz")
+    if args.json and args.json.resolve() == json_path.resolve():
+        print(f"error: --json {args.json} is where the reader's own JSON goes; name another file", file=sys.stderr)
+        return 2
     log = stance_training.stderr_progress
     log(f"reading {len(args.files)} files and grading each reply without the reader ...")
     labelled = stance_training.rows_from(args.files, rubric, STANCE_STEPS, KIND_STEPS)
@@ -236,9 +242,6 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
                   "learning_rate": stance_training.LEARNING_RATE, "replies": len(labelled), "folds": args.folds},
         cross_validation=figures,
     )  # fmt: skip
-    json_path, npz_path = stance_reader.paths(rubric)
-    if args.out:
-        json_path, npz_path = Path(f"{args.out}.json"), Path(f"{args.out}.npz")
     np.savez_compressed(npz_path, **trained.arrays)
     json_path.write_text(json.dumps(info.model_dump(), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {json_path} and {npz_path} ({len(labelled)} replies)")
