@@ -119,6 +119,9 @@ class CalibrationReport(BaseModel):
     # Lines labelled with ``meets``: agreement of offer_solution's ``meets`` ("none" where no concrete
     # offer was found); absent when the file labels none.
     meets: StepScore | None = None
+    # Lines labelled on a don't-step: agreement on "violated some don't-step it labels" (hostile at all),
+    # whichever step; absent when the file labels none.
+    any_dont: StepScore | None = None
     mistakes: list[Mistake] = Field(default_factory=list)
 
 
@@ -309,6 +312,7 @@ def calibrate(
             offer = result.verdicts.get("offer_solution")
             meets.append((example.meets, (offer.meets if offer else None) or "none"))
     steps, mistakes = score(examples, predictions, evidence)
+    donts = {step.id for step in rubric.steps if step.kind == "dont"}
     return CalibrationReport(
         file=str(path),
         rubric=rubric.id,
@@ -318,13 +322,32 @@ def calibrate(
         steps=dict(sorted(steps.items(), key=lambda item: rubric.step_ids.index(item[0]))),
         warnings=label_warnings(examples, rubric),
         unfamiliar=unfamiliar,
-        meets=_meets_score(meets),
+        meets=_pair_score(meets),
+        any_dont=_pair_score(_any_dont_pairs(examples, predictions, donts)),
         mistakes=mistakes,
     )
 
 
-def _meets_score(pairs: list[tuple[str, str]]) -> StepScore | None:
-    """Agreement on offer_solution's ``meets`` over the lines that label it."""
+def _any_dont_pairs(
+    examples: list[Example], predictions: list[dict[str, str]], donts: set[str]
+) -> list[tuple[str, str]]:
+    """(gold, predicted) of "violated on some don't-step the line labels", per line that labels one.
+
+    Why: an author and a careful second reader agree far more often on whether a reply is hostile at all than
+    on which don't-step it breaks (tests/data/gold/README.md, stop 32), and the mood escalates on any of them.
+    """
+    pairs = []
+    for example, predicted in zip(examples, predictions, strict=True):
+        labelled = [s for s in example.labels if s in donts]
+        if labelled:
+            gold = any(example.labels[s] == "violated" for s in labelled)
+            guess = any(predicted.get(s) == "violated" for s in labelled)
+            pairs.append(("violated" if gold else "ok", "violated" if guess else "ok"))
+    return pairs
+
+
+def _pair_score(pairs: list[tuple[str, str]]) -> StepScore | None:
+    """Agreement over (gold, predicted) pairs (offer_solution's ``meets``, any don't-step); None without any."""
     if not pairs:
         return None
     confusion: dict[str, dict[str, int]] = {}
@@ -351,6 +374,15 @@ def format_report(report: CalibrationReport, *, show_mistakes: bool = False) -> 
         kappa = f"{report.meets.kappa:.3f}" if report.meets.kappa is not None else "n/a"
         scored = f"accuracy {report.meets.accuracy:.3f}, kappa {kappa}"
         lines.append(f"offer_solution meets: {report.meets.n} labelled, {scored}")
+    if report.any_dont is not None:
+        kappa = f"{report.any_dont.kappa:.3f}" if report.any_dont.kappa is not None else "n/a"
+        found = report.any_dont.confusion.get("violated", {})
+        flagged = report.any_dont.confusion.get("ok", {})
+        lines.append(
+            f"any don't-step (hostile at all): {report.any_dont.n} labelled, accuracy {report.any_dont.accuracy:.3f}, "
+            f"kappa {kappa}; violations found {found.get('violated', 0)} of {sum(found.values())}, "
+            f"ok lines flagged {flagged.get('violated', 0)} of {sum(flagged.values())}"
+        )
     if report.unfamiliar:
         lines += ["", unfamiliar_note(report)]
     if report.warnings:
@@ -391,6 +423,9 @@ def agreement_table(path: str | Path, rubric: str = "deescalation") -> tuple[lis
         [step_id, s.n, round(s.accuracy, 3), None if s.kappa is None else round(s.kappa, 3)]
         for step_id, s in report.steps.items()
     ]
+    if report.any_dont is not None:  # hostile at all, whichever don't-step: the reading people agree on most
+        s = report.any_dont
+        rows.append(["any don't-step", s.n, round(s.accuracy, 3), None if s.kappa is None else round(s.kappa, 3)])
     macro_k = "n/a" if report.macro_kappa is None else f"{report.macro_kappa:.3f}"
     macro_a = "n/a" if report.macro_accuracy is None else f"{report.macro_accuracy:.3f}"
     note = f"{report.examples} replies: macro accuracy {macro_a}, macro kappa {macro_k}"

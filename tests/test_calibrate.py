@@ -8,7 +8,9 @@ import pytest
 
 from agent import calibrate
 from agent.calibrate import CalibrationError, cohen_kappa, load_examples
+from agent.checks import StepVerdict
 from agent.commands import calibrate as command
+from agent.grades import TurnGrade
 from agent.rubrics import load_rubric
 
 GOLD = Path(__file__).parent / "data" / "gold"
@@ -57,6 +59,36 @@ def test_only_labelled_steps_are_scored_with_confusion_and_mistakes(tmp_path):
     assert argue.confusion == {"ok": {"ok": 1, "violated": 1}, "violated": {"violated": 1}}
     assert [(m.id, m.step, m.gold, m.predicted) for m in report.mistakes] == [("d", "argue_back", "ok", "violated")]
     assert report.macro_accuracy == pytest.approx((1.0 + 2 / 3) / 2)
+
+
+def test_hostile_at_all_is_scored_over_the_dont_steps_each_line_labels(tmp_path):
+    """A violation found on another don't-step than the one labelled still counts as finding hostility; a line
+    that labels no don't-step is left out; a don't-step the line does not label is not read."""
+    rows = [
+        {"id": "a", "reply": "I'm so sorry, Mr. Carter.", "labels": {"argue_back": "ok", "dismiss_feelings": "ok"}},
+        # labelled argue_back only, the grader may find dismiss_feelings: still hostile found
+        {"id": "b", "reply": "Read the card.", "labels": {"argue_back": "violated", "dismiss_feelings": "ok"}},
+        {"id": "c", "reply": "Sorry you feel that way.", "labels": {"apologize": "missed"}},  # no don't-step
+        # dismiss_feelings violated by the label, the grader finds nothing: a miss
+        {"id": "d", "reply": "Let me check that for you.", "labels": {"dismiss_feelings": "violated"}},
+    ]  # fmt: skip
+    scripted = {"a": {}, "b": {"dismiss_feelings": "violated"}, "c": {"argue_back": "violated"}, "d": {}}
+
+    def grader(rubric, example):
+        verdicts = {sid: StepVerdict(step_id=sid, verdict="ok") for sid in ("argue_back", "dismiss_feelings")}
+        for sid, verdict in scripted[example.id].items():
+            verdicts[sid] = StepVerdict(step_id=sid, verdict=verdict)
+        return TurnGrade(verdicts=verdicts)
+
+    report = calibrate.calibrate(_write(tmp_path, rows), RUBRIC, grader=grader)
+    hostile = report.any_dont
+    assert hostile is not None and hostile.n == 3
+    assert hostile.confusion == {"ok": {"ok": 1}, "violated": {"violated": 1, "ok": 1}}
+    assert "any don't-step (hostile at all): 3 labelled" in calibrate.format_report(report)
+    assert "violations found 1 of 2, ok lines flagged 0 of 1" in calibrate.format_report(report)
+    table, _ = calibrate.agreement_table(_write(tmp_path, ROWS))
+    assert table[-1][0] == "any don't-step"
+    assert calibrate.calibrate(_write(tmp_path, [ROWS[2]]), RUBRIC).any_dont is None
 
 
 def test_a_one_class_step_reports_accuracy_and_null_kappa(tmp_path):
