@@ -81,6 +81,16 @@ class Gate(BaseModel):
     kind_threshold: float
     floor: float
 
+    def findings(self, scores: list[float], kind: bool) -> list[tuple[int, float]]:
+        """(index into ``scores``, the probability it needed) for each decided step the gate calls violated:
+        none unless the highest reaches the threshold; then that one, and each other at or above the floor.
+        The one rule for the live reader (:func:`apply`) and the out-of-fold figures (``learn-stance``)."""
+        best = max(range(len(scores)), key=scores.__getitem__)
+        top = self.kind_threshold if kind else self.threshold
+        if scores[best] < top:
+            return []
+        return [(best, top)] + [(k, self.floor) for k, p in enumerate(scores) if k != best and p >= self.floor]
+
 
 class ReaderInfo(BaseModel):
     """What the JSON beside the arrays records: how to apply them and where they came from."""
@@ -267,19 +277,21 @@ def apply(reader: Reader, reading: checks.Reading, verdicts: dict[str, StepVerdi
 
 def _findings(info: ReaderInfo, steps: list[str], scores: np.ndarray, kind: bool) -> list[tuple[str, float]]:
     """(step, the probability it needed) for each of ``steps`` the reader calls violated: each step at its
-    own threshold, or with a gate: the highest step at the gate's threshold, then the others at its floor."""
+    own threshold, or the gate's decision (:meth:`Gate.findings`)."""
+    scored = [float(scores[info.steps.index(s)]) for s in steps]
+    if info.gate is not None:
+        return [(steps[k], need) for k, need in info.gate.findings(scored, kind)]
+    needs = [info.kind_threshold[s] if kind else info.threshold[s] for s in steps]
+    return [(s, need) for s, p, need in zip(steps, scored, needs, strict=True) if p >= need]
 
-    def score(step: str) -> float:
-        return float(scores[info.steps.index(step)])
 
-    if info.gate is None:
-        needs = {s: info.kind_threshold[s] if kind else info.threshold[s] for s in steps}
-        return [(s, need) for s, need in needs.items() if score(s) >= need]
-    best = max(steps, key=score)
-    top = info.gate.kind_threshold if kind else info.gate.threshold
-    if score(best) < top:
-        return []
-    return [(best, top)] + [(s, info.gate.floor) for s in steps if s != best and score(s) >= info.gate.floor]
+def thresholds_text(steps: list[str], threshold: dict[str, float], kind_threshold: dict[str, float],
+                    gate: Gate | None) -> str:  # fmt: skip
+    """How a reader decides, in words: each step's thresholds (plain/after a kind move), or its gate."""
+    if gate is not None:
+        return (f"gate {gate.threshold:.2f}/{gate.kind_threshold:.2f} over {', '.join(steps)}, "
+                f"floor {gate.floor:.2f}")  # fmt: skip
+    return ", ".join(f"{s} {threshold[s]:.2f}/{kind_threshold[s]:.2f}" for s in steps)
 
 
 def describe(rubric: Rubric) -> str:
@@ -291,10 +303,7 @@ def describe(rubric: Rubric) -> str:
         info = ReaderInfo.model_validate(json.loads(json_path.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
         return f"{json_path} is unusable ({exc.__class__.__name__}); the grader goes on without it"
-    thresholds = ", ".join(f"{s} {info.threshold[s]:.2f}/{info.kind_threshold[s]:.2f}" for s in info.decides)
-    if info.gate is not None:
-        gate, steps = info.gate, ", ".join(info.decides)
-        thresholds = f"gate {gate.threshold:.2f}/{gate.kind_threshold:.2f} over {steps}, floor {gate.floor:.2f}"
+    thresholds = thresholds_text(info.decides, info.threshold, info.kind_threshold, info.gate)
     replies = info.training.get("replies", "?")
     return (
         f"{json_path.name}: LoRA rank {info.rank}, {replies} replies; thresholds (plain/after a kind move) {thresholds}"

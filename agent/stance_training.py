@@ -362,12 +362,8 @@ def decide_gate(labelled: Sequence[Labelled], probabilities: np.ndarray, columns
     for i, item in enumerate(labelled):
         if item.unfamiliar or any(item.violated):
             continue
-        scores = probabilities[i, list(columns)]
-        best = int(np.argmax(scores))
-        if scores[best] < (gate.kind_threshold if item.kind else gate.threshold):
-            continue
-        for k, column in enumerate(columns):
-            predicted[i, column] |= k == best or scores[k] >= gate.floor
+        for k, _ in gate.findings([float(probabilities[i, c]) for c in columns], item.kind):
+            predicted[i, columns[k]] = True
     return predicted
 
 

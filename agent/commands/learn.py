@@ -217,9 +217,9 @@ def cmd_learn_stance(args: argparse.Namespace) -> int:
                           for j, s in enumerate(STANCE_STEPS)], axis=1)  # fmt: skip
     else:
         after = stance_training.decide_gate(labelled, probabilities, columns, gate)
-        log(f"gate: hostile at {gate.threshold:.3f} ({gate.kind_threshold:.3f} after a kind move), other steps at "
-            f"{gate.floor:.2f}")  # fmt: skip
-    figures = _cross_validation_table(labelled, after, threshold, kind_threshold)
+    steps_shown = list(decides) if gate else list(STANCE_STEPS)
+    rule = stance_reader.thresholds_text(steps_shown, threshold, kind_threshold, gate)
+    figures = _cross_validation_table(labelled, after, rule)
     if args.json:
         rows = [{"group": item.row.group, "text_sha1": _digest(item.row.text), "labels": item.row.labels,
                  "grader": item.violated,
@@ -261,10 +261,10 @@ def _out_of_fold_from(path: Path, labelled: list[Labelled]) -> np.ndarray:
     return np.array([r["out_of_fold"] for r in rows], dtype=float)
 
 
-def _cross_validation_table(labelled: list[Labelled], after: np.ndarray, threshold: dict[str, float],
-                            kind_threshold: dict[str, float]) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
+def _cross_validation_table(labelled: list[Labelled], after: np.ndarray,
+                            rule: str) -> dict[str, dict[str, dict[str, float]]]:  # fmt: skip
     """Print and return, per group and over all rows, the grader's out-of-fold accuracy without and with the
-    reader (``after``: rows x steps, as the chosen rule decides), then the mean over groups (what the
+    reader (``after``: rows x steps, as the chosen ``rule`` decides), then the mean over groups (what the
     thresholds were chosen by)."""
     from agent import stance_training
 
@@ -286,6 +286,5 @@ def _cross_validation_table(labelled: list[Labelled], after: np.ndarray, thresho
     print(f"{'mean over groups':<40} " + " ".join(f"{f'{a:.3f} -> {b:.3f}':>24}" for a, b in means))
     figures["mean_over_groups"] = {s: {"grader": round(a, 4), "with_reader": round(b, 4)}
                                    for s, (a, b) in zip(STANCE_STEPS, means, strict=True)}  # fmt: skip
-    print("thresholds (no kind move / kind move): "
-          + ", ".join(f"{s} {threshold[s]:.2f}/{kind_threshold[s]:.2f}" for s in STANCE_STEPS))  # fmt: skip
+    print(f"thresholds (no kind move / kind move): {rule}")
     return figures

@@ -51,7 +51,7 @@ def main() -> None:
         author = {e.id: {k: e.labels[s] == "violated" for k, s in STEPS.items()} for e in examples}
         grader = {}
         for e in examples:
-            verdicts = grade_fast(rubric, e.reply, e.turn_context()).verdicts
+            verdicts = grade_fast(rubric, e.reply, calibrate.persona_context(e, rubric)).verdicts  # as calibrate grades
             grader[e.id] = {k: verdicts[s].verdict == "violated" for k, s in STEPS.items()}
         out[name] = {}
         print(f"{name} ({len(author)} replies)")
