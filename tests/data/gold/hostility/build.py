@@ -7,8 +7,8 @@ seed and dealt alternately to train and held-out, so both halves hold every patt
 numbers and the held-out half never changes between runs.
 
 The training-only additions, written after the split by other authors (``source_extra.yaml`` to
-``source_extra15.yaml``, one author each), go to train.jsonl only, with ids ``hs-x-...``, ``hs-b-...``,
-``hs-c-...``, ``hs-d-...`` to ``hs-o-...``; they take no part in the split, so the held-out half is the
+``source_extra19.yaml``, one author each), go to train.jsonl only, with ids ``hs-x-...``, ``hs-b-...``,
+``hs-c-...``, ``hs-d-...`` to ``hs-o-...``, and (stop 33) ``hs-r-...`` to ``hs-u-...``; they take no part in the split, so the held-out half is the
 same with or without them. Two more authors' files (``source_heldout2.yaml``, ``source_heldout3.yaml``,
 ids ``hs-p-...``, ``hs-q-...``) are held out whole, as ``heldout2.jsonl`` and ``heldout3.jsonl``.
 """
@@ -42,6 +42,11 @@ EXTRAS = [
     ("source_extra13.yaml", "hs-m"),
     ("source_extra14.yaml", "hs-n"),
     ("source_extra15.yaml", "hs-o"),
+    # stop 33: sincere courtesy against hollow courtesy (named feelings, named costs, thanks, admissions)
+    ("source_extra16.yaml", "hs-r"),
+    ("source_extra17.yaml", "hs-s"),
+    ("source_extra18.yaml", "hs-t"),
+    ("source_extra19.yaml", "hs-u"),
 ]
 # Held out whole, each by another author who saw only the brief (stop 32): never trained or tuned on; a
 # second and third reading of the same goal beside heldout.jsonl, which earlier stops scored many times.
