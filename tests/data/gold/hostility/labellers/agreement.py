@@ -4,8 +4,8 @@ Run from the repository root: ``.venv/bin/python tests/data/gold/hostility/label
 The labellers (stop 32) saw only ``brief.md`` (labeller B the same replies in another order): the rubric's
 three don't-steps, the nine situations and the 372 replies of ``heldout.jsonl``, ``heldout2.jsonl`` and
 ``heldout3.jsonl``, never the authors' labels. Per file and step (and "any": hostile on some step at all), it
-prints how often each pair agrees, and the grader's accuracy on the replies where author and both labellers
-agree.
+prints how often each pair agrees, the grader's accuracy against the majority of the three readings, and its
+accuracy on the replies where author and both labellers agree.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ def value(labels: Labels, reply_id: str, step: str) -> bool:
     return any(labels[reply_id].values()) if step == "any" else labels[reply_id][step]
 
 
+def majority(*readings: Labels) -> Labels:
+    """Per reply and step, what most of the readings say (three readings: at least two)."""
+    return {i: {k: sum(r[i][k] for r in readings) * 2 > len(readings) for k in STEPS} for i in readings[0]}
+
+
 def agree(x: Labels, y: Labels, ids: list[str], step: str) -> float:
     return round(float(np.mean([value(x, i, step) == value(y, i, step) for i in ids])), 3)
 
@@ -56,10 +61,12 @@ def main() -> None:
         out[name] = {}
         print(f"{name} ({len(author)} replies)")
         ids = list(author)
+        most = majority(author, a, b)
         for step in [*STEPS, "any"]:
             clear = [i for i in ids if value(a, i, step) == value(author, i, step) == value(b, i, step)]
             row = {"A~author": agree(a, author, ids, step), "B~author": agree(b, author, ids, step),
                    "A~B": agree(a, b, ids, step), "grader~author": agree(grader, author, ids, step),
+                   "grader~majority": agree(grader, most, ids, step),
                    "clear": len(clear), "grader_on_clear": agree(grader, author, clear, step)}  # fmt: skip
             out[name][step] = row
             print(f"  {step:5} " + "  ".join(f"{k} {v}" for k, v in row.items()))
