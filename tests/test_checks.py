@@ -168,9 +168,12 @@ def test_you_should_have_received_is_not_blame():
 def test_what_the_clinic_owed_the_patient_is_not_blame():
     # The patient was wronged (a short "shouldn't have been", or the clinic owning it in the same sentence);
     # these are training replies the checks read as lecturing before stop 33.
-    for reply in ("You shouldn't have been left standing that long, Mr. Okafor, that's on us.",
-                  "You should not have been left waiting forty minutes to find that out.",
-                  "He should have been given something to eat and you should have had updates - that's on us."):  # fmt: skip
+    owed = (
+        "You shouldn't have been left standing that long, Mr. Okafor, that's on us.",
+        "You should not have been left waiting forty minutes to find that out.",
+        "He should have been given something to eat and you should have had updates - that's on us.",
+    )
+    for reply in owed:
         assert verdict(reply, "argue_back").verdict == "ok", reply
     # what the patient should have done stays blame, contracted or not, unless the clinic owns it
     for reply in ("You should've rung the day before.", "You shouldn't have come without your card.",

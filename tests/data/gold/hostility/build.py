@@ -8,9 +8,10 @@ numbers and the held-out half never changes between runs.
 
 The training-only additions, written after the split by other authors (``source_extra.yaml`` to
 ``source_extra19.yaml``, one author each), go to train.jsonl only, with ids ``hs-x-...``, ``hs-b-...``,
-``hs-c-...``, ``hs-d-...`` to ``hs-o-...``, and (stop 33) ``hs-r-...`` to ``hs-u-...``; they take no part in the split, so the held-out half is the
-same with or without them. Two more authors' files (``source_heldout2.yaml``, ``source_heldout3.yaml``,
-ids ``hs-p-...``, ``hs-q-...``) are held out whole, as ``heldout2.jsonl`` and ``heldout3.jsonl``.
+``hs-c-...``, ``hs-d-...`` to ``hs-o-...``, and (stop 33) ``hs-r-...`` to ``hs-u-...``; they take no part
+in the split, so the held-out half is the same with or without them. Two more authors' files
+(``source_heldout2.yaml``, ``source_heldout3.yaml``, ids ``hs-p-...``, ``hs-q-...``) are held out whole, as
+``heldout2.jsonl`` and ``heldout3.jsonl``.
 """
 
 from __future__ import annotations
