@@ -176,8 +176,14 @@ def test_what_the_clinic_owed_the_patient_is_not_blame():
     for reply in owed:
         assert verdict(reply, "argue_back").verdict == "ok", reply
     # what the patient should have done stays blame, contracted or not, unless the clinic owns it
-    for reply in ("You should've rung the day before.", "You shouldn't have come without your card.",
-                  "You should have had your letter with you, that's how it works."):  # fmt: skip
+    blame = (
+        "You should've rung the day before.",
+        "You shouldn't have come without your card.",
+        "You should have had your letter with you, that's how it works.",
+        "You shouldn't have been so rude to the receptionist.",
+        "You should've been here at nine.",
+    )
+    for reply in blame:
         assert verdict(reply, "argue_back").verdict == "violated", reply
 
 
