@@ -360,27 +360,33 @@ def _pair_score(pairs: list[tuple[str, str]]) -> StepScore | None:
                      n=len(pairs), confusion=confusion)  # fmt: skip
 
 
+def _figure(value: float | None) -> str:
+    """A score to three places, or "n/a" where it is undefined (kappa with one class, no lines)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _table_row(name: str, s: StepScore) -> list[Any]:
+    """``[name, n, accuracy, kappa]`` for the trainer page's agreement table (kappa None where undefined)."""
+    return [name, s.n, round(s.accuracy, 3), None if s.kappa is None else round(s.kappa, 3)]
+
+
 def format_report(report: CalibrationReport, *, show_mistakes: bool = False) -> str:
     """Plain-text table plus confusion matrices (gold rows x predicted columns)."""
     lines = [f"{report.file}: {report.examples} replies, rubric {report.rubric}", ""]
     lines.append(f"{'step':<20} {'n':>4} {'accuracy':>9} {'kappa':>7}")
     for step_id, s in report.steps.items():
-        kappa = f"{s.kappa:.3f}" if s.kappa is not None else "n/a"
-        lines.append(f"{step_id:<20} {s.n:>4} {s.accuracy:>9.3f} {kappa:>7}")
-    macro_k = f"{report.macro_kappa:.3f}" if report.macro_kappa is not None else "n/a"
-    macro_a = f"{report.macro_accuracy:.3f}" if report.macro_accuracy is not None else "n/a"
-    lines += ["", f"macro accuracy {macro_a}   macro kappa {macro_k}"]
+        lines.append(f"{step_id:<20} {s.n:>4} {s.accuracy:>9.3f} {_figure(s.kappa):>7}")
+    lines += ["", f"macro accuracy {_figure(report.macro_accuracy)}   macro kappa {_figure(report.macro_kappa)}"]
     if report.meets is not None:
-        kappa = f"{report.meets.kappa:.3f}" if report.meets.kappa is not None else "n/a"
-        scored = f"accuracy {report.meets.accuracy:.3f}, kappa {kappa}"
+        scored = f"accuracy {report.meets.accuracy:.3f}, kappa {_figure(report.meets.kappa)}"
         lines.append(f"offer_solution meets: {report.meets.n} labelled, {scored}")
     if report.any_dont is not None:
-        kappa = f"{report.any_dont.kappa:.3f}" if report.any_dont.kappa is not None else "n/a"
         found = report.any_dont.confusion.get("violated", {})
         flagged = report.any_dont.confusion.get("ok", {})
         lines.append(
             f"any don't-step (hostile at all): {report.any_dont.n} labelled, accuracy {report.any_dont.accuracy:.3f}, "
-            f"kappa {kappa}; violations found {found.get('violated', 0)} of {sum(found.values())}, "
+            f"kappa {_figure(report.any_dont.kappa)}; "
+            f"violations found {found.get('violated', 0)} of {sum(found.values())}, "
             f"ok lines flagged {flagged.get('violated', 0)} of {sum(flagged.values())}"
         )
     if report.unfamiliar:
@@ -419,16 +425,11 @@ def as_json(report: CalibrationReport, *, include_mistakes: bool = False) -> dic
 def agreement_table(path: str | Path, rubric: str = "deescalation") -> tuple[list[list[Any]], str]:
     """Rows ``[step, n, accuracy, kappa]`` and a summary for the trainer page, with any per-step warnings."""
     report = calibrate(path, rubric)
-    rows = [
-        [step_id, s.n, round(s.accuracy, 3), None if s.kappa is None else round(s.kappa, 3)]
-        for step_id, s in report.steps.items()
-    ]
+    rows = [_table_row(step_id, s) for step_id, s in report.steps.items()]
     if report.any_dont is not None:  # hostile at all, whichever don't-step: the reading people agree on most
-        s = report.any_dont
-        rows.append(["any don't-step", s.n, round(s.accuracy, 3), None if s.kappa is None else round(s.kappa, 3)])
-    macro_k = "n/a" if report.macro_kappa is None else f"{report.macro_kappa:.3f}"
-    macro_a = "n/a" if report.macro_accuracy is None else f"{report.macro_accuracy:.3f}"
-    note = f"{report.examples} replies: macro accuracy {macro_a}, macro kappa {macro_k}"
+        rows.append(_table_row("any don't-step", report.any_dont))
+    macro = f"macro accuracy {_figure(report.macro_accuracy)}, macro kappa {_figure(report.macro_kappa)}"
+    note = f"{report.examples} replies: {macro}"
     if report.unfamiliar:
         note += f"\n{unfamiliar_note(report)}"
     for step_id, text in report.warnings.items():
